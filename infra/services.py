@@ -1,0 +1,407 @@
+"""Local services for development, `make run` and the tests: a KRaft Kafka broker, Redis, and the Flink jars.
+
+Every command is idempotent: starting a running service reports it and returns, stopping a stopped one is a no-op.
+Used as a script (``python -m infra.services kafka start``) and as a library by the test fixtures, which run their
+own broker and Redis on free ports beside any that ``make run`` started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from pipelines.config import Config, load_config  # noqa: E402
+
+CACHE = ROOT / ".cache"
+KAFKA_LIBS = CACHE / "kafka" / "libs"
+FLINK_JARS = CACHE / "flink-jars"
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"[infra] {msg}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _read_pid(pidfile: Path) -> int | None:
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _pid_alive(pid) else None
+
+
+def _stop_pid(pidfile: Path, name: str, timeout: float = 30.0) -> None:
+    pid = _read_pid(pidfile)
+    if pid is None:
+        pidfile.unlink(missing_ok=True)
+        log(f"{name}: not running")
+        return
+    log(f"{name}: stopping pid {pid}")
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + timeout
+    while time.time() < deadline and _pid_alive(pid):
+        time.sleep(0.2)
+    if _pid_alive(pid):
+        log(f"{name}: did not stop in {timeout:.0f}s, killing")
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    pidfile.unlink(missing_ok=True)
+
+
+def _spawn(cmd: list[str], logfile: Path, pidfile: Path, env: dict[str, str] | None = None,
+           cwd: Path = ROOT) -> int:
+    """Starts a detached process in its own session, so `make` returning does not end it."""
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    with open(logfile, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=cwd, env=env, start_new_session=True)
+    pidfile.write_text(str(proc.pid))
+    return proc.pid
+
+
+# --------------------------------------------------------------------------------------------------------- Maven
+
+def _mvn(pom: Path, out_dir: Path, extra: list[str] | None = None) -> None:
+    if shutil.which("mvn") is None:
+        raise ServiceError(
+            "Maven (`mvn`) is needed to fetch jars from Maven Central. Install it (Debian: `apt-get install maven`, "
+            "macOS: `brew install maven`), or point KAFKA_HOME at a Kafka installation, or KAFKA_BOOTSTRAP at a "
+            "running broker.")
+    tmp = out_dir.with_suffix(".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+           f"-DoutputDirectory={tmp}", "-DincludeScope=runtime", *(extra or [])]
+    log("resolving " + pom.parent.name + " jars from Maven Central")
+    subprocess.run(cmd, check=True)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+
+
+def ensure_kafka_libs() -> Path:
+    marker = KAFKA_LIBS / ".complete"
+    if not marker.exists():
+        _mvn(ROOT / "infra" / "kafka" / "pom.xml", KAFKA_LIBS)
+        marker.write_text("ok\n")
+    return KAFKA_LIBS
+
+
+def ensure_flink_jars(cfg: Config | None = None) -> Path:
+    """Puts the Flink Kafka connector where jobs find it (`flink.jars_dir`, added to `pipeline.jars`)."""
+    cfg = cfg or load_config()
+    out = cfg.path(cfg.flink.jars_dir)
+    marker = out / ".complete"
+    if not marker.exists():
+        _mvn(ROOT / "infra" / "flink" / "pom.xml", out, ["-DexcludeTransitive=true"])
+        marker.write_text("ok\n")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------- Kafka
+
+@dataclass
+class KafkaBroker:
+    """A single-node KRaft broker (combined broker + controller) on loopback."""
+
+    port: int
+    controller_port: int
+    data_dir: Path
+    kafka_home: str = ""
+    heap: str = "512m"
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "KafkaBroker":
+        return cls(cfg.kafka.port, cfg.kafka.controller_port, cfg.path(cfg.kafka.data_dir), cfg.kafka.home)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.data_dir / "kafka.pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.data_dir / "kafka.log"
+
+    def _classpath(self) -> str:
+        if self.kafka_home:
+            libs = Path(self.kafka_home) / "libs"
+            if not libs.is_dir():
+                raise ServiceError(f"KAFKA_HOME={self.kafka_home} has no libs/ folder")
+            return f"{libs}/*"
+        return f"{ensure_kafka_libs()}/*"
+
+    def _write_config(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        props = self.data_dir / "server.properties"
+        props.write_text("\n".join([
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={self.data_dir / 'data'}",
+            "num.partitions=4",
+            "auto.create.topics.enable=false",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=4",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=4",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            # Flink's transactional sink keeps a transaction open across a checkpoint interval.
+            "transaction.max.timeout.ms=3600000",
+            "log.retention.hours=168",
+            "log.segment.bytes=268435456",
+            "",
+        ]))
+        (self.data_dir / "log4j2.properties").write_text("\n".join([
+            "status = warn",
+            "appender.file.type = File",
+            "appender.file.name = file",
+            f"appender.file.fileName = {self.data_dir / 'server.log'}",
+            "appender.file.layout.type = PatternLayout",
+            "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+            "rootLogger.level = INFO",
+            "rootLogger.appenderRef.file.ref = file",
+            "logger.kafka.name = kafka",
+            "logger.kafka.level = INFO",
+            "logger.state.name = state.change.logger",
+            "logger.state.level = WARN",
+            "",
+        ]))
+        return props
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        return ["java", f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+                "-cp", self._classpath(), main, *args]
+
+    def running(self) -> bool:
+        return _read_pid(self.pidfile) is not None
+
+    def start(self, timeout: float = 90.0) -> str:
+        if self.running():
+            log(f"kafka: already running on {self.bootstrap} (pid {_read_pid(self.pidfile)})")
+            self.wait(timeout)
+            return self.bootstrap
+        if port_open(self.port):
+            raise ServiceError(f"port {self.port} is taken by another process; set STREAMSCORE_KAFKA__PORT "
+                               f"or KAFKA_BOOTSTRAP to use that broker")
+        props = self._write_config()
+        meta = self.data_dir / "data" / "meta.properties"
+        if not meta.exists():
+            cluster_id = uuid.uuid4().bytes
+            import base64
+            cid = base64.urlsafe_b64encode(cluster_id).decode().rstrip("=")
+            log(f"kafka: formatting storage in {self.data_dir / 'data'}")
+            subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cid, "-c", str(props),
+                                      "--ignore-formatted"), check=True, stdout=subprocess.DEVNULL)
+        pid = _spawn(self._java("kafka.Kafka", str(props)), self.logfile, self.pidfile)
+        log(f"kafka: started pid {pid}, waiting for {self.bootstrap}")
+        self.wait(timeout)
+        log(f"kafka: ready on {self.bootstrap}")
+        return self.bootstrap
+
+    def wait(self, timeout: float = 90.0) -> None:
+        wait_for_kafka(self.bootstrap, timeout, pidfile=self.pidfile, logfile=self.logfile)
+
+    def stop(self) -> None:
+        _stop_pid(self.pidfile, "kafka", timeout=30)
+
+    def kill(self) -> None:
+        """Hard crash, for fault tests."""
+        pid = _read_pid(self.pidfile)
+        if pid:
+            os.killpg(pid, signal.SIGKILL)
+            while _pid_alive(pid):
+                time.sleep(0.05)
+
+
+def wait_for_kafka(bootstrap: str, timeout: float = 90.0, pidfile: Path | None = None,
+                   logfile: Path | None = None) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        if pidfile is not None and _read_pid(pidfile) is None:
+            tail = logfile.read_text()[-3000:] if logfile and logfile.exists() else ""
+            raise ServiceError(f"kafka exited during start-up; last log lines:\n{tail}")
+        try:
+            md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2)
+            if md.brokers:
+                return
+        except Exception as exc:  # KafkaException while the broker boots
+            last = exc
+        time.sleep(0.5)
+    raise ServiceError(f"kafka at {bootstrap} did not answer within {timeout:.0f}s ({last})")
+
+
+# --------------------------------------------------------------------------------------------------------- Redis
+
+def ensure_redis_installed() -> str:
+    exe = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists()
+                                           else None)
+    if exe:
+        return exe
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log("redis: installing Debian's redis-server")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "install", "-y", "-q", "redis-server"], check=False, env=env)
+        if not shutil.which("redis-server"):
+            subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+            subprocess.run(["apt-get", "install", "-y", "-q", "redis-server"], check=True, env=env)
+        return shutil.which("redis-server") or "/usr/bin/redis-server"
+    raise ServiceError("redis-server is not installed: `sudo apt-get install redis-server` "
+                       "(or `brew install redis`), or set REDIS_URL to a running Redis")
+
+
+@dataclass
+class RedisServer:
+    port: int
+    data_dir: Path
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "RedisServer":
+        return cls(cfg.redis.port, ROOT / ".run" / "redis")
+
+    @property
+    def pidfile(self) -> Path:
+        return self.data_dir / "redis.pid"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def running(self) -> bool:
+        return _read_pid(self.pidfile) is not None
+
+    def start(self, timeout: float = 20.0) -> str:
+        exe = ensure_redis_installed()
+        if self.running():
+            log(f"redis: already running on {self.url}")
+            return self.url
+        if port_open(self.port):
+            raise ServiceError(f"port {self.port} is taken; set STREAMSCORE_REDIS__PORT or REDIS_URL")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Foreground under our own session (not --daemonize) so the pid file is the real process.
+        _spawn([exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+                "--save", "", "--appendonly", "yes", "--protected-mode", "yes"],
+               self.data_dir / "redis.log", self.pidfile)
+        deadline = time.time() + timeout
+        import redis
+
+        while time.time() < deadline:
+            try:
+                if redis.Redis.from_url(self.url, socket_timeout=1).ping():
+                    log(f"redis: ready on {self.url}")
+                    return self.url
+            except redis.RedisError:
+                time.sleep(0.2)
+        raise ServiceError(f"redis did not answer on {self.url} within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        _stop_pid(self.pidfile, "redis", timeout=15)
+
+
+# ------------------------------------------------------------------------------------------------------------ CLI
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("service", choices=["kafka", "redis", "flink-jars", "kafka-libs"])
+    ap.add_argument("action", nargs="?", default="start", choices=["start", "stop", "status"])
+    args = ap.parse_args(argv)
+    cfg = load_config()
+    try:
+        if args.service == "flink-jars":
+            print(ensure_flink_jars(cfg))
+        elif args.service == "kafka-libs":
+            print(ensure_kafka_libs())
+        elif args.service == "kafka":
+            if cfg.kafka.bootstrap:
+                log(f"kafka: using the external broker at {cfg.kafka.bootstrap} (KAFKA_BOOTSTRAP); not managing it")
+                if args.action != "stop":
+                    wait_for_kafka(cfg.kafka.bootstrap, 30)
+                return 0
+            broker = KafkaBroker.from_config(cfg)
+            if args.action == "start":
+                broker.start()
+            elif args.action == "stop":
+                broker.stop()
+            else:
+                print("running" if broker.running() else "stopped")
+        elif args.service == "redis":
+            if cfg.redis.url:
+                log(f"redis: using {cfg.redis.url} (REDIS_URL); not managing it")
+                return 0
+            server = RedisServer.from_config(cfg)
+            if args.action == "start":
+                server.start()
+            elif args.action == "stop":
+                server.stop()
+            else:
+                print("running" if server.running() else "stopped")
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""streamscore shared library: configuration, Avro serde, Kafka helpers, producers, replay and sinks."""

@@ -1,0 +1,280 @@
+"""The one validated configuration object.
+
+Settings come from three layers, later wins:
+  1. the defaults in the dataclasses below;
+  2. a YAML file: ``$STREAMSCORE_CONFIG`` or ``config/streamscore.yaml`` when present;
+  3. environment variables ``STREAMSCORE_<SECTION>__<KEY>`` (for example ``STREAMSCORE_KAFKA__BOOTSTRAP``), plus the
+     conventional ``KAFKA_BOOTSTRAP``, ``KAFKA_HOME`` and ``REDIS_URL``.
+
+This module is the only place that reads the environment. Unknown keys are errors that name their source, so a typo
+in a file or a variable never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_FILE = ROOT / "config" / "streamscore.yaml"
+ENV_PREFIX = "STREAMSCORE_"
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names where it came from."""
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    # An external broker; empty means "the local KRaft broker that infra/ starts on `port`".
+    bootstrap: str = ""
+    port: int = 9092
+    controller_port: int = 9093
+    # An existing Kafka installation to run instead of the Maven-resolved jars.
+    home: str = ""
+    partitions: int = 4
+    data_dir: str = ".run/kafka"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.bootstrap or f"127.0.0.1:{self.port}"
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+    url: str = ""
+
+    @property
+    def redis_url(self) -> str:
+        return self.url or f"redis://{self.host}:{self.port}/{self.db}"
+
+
+@dataclass(frozen=True)
+class TopicsConfig:
+    transactions: str = "transactions"
+    labels: str = "transaction-labels"
+    customer_profiles: str = "customer-profiles"
+    terminal_profiles: str = "terminal-profiles"
+    fraud_scores: str = "fraud-scores"
+    late: str = "transactions-late"
+    dead_letter: str = "dead-letter"
+    posts: str = "posts"
+    post_sentiment: str = "post-sentiment"
+    sentiment_trends: str = "sentiment-trends"
+    posts_late: str = "posts-late"
+    # The first job's output: decoded transactions re-encoded, proving the Kafka -> Flink -> Kafka chain.
+    passthrough: str = "transactions-decoded"
+
+
+@dataclass(frozen=True)
+class FlinkConfig:
+    parallelism: int = 1
+    # "process" isolates Python workers; "thread" runs them inside the JVM (faster, see docs/pyflink notes).
+    execution_mode: str = "process"
+    checkpoint_interval_ms: int = 2000
+    checkpoint_dir: str = ".run/flink-checkpoints"
+    auto_watermark_interval_ms: int = 200
+    bundle_size: int = 1000
+    bundle_time_ms: int = 50
+    arrow_batch_size: int = 1000
+    jvm_heap: str = "1g"
+    log_dir: str = ".run/logs/flink"
+    # Where `infra/flink_jars.py` puts the Kafka connector; jobs add every jar found there to `pipeline.jars`.
+    jars_dir: str = ".cache/flink-jars"
+    # A remote cluster (host:port of the JobManager REST endpoint); empty means the local MiniCluster.
+    jobmanager: str = ""
+    # Kafka source consumer group and the start position for a job without a checkpoint.
+    group_id: str = "streamscore-fraud"
+    starting_offsets: str = "earliest"
+    delivery_guarantee: str = "exactly-once"
+    transaction_timeout_ms: int = 600000
+
+
+@dataclass(frozen=True)
+class FraudConfig:
+    out_of_orderness_ms: int = 5000
+    idleness_ms: int = 10000
+    # A record whose event time is this far ahead of wall-clock "now" or of the watermark is rejected.
+    max_future_ms: int = 86_400_000
+    label_delay_days: float = 7.0
+    review_threshold: float = 0.5
+    decline_threshold: float = 0.9
+    scorer: str = "native"  # native | reference
+    model_dir: str = "artifacts/models/fraud"
+    model_version: str = "latest"
+    device: str = "auto"  # auto | cpu | cuda
+    max_batch: int = 1024
+    max_wait_ms: float = 5.0
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    fraud_csv: str = "../shared/data/fraud/transactions_2018-04-01_2018-06-30.csv.gz"
+    sentiment_dir: str = "../shared/data/sentiment"
+    rate: float = 2000.0
+    speedup: float = 0.0  # 0 = as fast as `rate` allows, ignoring event-time gaps
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    producer_port: int = 9401
+    job_port: int = 9402
+    dashboard_port: int = 9403
+    lag_exporter_port: int = 9404
+    flink_reporter_port: int = 9249
+    prometheus_port: int = 9090
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str = "change-me"
+    allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8765", "http://localhost:8765")
+    send_queue: int = 64
+
+
+@dataclass(frozen=True)
+class Config:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
+    flink: FlinkConfig = field(default_factory=FlinkConfig)
+    fraud: FraudConfig = field(default_factory=FraudConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+
+    def path(self, value: str) -> Path:
+        """Resolves a configured path relative to the project root."""
+        p = Path(value)
+        return p if p.is_absolute() else ROOT / p
+
+    def with_overrides(self, overrides: Mapping[str, Mapping[str, Any]]) -> "Config":
+        return _merge(self, overrides, source="overrides")
+
+
+_CHOICES = {
+    ("flink", "execution_mode"): {"process", "thread"},
+    ("flink", "delivery_guarantee"): {"exactly-once", "at-least-once", "none"},
+    ("flink", "starting_offsets"): {"earliest", "latest", "committed"},
+    ("fraud", "scorer"): {"native", "reference"},
+    ("fraud", "device"): {"auto", "cpu", "cuda"},
+}
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    origin = typing.get_origin(typ)
+    try:
+        if typ is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if typ in (int, float, str):
+            if typ is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return typ(value)
+        if origin is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(i).strip() for i in items if str(i).strip())
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: cannot read {value!r} as {getattr(typ, '__name__', typ)}") from exc
+    raise ConfigError(f"{where}: unsupported type {typ}")
+
+
+def _merge(cfg: Config, data: Mapping[str, Any], source: str) -> Config:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    sections = {}
+    hints = typing.get_type_hints(Config)
+    for section, values in data.items():
+        if section not in hints:
+            raise ConfigError(f"{source}: unknown section {section!r} (known: {', '.join(sorted(hints))})")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{source}: section {section!r} must be a mapping")
+        current = getattr(cfg, section)
+        sec_hints = typing.get_type_hints(type(current))
+        changes = {}
+        for key, value in values.items():
+            if key not in sec_hints:
+                raise ConfigError(
+                    f"{source}: unknown key {section}.{key} (known: {', '.join(sorted(sec_hints))})")
+            where = f"{source}: {section}.{key}"
+            coerced = _coerce(value, sec_hints[key], where)
+            allowed = _CHOICES.get((section, key))
+            if allowed and coerced not in allowed:
+                raise ConfigError(f"{where}: {coerced!r} is not one of {sorted(allowed)}")
+            changes[key] = coerced
+        sections[section] = dataclasses.replace(current, **changes)
+    return dataclasses.replace(cfg, **sections)
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        if name == "STREAMSCORE_CONFIG" or not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX):]
+        if "__" not in rest:
+            raise ConfigError(f"environment: {name} is not of the form {ENV_PREFIX}<SECTION>__<KEY>")
+        section, key = rest.split("__", 1)
+        out.setdefault(section.lower(), {})[key.lower()] = value
+    # The conventional names a Kafka or Redis user already has set.
+    if environ.get("KAFKA_BOOTSTRAP"):
+        out.setdefault("kafka", {})["bootstrap"] = environ["KAFKA_BOOTSTRAP"]
+    if environ.get("KAFKA_HOME"):
+        out.setdefault("kafka", {})["home"] = environ["KAFKA_HOME"]
+    if environ.get("REDIS_URL"):
+        out.setdefault("redis", {})["url"] = environ["REDIS_URL"]
+    return out
+
+
+def _validate(cfg: Config) -> Config:
+    f = cfg.fraud
+    if not 0.0 <= f.review_threshold <= f.decline_threshold <= 1.0:
+        raise ConfigError("fraud: need 0 <= review_threshold <= decline_threshold <= 1")
+    if f.max_batch < 1 or f.max_wait_ms < 0:
+        raise ConfigError("fraud: max_batch must be >= 1 and max_wait_ms >= 0")
+    if cfg.flink.parallelism < 1:
+        raise ConfigError("flink: parallelism must be >= 1")
+    if cfg.kafka.partitions < 1:
+        raise ConfigError("kafka: partitions must be >= 1")
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                environ: Mapping[str, str] | None = None) -> Config:
+    """Builds the validated Config from defaults, the YAML file and the environment."""
+    environ = os.environ if environ is None else environ
+    cfg = Config()
+    file = Path(path) if path else (Path(environ["STREAMSCORE_CONFIG"]) if environ.get("STREAMSCORE_CONFIG")
+                                    else DEFAULT_CONFIG_FILE)
+    if path or environ.get("STREAMSCORE_CONFIG") or file.exists():
+        if not file.exists():
+            raise ConfigError(f"{file}: config file not found")
+        try:
+            data = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+        cfg = _merge(cfg, data, source=str(file))
+    env = _from_env(environ)
+    if env:
+        cfg = _merge(cfg, env, source="environment")
+    return _validate(cfg)
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
