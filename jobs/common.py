@@ -1,0 +1,156 @@
+"""Builds the Flink environments for our jobs from the one Config.
+
+The same job file runs on the local MiniCluster (``python jobs/x.py``) and on a cluster (``flink run -py jobs/x.py``):
+we never set ``execution.target`` ourselves, so ``flink run`` decides where it goes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from pipelines.config import Config  # noqa: E402
+
+
+def connector_jars(cfg: Config) -> list[str]:
+    jars_dir = cfg.path(cfg.flink.jars_dir)
+    jars = sorted(jars_dir.glob("*.jar"))
+    if not jars:
+        raise RuntimeError(f"no Flink connector jars in {jars_dir}: run `make flink-jars` "
+                           f"(python -m infra.services flink-jars)")
+    return [j.resolve().as_uri() for j in jars]
+
+
+def _python() -> str:
+    return os.environ.get("PYFLINK_PYTHON", sys.executable)
+
+
+def flink_settings(cfg: Config, *, job_name: str) -> dict[str, str]:
+    f = cfg.flink
+    py = _python()
+    settings = {
+        "pipeline.name": job_name,
+        "pipeline.jars": ";".join(connector_jars(cfg)),
+        "python.executable": py,
+        "python.client.executable": py,
+        "python.execution-mode": f.execution_mode,
+        "python.fn-execution.bundle.size": str(f.bundle_size),
+        "python.fn-execution.bundle.time": str(f.bundle_time_ms),
+        "python.fn-execution.arrow.batch.size": str(f.arrow_batch_size),
+        "pipeline.auto-watermark-interval": f"{f.auto_watermark_interval_ms} ms",
+        "parallelism.default": str(f.parallelism),
+        "table.exec.source.idle-timeout": f"{cfg.fraud.idleness_ms} ms",
+        # The source's watermark is per Kafka partition; late rows are routed in Python before SQL sees them.
+        "table.exec.state.ttl": "0",
+        "restart-strategy.type": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": "1000",
+        "restart-strategy.fixed-delay.delay": "2 s",
+    }
+    if f.checkpoint_interval_ms > 0:
+        settings.update({
+            "execution.checkpointing.interval": f"{f.checkpoint_interval_ms} ms",
+            "execution.checkpointing.mode": "EXACTLY_ONCE",
+            "execution.checkpointing.min-pause": f"{max(f.checkpoint_interval_ms // 4, 50)} ms",
+            "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+            "state.checkpoints.dir": cfg.path(f.checkpoint_dir).resolve().as_uri(),
+            "execution.checkpointing.dir": cfg.path(f.checkpoint_dir).resolve().as_uri(),
+        })
+    if f.execution_mode == "thread":
+        # Thread mode runs Python inside the JVM through pemja, which must find our site-packages.
+        site = next(p for p in sys.path if p.endswith("site-packages"))
+        os.environ["PYTHONPATH"] = os.pathsep.join([site, str(ROOT), os.environ.get("PYTHONPATH", "")])
+    return settings
+
+
+def prepare_process_env(cfg: Config) -> None:
+    """Environment the local MiniCluster's JVM and Python workers inherit."""
+    log_dir = cfg.path(cfg.flink.log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("FLINK_LOG_DIR", str(log_dir))
+    os.environ.setdefault("JVM_ARGS", f"-Xmx{cfg.flink.jvm_heap}")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)
+
+
+def create_envs(cfg: Config, *, job_name: str):
+    """Returns (StreamExecutionEnvironment, StreamTableEnvironment) configured from cfg."""
+    prepare_process_env(cfg)
+    from pyflink.common import Configuration
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.table import EnvironmentSettings, StreamTableEnvironment
+
+    conf = Configuration()
+    for k, v in flink_settings(cfg, job_name=job_name).items():
+        conf.set_string(k, v)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_parallelism(cfg.flink.parallelism)
+    t_env = StreamTableEnvironment.create(env, environment_settings=EnvironmentSettings.in_streaming_mode())
+    tconf = t_env.get_config()
+    for k, v in flink_settings(cfg, job_name=job_name).items():
+        tconf.set(k, v)
+    return env, t_env
+
+
+def kafka_source_ddl(cfg: Config, *, table: str, topic: str, group_id: str, bootstrap: str | None = None,
+                     watermark: bool = True) -> str:
+    """A Kafka table with the raw value bytes, the key, Kafka metadata, and a per-partition watermark on the
+    record timestamp (our producers set it to the event time)."""
+    bootstrap = bootstrap or cfg.kafka.bootstrap_servers
+    startup = {"earliest": "earliest-offset", "latest": "latest-offset",
+               "committed": "group-offsets"}[cfg.flink.starting_offsets]
+    wm = (f", WATERMARK FOR kafka_ts AS kafka_ts - INTERVAL '{cfg.fraud.out_of_orderness_ms / 1000:.3f}' SECOND"
+          if watermark else "")
+    return f"""
+        CREATE TEMPORARY TABLE {table} (
+          `key` BYTES,
+          `value` BYTES,
+          `topic` STRING METADATA VIRTUAL,
+          `partition` INT METADATA VIRTUAL,
+          `offset` BIGINT METADATA VIRTUAL,
+          `kafka_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL
+          {wm}
+        ) WITH (
+          'connector' = 'kafka',
+          'topic' = '{topic}',
+          'properties.bootstrap.servers' = '{bootstrap}',
+          'properties.group.id' = '{group_id}',
+          'properties.isolation.level' = 'read_committed',
+          'properties.commit.offsets.on.checkpoint' = 'true',
+          'properties.auto.offset.reset' = 'earliest',
+          'scan.startup.mode' = '{startup}',
+          'scan.watermark.idle-timeout' = '{cfg.fraud.idleness_ms} ms',
+          'key.format' = 'raw',
+          'key.fields' = 'key',
+          'value.format' = 'raw',
+          'value.fields-include' = 'EXCEPT_KEY'
+        )"""
+
+
+def kafka_sink_ddl(cfg: Config, *, table: str, topic: str, bootstrap: str | None = None,
+                   txn_prefix: str | None = None) -> str:
+    """A Kafka sink of (key, value) bytes. Exactly-once uses Kafka transactions committed on checkpoints."""
+    bootstrap = bootstrap or cfg.kafka.bootstrap_servers
+    guarantee = cfg.flink.delivery_guarantee
+    txn = ""
+    if guarantee == "exactly-once":
+        txn = (f",\n 'sink.transactional-id-prefix' = '{txn_prefix or table}',"
+               f"\n 'properties.transaction.timeout.ms' = '{cfg.flink.transaction_timeout_ms}'")
+    return f"""
+        CREATE TEMPORARY TABLE {table} (
+          `key` BYTES,
+          `value` BYTES
+        ) WITH (
+          'connector' = 'kafka',
+          'topic' = '{topic}',
+          'properties.bootstrap.servers' = '{bootstrap}',
+          'properties.linger.ms' = '5',
+          'key.format' = 'raw',
+          'key.fields' = 'key',
+          'value.format' = 'raw',
+          'value.fields-include' = 'EXCEPT_KEY',
+          'sink.delivery-guarantee' = '{guarantee}'{txn}
+        )"""
