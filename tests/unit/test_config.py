@@ -1,0 +1,46 @@
+import pytest
+
+from pipelines.config import ConfigError, load_config
+
+
+def test_defaults_without_file(tmp_path):
+    cfg = load_config(environ={})
+    assert cfg.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert cfg.topics.dead_letter == "dead-letter"
+
+
+def test_file_and_env_layers(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("kafka:\n  port: 19092\nfraud:\n  review_threshold: 0.3\n")
+    cfg = load_config(f, environ={"STREAMSCORE_FRAUD__DECLINE_THRESHOLD": "0.8", "KAFKA_BOOTSTRAP": "h:1"})
+    assert cfg.kafka.port == 19092
+    assert cfg.kafka.bootstrap_servers == "h:1"
+    assert (cfg.fraud.review_threshold, cfg.fraud.decline_threshold) == (0.3, 0.8)
+
+
+def test_unknown_key_names_the_file(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("kafka:\n  prot: 1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*kafka\.prot"):
+        load_config(f, environ={})
+
+
+def test_unknown_section_and_env_key():
+    with pytest.raises(ConfigError, match="unknown section"):
+        load_config(environ={"STREAMSCORE_NOPE__X": "1"})
+    with pytest.raises(ConfigError, match="environment: unknown key fraud.nope"):
+        load_config(environ={"STREAMSCORE_FRAUD__NOPE": "1"})
+
+
+def test_bad_values():
+    with pytest.raises(ConfigError, match="kafka.port"):
+        load_config(environ={"STREAMSCORE_KAFKA__PORT": "abc"})
+    with pytest.raises(ConfigError, match="scorer"):
+        load_config(environ={"STREAMSCORE_FRAUD__SCORER": "magic"})
+    with pytest.raises(ConfigError, match="threshold"):
+        load_config(environ={"STREAMSCORE_FRAUD__REVIEW_THRESHOLD": "0.95"})
+
+
+def test_missing_explicit_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "none.yaml", environ={})

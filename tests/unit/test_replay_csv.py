@@ -1,0 +1,52 @@
+import gzip
+
+import pytest
+
+from pipelines.replay_fraud import CSV_COLUMNS, CsvRowError, iter_csv, malformed_value, MALFORMED_KINDS, CsvTransaction
+from pipelines.serde import DecodeError, check_transaction, serde
+import random
+
+HEADER = ",".join(CSV_COLUMNS)
+
+
+def write(tmp_path, lines):
+    p = tmp_path / "tx.csv.gz"
+    with gzip.open(p, "wt") as f:
+        f.write("\n".join([HEADER, *lines]) + "\n")
+    return p
+
+
+def test_malformed_rows_reported_with_line_numbers(tmp_path):
+    p = write(tmp_path, [
+        "0,2018-04-01 00:00:31,596,3156,57.16,31,0,0,0",
+        "1,2018-04-01 00:02:10,4961,3412,not-a-number,130,0,0,0",
+        "2,2018-04-01 00:07:56,2,1365,146.00,476,0,0",
+        "3,2018-04-01 00:09:29,4128,8737,-5,569,0,0,0",
+        "4,2018-04-01 00:10:34,927,9906,50.99,634,0,1,2",
+    ])
+    errors: list[CsvRowError] = []
+    rows = list(iter_csv(p, errors.append))
+    assert [r.transaction_id for r in rows] == [0, 4]
+    assert [(e.line, e.reason) for e in errors] == [(3, "bad-value"), (4, "column-count"), (5, "bad-amount")]
+    assert rows[1].fraud == 1 and rows[1].scenario == 2
+    assert rows[0].event_time == 1522540831000
+
+
+def test_bad_header(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(CsvRowError, match="header"):
+        list(iter_csv(p))
+
+
+def test_every_injected_malformed_kind_is_rejected_by_decode_or_rules():
+    tx = CsvTransaction(2, 5, 6, 7, 10.0, 1522540831000, 0, 0)
+    rng = random.Random(1)
+    now = 1_700_000_000_000
+    for kind in MALFORMED_KINDS:
+        raw = malformed_value(kind, tx, rng, now)
+        try:
+            rec = serde("transaction").decode(raw)
+        except DecodeError:
+            continue
+        assert check_transaction(rec, now, 86_400_000) is not None, kind
