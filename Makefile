@@ -1,14 +1,64 @@
 # streamscore: `make run` starts the whole pipeline, `make test` runs every test. `make help` lists the rest.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
+PYTHON ?= python3.11
 VENV ?= .venv
-PY := $(VENV)/bin/python
-PIP := $(VENV)/bin/pip
+PY := $(CURDIR)/$(VENV)/bin/python
+PIP := $(CURDIR)/$(VENV)/bin/pip
 export PYTHONPATH := $(CURDIR)
+STAMP := $(VENV)/.installed
 
 .PHONY: help
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# ---------------------------------------------------------------------------------------------------- install
+.PHONY: system-deps venv jars install
+system-deps: ## Install missing Debian packages (JDK, Maven, redis-server, chromium, prometheus, valgrind)
+	@bash infra/install_system.sh
+
+$(STAMP): requirements.txt constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip wheel
+	# constraints.txt pins every transitive version we tested; torch is the PyPI (CUDA-capable) build.
+	$(PIP) install -q -r requirements.txt -c constraints.txt
+	@touch $@
+
+venv: $(STAMP) ## Create the Python 3.11 virtualenv with pinned dependencies
+
+jars: $(STAMP) ## Fetch the Kafka broker and the Flink Kafka connector from Maven Central (cached in .cache/)
+	@$(PY) -m infra.services kafka-libs >/dev/null
+	@$(PY) -m infra.services flink-jars >/dev/null
+
+install: system-deps venv jars ## Everything `run` and `test` need (idempotent)
+
+# ------------------------------------------------------------------------------------------------- run / stop
+.PHONY: run stop status
+run: install ## Start Kafka, Redis, topics, the Flink jobs, producers, dashboard and monitoring
+	@$(PY) -m infra.stack up
+
+stop: ## Stop every process `make run` started
+	@$(PY) -m infra.stack down
+
+status: ## Show what runs where
+	@$(PY) -m infra.stack status
+
+# ------------------------------------------------------------------------------------------------------ tests
+.PHONY: test test-unit test-integration
+PYTEST := $(PY) -m pytest
+test: install ## Install what is missing, then run unit and integration tests against real services
+	$(PYTEST) tests -m "not slow or slow" -p no:cacheprovider
+
+test-unit: venv ## Fast tests, no broker
+	$(PYTEST) tests/unit -q
+
+test-integration: install ## Tests against a real Kafka broker, Redis and PyFlink jobs
+	$(PYTEST) tests/integration -q
+
+.PHONY: clean
+clean: ## Remove build outputs and local state (.run), keep caches
+	rm -rf .run build cpp_ext/build .pytest_cache
 
 # Areas add their own targets in mk/*.mk.
 -include mk/*.mk
