@@ -56,6 +56,8 @@ DASHBOARD_DISCONNECTS = Counter(f"{PREFIX}_dashboard_disconnects_total", "Client
                                 ["reason"])
 DASHBOARD_REJECTED = Counter(f"{PREFIX}_dashboard_rejected_total", "Connections refused at the handshake",
                              ["reason"])
+DASHBOARD_BAD_MESSAGES = Counter(f"{PREFIX}_dashboard_bad_messages_total",
+                                 "Client messages answered with an error frame", ["reason"])
 
 _server_lock = threading.Lock()
 _servers: dict[int, object] = {}

@@ -17,16 +17,11 @@ from pipelines.serde import serde
 pytestmark = pytest.mark.integration
 
 
-def _produce(bootstrap: str, topic: str, counts: dict[int, int], **extra) -> None:
-    p = kafka_util.producer(bootstrap, **extra)
-    if "transactional.id" in extra:
-        p.init_transactions(30)
-        p.begin_transaction()
+def _produce(bootstrap: str, topic: str, counts: dict[int, int]) -> None:
+    p = kafka_util.producer(bootstrap)
     for partition, n in counts.items():
         for i in range(n):
             p.produce(topic, value=f"v{i}".encode(), partition=partition)
-    if "transactional.id" in extra:
-        p.commit_transaction(30)
     assert p.flush(30) == 0
 
 
