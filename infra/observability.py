@@ -275,6 +275,29 @@ class LagExporterService:
         return f"running on {self.url} (pid {_read_pid(self.pidfile)})" if self.running() else "stopped"
 
 
+# ------------------------------------------------------------------------------------------- library entry points
+# For infra/stack.py (`make run` / `make stop`): `prometheus_start(cfg)` and friends.
+
+def prometheus_start(cfg: Config | None = None) -> str:
+    return PrometheusServer.from_config(cfg or load_config()).start()
+
+
+def prometheus_stop(cfg: Config | None = None) -> None:
+    PrometheusServer.from_config(cfg or load_config()).stop()
+
+
+def prometheus_status(cfg: Config | None = None) -> str:
+    return PrometheusServer.from_config(cfg or load_config()).status()
+
+
+def lag_exporter_start(cfg: Config | None = None, groups: Iterable[str] = ()) -> str:
+    return LagExporterService.from_config(cfg or load_config(), groups).start()
+
+
+def lag_exporter_stop(cfg: Config | None = None) -> None:
+    LagExporterService.from_config(cfg or load_config()).stop()
+
+
 # ------------------------------------------------------------------------------------------------------- CLI
 
 def main(argv: list[str] | None = None) -> int:
