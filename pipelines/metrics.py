@@ -47,6 +47,13 @@ CONSUMER_LAG = Gauge(f"{PREFIX}_consumer_lag", "Log-end offset minus committed o
 CONSUMER_COMMITTED = Gauge(f"{PREFIX}_consumer_committed_offset", "Committed offset",
                            ["group", "topic", "partition"])
 LOG_END_OFFSET = Gauge(f"{PREFIX}_log_end_offset", "Log-end (high-watermark) offset", ["topic", "partition"])
+LAG_EXPORTER_ERRORS = Counter(f"{PREFIX}_lag_exporter_errors_total",
+                              "Lag-exporter poll failures (broker down, missing group, undecodable record), by stage",
+                              ["stage"])
+LAG_EXPORTER_POLL_SECONDS = Histogram(f"{PREFIX}_lag_exporter_poll_seconds", "Duration of one lag-exporter poll",
+                                      [], buckets=LATENCY_BUCKETS)
+LAG_EXPORTER_LAST_SUCCESS = Gauge(f"{PREFIX}_lag_exporter_last_success_timestamp_seconds",
+                                  "Unix time of the lag exporter's last poll that reached the broker")
 
 DASHBOARD_CLIENTS = Gauge(f"{PREFIX}_dashboard_clients", "Connected dashboard WebSocket clients")
 DASHBOARD_MESSAGES = Counter(f"{PREFIX}_dashboard_messages_sent_total", "Updates pushed to browsers", [])
