@@ -1,0 +1,289 @@
+"""What the dashboard shows, aggregated from the output topics; pure Python, no Kafka and no asyncio.
+
+The server feeds decoded records in (``add_fraud_score``, ``add_trend``...) and asks for ``snapshot(now)`` every
+broadcast tick. Every structure here is bounded, whatever the input rate or the number of distinct keys:
+
+* throughput: one bucket per wall-clock second, the last ``series_seconds`` kept. *In* is the growth rate of the
+  input topics' end offsets (transactions + posts, sampled by the lag poller), *out* is score records read per
+  second (fraud-scores + post-sentiment).
+* fraud score histogram: ``bins`` equal-width bins over [0, 1], cumulative since the dashboard started, plus the
+  count per decision.
+* latest REVIEW / DECLINE decisions (newest first) with their **top features**. The attribution is a simple,
+  model-agnostic one: each feature value's z-score against the running mean / standard deviation of that feature
+  over every scored transaction seen so far (Welford), ranked by |z|, so "how unusual was this feature for this
+  transaction". Until ``min_stats`` transactions were seen (or when a feature has no spread) the raw |value| ranks.
+* sentiment per post topic over time: the ``mean_positivity`` and counts of the last ``sentiment_windows`` windows
+  per topic from ``sentiment-trends``; a re-emitted window (late firing) replaces the earlier value. At most
+  ``max_topics`` topics, the least recently updated evicted first.
+* counts: late transactions / posts, dead letters (by reason, at most ``max_reasons``), records the dashboard
+  itself could not decode.
+* latency: p50 / p99 of ``scored_at - produced_at`` over the last ``latency_samples`` scores, per pipeline.
+* lag: rows per partition given by the lag poller (log-end offset minus the dashboard group's committed offset).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict, deque
+from typing import Any, Iterable, Mapping
+
+PANELS = ("throughput", "histogram", "decisions", "sentiment", "counts", "latency", "lag")
+DECISIONS = ("APPROVE", "REVIEW", "DECLINE")
+
+
+class _Welford:
+    __slots__ = ("n", "mean", "m2")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean = 0.0
+        self.m2 = 0.0
+
+    def add(self, x: float) -> None:
+        self.n += 1
+        d = x - self.mean
+        self.mean += d / self.n
+        self.m2 += d * (x - self.mean)
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else 0.0
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of an ascending list (q in [0, 100]); None when empty."""
+    if not sorted_values:
+        return None
+    k = max(0, min(len(sorted_values) - 1, math.ceil(q / 100.0 * len(sorted_values)) - 1))
+    return sorted_values[k]
+
+
+def _finite(x: Any) -> float | None:
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+class DashboardState:
+    def __init__(self, *, bins: int = 20, decisions: int = 20, top_features: int = 3, series_seconds: int = 120,
+                 sentiment_windows: int = 60, max_topics: int = 12, latency_samples: int = 2048,
+                 max_features: int = 128, max_reasons: int = 20, min_stats: int = 30,
+                 start: float | None = None):
+        self.bins = bins
+        self.top_features = top_features
+        self.series_seconds = series_seconds
+        self.sentiment_windows = sentiment_windows
+        self.max_topics = max_topics
+        self.max_features = max_features
+        self.max_reasons = max_reasons
+        self.min_stats = min_stats
+        self.started = time.time() if start is None else start
+
+        self.histogram = [0] * bins
+        self.decision_counts = {d: 0 for d in DECISIONS}
+        self.decisions: deque[dict[str, Any]] = deque(maxlen=decisions)
+        self.feature_stats: dict[str, _Welford] = {}
+
+        # second -> score records read in that second; second -> input events/s measured then.
+        self._out: OrderedDict[int, int] = OrderedDict()
+        self._in: OrderedDict[int, float] = OrderedDict()
+        self._input_offsets: dict[str, tuple[float, int]] = {}
+        self._input_rates: dict[str, float] = {}
+
+        self.trends: OrderedDict[str, OrderedDict[int, dict[str, Any]]] = OrderedDict()
+        self.totals = {"fraud_scores": 0, "sentiment_scores": 0, "trends": 0, "late_transactions": 0,
+                       "late_posts": 0, "dead_letters": 0, "decode_errors": 0}
+        self.sentiment_labels = {"negative": 0, "neutral": 0, "positive": 0}
+        self.dead_letter_reasons: dict[str, int] = {}
+        self.latency = {"fraud": deque(maxlen=latency_samples), "sentiment": deque(maxlen=latency_samples)}
+        self.lag: list[dict[str, Any]] = []
+        self.lag_updated: float | None = None
+        self.last_event: float | None = None
+
+    # ------------------------------------------------------------------------------------------------ inputs
+
+    def _count_out(self, now: float) -> None:
+        sec = int(now)
+        self._out[sec] = self._out.get(sec, 0) + 1
+        self._trim(self._out, sec)
+        self.last_event = now
+
+    def _trim(self, series: OrderedDict, sec: int) -> None:
+        while series and next(iter(series)) <= sec - self.series_seconds:
+            series.popitem(last=False)
+
+    def _latency(self, pipeline: str, rec: Mapping[str, Any]) -> None:
+        try:
+            ms = int(rec["scored_at"]) - int(rec["produced_at"])
+        except (KeyError, TypeError, ValueError):
+            return
+        # Clocks of two hosts can disagree by a little; a negative latency is reported as zero.
+        self.latency[pipeline].append(max(0, ms) / 1000.0)
+
+    def add_fraud_score(self, rec: Mapping[str, Any], now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self.totals["fraud_scores"] += 1
+        self._count_out(now)
+        score = _finite(rec.get("score"))
+        if score is not None:
+            i = min(self.bins - 1, max(0, int(score * self.bins)))
+            self.histogram[i] += 1
+        decision = rec.get("decision")
+        if decision in self.decision_counts:
+            self.decision_counts[decision] += 1
+        self._latency("fraud", rec)
+        features = {k: v for k, v in (rec.get("features") or {}).items() if _finite(v) is not None}
+        top = self.attribute(features)  # before updating, so a value is compared with what came before it
+        for name, value in features.items():
+            stats = self.feature_stats.get(name)
+            if stats is None:
+                if len(self.feature_stats) >= self.max_features:
+                    continue
+                stats = self.feature_stats[name] = _Welford()
+            stats.add(float(value))
+        if decision in ("REVIEW", "DECLINE"):
+            self.decisions.appendleft({
+                "transaction_id": rec.get("transaction_id"), "customer_id": rec.get("customer_id"),
+                "terminal_id": rec.get("terminal_id"), "amount": _finite(rec.get("amount")),
+                "score": score, "decision": decision, "model_version": rec.get("model_version"),
+                "event_time": rec.get("event_time"), "scored_at": rec.get("scored_at"),
+                "top_features": top,
+            })
+
+    def attribute(self, features: Mapping[str, float]) -> list[dict[str, Any]]:
+        """The ``top_features`` most unusual features: largest |z| against the running statistics, or largest
+        |value| while the statistics are too young."""
+        ranked = []
+        for name, value in features.items():
+            value = float(value)
+            stats = self.feature_stats.get(name)
+            z = None
+            if stats is not None and stats.n >= self.min_stats and stats.std > 0:
+                z = (value - stats.mean) / stats.std
+            ranked.append((abs(z) if z is not None else -1.0, abs(value), name, value, z))
+        # Features with a z-score outrank those without; ties (and the young-statistics case) by |value|.
+        ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
+        return [{"name": name, "value": round(value, 4), "z": None if z is None else round(z, 2)}
+                for _, _, name, value, z in ranked[:self.top_features]]
+
+    def add_sentiment_score(self, rec: Mapping[str, Any], now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self.totals["sentiment_scores"] += 1
+        self._count_out(now)
+        label = rec.get("label")
+        if label in self.sentiment_labels:
+            self.sentiment_labels[label] += 1
+        self._latency("sentiment", rec)
+
+    def add_trend(self, rec: Mapping[str, Any], now: float | None = None) -> None:
+        self.totals["trends"] += 1
+        self.last_event = time.time() if now is None else now
+        topic = str(rec.get("topic", ""))[:64]
+        windows = self.trends.get(topic)
+        if windows is None:
+            if len(self.trends) >= self.max_topics:
+                self.trends.popitem(last=False)
+            windows = self.trends[topic] = OrderedDict()
+        else:
+            self.trends.move_to_end(topic)
+        start = int(rec.get("window_start", 0))
+        counts = [int(rec.get(k, 0)) for k in ("count_negative", "count_neutral", "count_positive")]
+        windows[start] = {"mean": _finite(rec.get("mean_positivity")), "neg": counts[0], "neu": counts[1],
+                          "pos": counts[2], "end": int(rec.get("window_end", start))}
+        if len(windows) > self.sentiment_windows or (len(windows) > 1 and start < next(reversed(windows))):
+            # Keep the windows in time order (a late firing may come after newer ones) and bounded.
+            ordered = sorted(windows.items())[-self.sentiment_windows:]
+            windows.clear()
+            windows.update(ordered)
+
+    def add_late(self, kind: str, now: float | None = None) -> None:
+        self.totals["late_posts" if kind == "posts" else "late_transactions"] += 1
+        self.last_event = time.time() if now is None else now
+
+    def add_dead_letter(self, rec: Mapping[str, Any] | None, now: float | None = None) -> None:
+        self.totals["dead_letters"] += 1
+        self.last_event = time.time() if now is None else now
+        reason = str((rec or {}).get("reason") or "unknown")[:64]
+        if reason not in self.dead_letter_reasons and len(self.dead_letter_reasons) >= self.max_reasons:
+            reason = "other"
+        self.dead_letter_reasons[reason] = self.dead_letter_reasons.get(reason, 0) + 1
+
+    def add_decode_error(self) -> None:
+        self.totals["decode_errors"] += 1
+
+    def observe_input_offsets(self, name: str, total: int, now: float | None = None) -> None:
+        """The sum of an input topic's end offsets at `now`; the rate of growth is events/s in."""
+        now = time.time() if now is None else now
+        prev = self._input_offsets.get(name)
+        self._input_offsets[name] = (now, total)
+        if prev is not None and now > prev[0]:
+            self._input_rates[name] = max(0.0, (total - prev[1]) / (now - prev[0]))
+            sec = int(now)
+            self._in[sec] = sum(self._input_rates.values())
+            self._trim(self._in, sec)
+
+    def set_lag(self, rows: Iterable[Mapping[str, Any]], now: float | None = None) -> None:
+        self.lag = [dict(r) for r in rows][:256]
+        self.lag_updated = time.time() if now is None else now
+
+    # ---------------------------------------------------------------------------------------------- snapshot
+
+    def out_rate(self, now: float, window: int = 3) -> float:
+        sec = int(now)
+        return sum(self._out.get(s, 0) for s in range(sec - window, sec)) / window
+
+    def in_rate(self) -> float | None:
+        return sum(self._input_rates.values()) if self._input_rates else None
+
+    def snapshot(self, now: float | None = None, panels: Iterable[str] = PANELS) -> dict[str, Any]:
+        now = time.time() if now is None else now
+        return {p: getattr(self, f"_panel_{p}")(now) for p in panels}
+
+    def _panel_throughput(self, now: float) -> dict[str, Any]:
+        sec = int(now)
+        t, out, inn = [], [], []
+        last_in = None
+        for s in range(sec - self.series_seconds + 1, sec):
+            if s in self._in:
+                last_in = self._in[s]
+            t.append(s)
+            out.append(self._out.get(s, 0))
+            inn.append(None if last_in is None else round(last_in, 1))
+        rate_in = self.in_rate()
+        return {"in_rate": None if rate_in is None else round(rate_in, 1),
+                "out_rate": round(self.out_rate(now), 1), "t": t, "in": inn, "out": out}
+
+    def _panel_histogram(self, now: float) -> dict[str, Any]:
+        return {"bins": list(self.histogram), "edges": [round(i / self.bins, 4) for i in range(self.bins + 1)],
+                "total": sum(self.histogram), "decisions": dict(self.decision_counts)}
+
+    def _panel_decisions(self, now: float) -> dict[str, Any]:
+        return {"latest": list(self.decisions), "review": self.decision_counts["REVIEW"],
+                "decline": self.decision_counts["DECLINE"]}
+
+    def _panel_sentiment(self, now: float) -> dict[str, Any]:
+        topics = {}
+        for topic, windows in self.trends.items():
+            topics[topic] = {"t": list(windows.keys()),
+                             "mean": [None if w["mean"] is None else round(w["mean"], 4) for w in windows.values()],
+                             "count": [w["neg"] + w["neu"] + w["pos"] for w in windows.values()]}
+        return {"topics": topics, "labels": dict(self.sentiment_labels)}
+
+    def _panel_counts(self, now: float) -> dict[str, Any]:
+        return {**self.totals, "dead_letter_reasons": dict(self.dead_letter_reasons)}
+
+    def _panel_latency(self, now: float) -> dict[str, Any]:
+        out = {}
+        for pipeline, samples in self.latency.items():
+            s = sorted(samples)
+            p50, p99 = percentile(s, 50), percentile(s, 99)
+            out[pipeline] = {"p50": None if p50 is None else round(p50, 4),
+                             "p99": None if p99 is None else round(p99, 4), "samples": len(s)}
+        return out
+
+    def _panel_lag(self, now: float) -> dict[str, Any]:
+        return {"partitions": self.lag, "total": sum(max(0, int(r.get("lag") or 0)) for r in self.lag),
+                "updated": self.lag_updated}

@@ -1,0 +1,246 @@
+"""The dashboard's aggregation (dashboard/state.py) and message handling, without a broker or a socket."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from dashboard import testkit
+from dashboard.state import PANELS, DashboardState, percentile
+
+T0 = 1_700_000_000.0
+
+
+def score(score: float, decision: str, features: dict | None = None, produced: int = 0, scored: int = 100,
+          tx: int = 1) -> dict:
+    return {"transaction_id": tx, "customer_id": 1, "terminal_id": 2, "amount": 10.0, "event_time": 1,
+            "features": features or {"amount": 10.0}, "profile_flags": 0, "score": score, "decision": decision,
+            "model_version": "m", "produced_at": produced, "scored_at": scored}
+
+
+def test_histogram_bins_and_decision_counts():
+    st = DashboardState(bins=10, start=T0)
+    for s, d in [(0.0, "APPROVE"), (0.05, "APPROVE"), (0.55, "REVIEW"), (0.95, "DECLINE"), (1.0, "DECLINE")]:
+        st.add_fraud_score(score(s, d), now=T0)
+    h = st.snapshot(T0)["histogram"]
+    assert h["bins"] == [2, 0, 0, 0, 0, 1, 0, 0, 0, 2]  # 1.0 falls in the last bin, not past it
+    assert h["total"] == 5 and h["edges"][0] == 0.0 and h["edges"][-1] == 1.0
+    assert h["decisions"] == {"APPROVE": 2, "REVIEW": 1, "DECLINE": 2}
+
+
+def test_nan_score_is_counted_but_not_binned():
+    st = DashboardState(start=T0)
+    st.add_fraud_score(score(float("nan"), "APPROVE"), now=T0)
+    snap = st.snapshot(T0)
+    assert snap["histogram"]["total"] == 0 and snap["counts"]["fraud_scores"] == 1
+    json.dumps(snap, allow_nan=False)  # the message must stay valid JSON
+
+
+def test_latest_decisions_newest_first_bounded_and_only_review_decline():
+    st = DashboardState(decisions=5, start=T0)
+    for i in range(12):
+        st.add_fraud_score(score(0.95 if i % 2 else 0.1, "DECLINE" if i % 2 else "APPROVE", tx=i), now=T0)
+    latest = st.snapshot(T0)["decisions"]["latest"]
+    assert [d["transaction_id"] for d in latest] == [11, 9, 7, 5, 3]
+    assert all(d["decision"] == "DECLINE" for d in latest)
+    assert st.snapshot(T0)["decisions"]["decline"] == 6
+
+
+def test_top_features_use_z_scores_once_statistics_exist():
+    st = DashboardState(min_stats=30, top_features=2, start=T0)
+    rng = random.Random(1)
+    for i in range(200):
+        st.add_fraud_score(score(0.1, "APPROVE", {"amount": rng.gauss(50, 10), "count": rng.gauss(5, 1),
+                                                   "risk": rng.gauss(0.1, 0.01)}), now=T0)
+    # amount is large in absolute terms but ordinary; risk is tiny in absolute terms but 8 sigma away.
+    st.add_fraud_score(score(0.97, "DECLINE", {"amount": 55.0, "count": 5.0, "risk": 0.18}), now=T0)
+    top = st.snapshot(T0)["decisions"]["latest"][0]["top_features"]
+    assert top[0]["name"] == "risk" and top[0]["z"] > 5
+    assert len(top) == 2
+
+
+def test_top_features_fall_back_to_absolute_value_while_statistics_are_young():
+    st = DashboardState(min_stats=30, start=T0)
+    st.add_fraud_score(score(0.6, "REVIEW", {"a": 0.5, "b": -300.0, "c": 20.0, "d": 1.0}), now=T0)
+    top = st.snapshot(T0)["decisions"]["latest"][0]["top_features"]
+    assert [f["name"] for f in top] == ["b", "c", "d"] and all(f["z"] is None for f in top)
+
+
+def test_feature_statistics_are_bounded():
+    st = DashboardState(max_features=4, start=T0)
+    st.add_fraud_score(score(0.1, "APPROVE", {f"f{i}": float(i) for i in range(50)}), now=T0)
+    assert len(st.feature_stats) == 4
+
+
+def test_throughput_out_counts_per_second_and_in_from_offsets():
+    st = DashboardState(series_seconds=10, start=T0)
+    for k in range(30):  # 10/s over three seconds
+        st.add_fraud_score(score(0.1, "APPROVE"), now=T0 + k / 10)
+    st.add_sentiment_score({"label": "positive", "produced_at": 0, "scored_at": 5}, now=T0 + 2.5)
+    st.observe_input_offsets("transactions", 1000, now=T0)
+    st.observe_input_offsets("transactions", 1400, now=T0 + 2)  # 200/s
+    st.observe_input_offsets("posts", 10, now=T0)
+    st.observe_input_offsets("posts", 30, now=T0 + 2)           # 10/s
+    tp = st.snapshot(T0 + 3.2)["throughput"]
+    assert tp["in_rate"] == 210.0
+    assert tp["out_rate"] == pytest.approx(31 / 3, abs=0.05)
+    assert tp["t"][-3:] == [int(T0), int(T0) + 1, int(T0) + 2]
+    assert tp["out"][-3:] == [10, 10, 11]
+    assert len(tp["t"]) == len(tp["in"]) == len(tp["out"]) == 9
+
+
+def test_throughput_series_is_bounded():
+    st = DashboardState(series_seconds=5, start=T0)
+    for k in range(100):
+        st.add_fraud_score(score(0.1, "APPROVE"), now=T0 + k)
+    assert len(st._out) <= 5
+
+
+def test_latency_percentiles_per_pipeline_recent_window():
+    st = DashboardState(latency_samples=100, start=T0)
+    for ms in range(1, 1001):  # only the last 100 (901..1000 ms) are kept
+        st.add_fraud_score(score(0.1, "APPROVE", produced=0, scored=ms), now=T0)
+    st.add_sentiment_score({"label": "neutral", "produced_at": 100, "scored_at": 50}, now=T0)  # clock skew
+    lat = st.snapshot(T0)["latency"]
+    assert lat["fraud"]["samples"] == 100
+    assert lat["fraud"]["p50"] == 0.95 and lat["fraud"]["p99"] == 0.999
+    assert lat["sentiment"] == {"p50": 0.0, "p99": 0.0, "samples": 1}
+
+
+def test_percentile_nearest_rank():
+    assert percentile([], 50) is None
+    assert percentile([5.0], 99) == 5.0
+    assert percentile([1, 2, 3, 4], 50) == 2 and percentile([1, 2, 3, 4], 100) == 4
+
+
+def test_sentiment_trends_upsert_order_and_bounds():
+    st = DashboardState(sentiment_windows=3, max_topics=2, start=T0)
+    trend = lambda topic, start, mean: {"topic": topic, "window_start": start, "window_end": start + 60,  # noqa
+                                        "count_negative": 1, "count_neutral": 2, "count_positive": 3,
+                                        "mean_positivity": mean}
+    for w, mean in [(0, 0.1), (60, 0.2), (120, 0.3), (180, 0.4)]:
+        st.add_trend(trend("a", w, mean), now=T0)
+    st.add_trend(trend("a", 120, 0.9), now=T0)   # a re-fired window replaces the earlier value
+    st.add_trend(trend("a", 30, 0.5), now=T0)    # late and older than the rest: kept in order, oldest evicted
+    s = st.snapshot(T0)["sentiment"]["topics"]["a"]
+    assert s["t"] == [60, 120, 180]  # sorted, bounded; the late window 30 is the oldest and falls out
+    assert s["mean"][s["t"].index(120)] == 0.9 and s["count"][0] == 6
+    st.add_trend(trend("b", 0, 0.5), now=T0)
+    st.add_trend(trend("c", 0, 0.5), now=T0)     # a third topic evicts the least recently updated ("a")
+    assert set(st.snapshot(T0)["sentiment"]["topics"]) == {"b", "c"}
+
+
+def test_counts_late_dead_letters_and_reason_cap():
+    st = DashboardState(max_reasons=2, start=T0)
+    st.add_late("transactions", now=T0)
+    st.add_late("transactions", now=T0)
+    st.add_late("posts", now=T0)
+    for reason in ["not-avro", "not-avro", "negative-amount", "bad-id", "corrupt-avro"]:
+        st.add_dead_letter({"reason": reason}, now=T0)
+    st.add_dead_letter(None, now=T0)
+    st.add_decode_error()
+    c = st.snapshot(T0)["counts"]
+    assert c["late_transactions"] == 2 and c["late_posts"] == 1 and c["dead_letters"] == 6
+    assert c["dead_letter_reasons"] == {"not-avro": 2, "negative-amount": 1, "other": 3}
+    assert c["decode_errors"] == 1
+
+
+def test_lag_rows_and_total():
+    st = DashboardState(start=T0)
+    st.set_lag([{"topic": "t", "partition": 0, "high": 10, "committed": 4, "lag": 6},
+                {"topic": "t", "partition": 1, "high": 3, "committed": None, "lag": 3}], now=T0)
+    lag = st.snapshot(T0)["lag"]
+    assert lag["total"] == 9 and len(lag["partitions"]) == 2 and lag["updated"] == T0
+
+
+def test_snapshot_has_every_panel_and_is_json_with_realistic_records():
+    st = DashboardState(start=T0)
+    rng = random.Random(3)
+    for i in range(500):
+        st.add_fraud_score(testkit.fraud_score(rng, i), now=T0 + i / 100)
+        st.add_sentiment_score(testkit.sentiment_score(rng, i), now=T0 + i / 100)
+    for w in range(100):
+        for topic in testkit.POST_TOPICS:
+            st.add_trend(testkit.sentiment_trend(rng, topic, w * 60_000), now=T0)
+    snap = st.snapshot(T0 + 6)
+    assert set(snap) == set(PANELS)
+    assert set(st.snapshot(T0 + 6, ["lag", "counts"])) == {"lag", "counts"}
+    size = len(json.dumps(snap, separators=(",", ":"), allow_nan=False))
+    assert size < 40_000, size  # what every client receives twice a second stays small
+
+
+# ------------------------------------------------------------------------------------ client message handling
+
+class _FakeWS:
+    remote_address = ("127.0.0.1", 1)
+
+
+def _dashboard():
+    from dashboard.server import Dashboard, Settings
+    from dashboard.source import SourceTopics
+    from pipelines.config import TopicsConfig
+
+    return Dashboard(Settings(host="127.0.0.1", port=1, token="t", allowed_origins=(), send_queue=3,
+                              bootstrap="127.0.0.1:1", topics=SourceTopics.from_config(TopicsConfig())))
+
+
+@pytest.mark.parametrize("raw, reason", [
+    ("not json", "not-json"), ("[1, 2]", "no-type"), ('{"type": 3}', "no-type"), (b"\x00", "binary"),
+    ('{"type": "launch"}', "unknown-type"), ('{"type": "subscribe"}', "bad-field"),
+    ('{"type": "subscribe", "panels": ["nope"]}', "bad-field"), ('{"type": "ping", "id": {"a": 1}}', "bad-field"),
+])
+def test_bad_client_messages_get_error_frames(raw, reason):
+    import asyncio
+
+    from dashboard.server import Client
+
+    async def go():
+        client = Client(_FakeWS(), 3)
+        reply = json.loads(_dashboard().handle_message(client, raw))
+        assert reply["type"] == "error" and reply["reason"] == reason and reply["error"]
+
+    asyncio.run(go())
+
+
+def test_ping_and_subscribe():
+    import asyncio
+
+    from dashboard.server import Client
+
+    async def go():
+        d = _dashboard()
+        client = Client(_FakeWS(), 3)
+        assert json.loads(d.handle_message(client, '{"type": "ping", "id": 7}'))["id"] == 7
+        reply = json.loads(d.handle_message(client, '{"type": "subscribe", "panels": ["lag", "counts"]}'))
+        assert reply == {"type": "subscribed", "panels": ["counts", "lag"]}
+        assert client.panels == {"lag", "counts"}
+        snap = json.loads(client.queue[-1][1])  # a fresh snapshot of just those panels was queued
+        assert snap["type"] == "snapshot" and set(snap["panels"]) == {"lag", "counts"}
+
+    asyncio.run(go())
+
+
+def test_client_queue_coalesces_when_full_and_flags_slow_clients():
+    import asyncio
+
+    from dashboard.server import Client
+
+    async def go():
+        client = Client(_FakeWS(), 3)
+        assert not any(client.offer(f"u{i}".encode(), now=0.0) for i in range(3))
+        assert client.offer_control(b"pong")
+        assert client.offer(b"u3", now=1.0) and client.offer(b"u4", now=2.0)
+        # Bounded: the newest queued update was replaced each time, control frames kept.
+        assert [d for _, d in client.queue] == [b"u0", b"u1", b"u4", b"pong"]
+        assert client.coalesced == 2 and client.full_since == 1.0
+        assert client.too_slow(5.0, timeout=10) is None
+        assert client.too_slow(11.5, timeout=10)[0] == "lagging"
+        client.full_since, client.busy_since = None, 0.0
+        assert client.too_slow(10.5, timeout=10)[0] == "stalled"
+        for _ in range(20):
+            client.offer_control(b"x")
+        assert not client.offer_control(b"x")  # replies are bounded too
+
+    asyncio.run(go())
