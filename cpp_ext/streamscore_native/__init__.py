@@ -1,0 +1,64 @@
+"""streamscore_native: the C++ (pybind11 + LibTorch) scorer.
+
+* :class:`Model` -- any TorchScript module on "auto"/"cpu"/"cuda": ``run([array, ...])`` calls ``forward`` with the
+  arrays as tensors (zero-copy on CPU) and returns numpy arrays (e.g. a transformer taking int64 input_ids and
+  attention_mask).
+* :class:`FraudScorer` -- the fraud MLP with its preprocessing (per feature: optional ``log1p(max(v, 0))``,
+  standardise, clip) done in C++ on the caller's column buffers: ``score([col_0, ..., col_{d-1}])`` with 1-D
+  C-contiguous float32/int64 arrays of equal length n returns float32 probabilities [n]. An empty batch returns an
+  empty array. Bad input raises TypeError/ValueError with a message naming the column; a missing model file raises
+  FileNotFoundError, a corrupt one RuntimeError, a model that does not take meta.json's input width ValueError
+  (checked at load with a probe forward).
+* :func:`load_fraud_scorer` builds a FraudScorer from a model version directory (model.pt + meta.json).
+
+Both classes release the GIL while they work, and one instance may be used from several threads at once: the
+module is read-only after loading and each call takes its own staging buffer from a pool. On CUDA the input is
+staged in pinned host memory and copied with ``non_blocking``; results come back synchronously.
+
+LibTorch is the one in the installed ``torch`` wheel (linked by RPATH); importing this package does not import the
+``torch`` Python package. :func:`set_num_threads` sets LibTorch's intra-op threads for the whole process.
+"""
+
+from __future__ import annotations
+
+import json
+from os import PathLike
+from pathlib import Path
+
+from ._core import (
+    FraudScorer,
+    Model,
+    __version__,
+    built_with_torch,
+    cuda_available,
+    cuda_device_count,
+    get_num_threads,
+    resolve_device,
+    set_num_threads,
+)
+
+__all__ = [
+    "FraudScorer",
+    "Model",
+    "__version__",
+    "built_with_torch",
+    "cuda_available",
+    "cuda_device_count",
+    "get_num_threads",
+    "load_fraud_scorer",
+    "resolve_device",
+    "set_num_threads",
+]
+
+
+def load_fraud_scorer(model_dir: str | PathLike[str], device: str = "auto", fused: bool = True) -> FraudScorer:
+    """A FraudScorer for ``<model_dir>/model.pt`` with the preprocessing in ``<model_dir>/meta.json``."""
+    d = Path(model_dir)
+    meta = json.loads((d / "meta.json").read_text())
+    features = list(meta["features"])
+    if int(meta.get("input_width", len(features))) != len(features):
+        raise ValueError(f"{d / 'meta.json'}: input_width {meta['input_width']} does not match "
+                         f"{len(features)} features")
+    return FraudScorer(str(d / "model.pt"), features, [bool(v) for v in meta["log1p"]],
+                       [float(v) for v in meta["mean"]], [float(v) for v in meta["std"]], float(meta["clip"]),
+                       device=device, fused=fused)

@@ -1,0 +1,430 @@
+"""The fraud scorer behind the streaming job: one protocol, a native (C++/LibTorch) and a pure-numpy implementation.
+
+* :class:`Scorer` -- ``score(columns) -> probabilities`` and ``version``. ``columns`` is a sequence of d 1-D,
+  C-contiguous float32 or int64 arrays of equal length n, one per feature in ``meta.json``'s order; the result is
+  float32 [n]. An empty batch (n == 0) returns an empty array. Bad input raises TypeError (not a sequence of
+  arrays, wrong dtype) or ValueError (wrong number of columns, a 2-D column, lengths that differ, a non-contiguous
+  column, NaN/inf), with the same message from both implementations.
+* :class:`NativeScorer` wraps ``streamscore_native.FraudScorer`` (build it with ``make native``): preprocessing
+  and the MLP run in C++ with the GIL released, on CPU or CUDA.
+* :class:`ReferenceScorer` needs only numpy: ``weights.npz`` + ``meta.json``.
+* :func:`load_scorer` resolves ``fraud.model_dir`` / ``fraud.model_version`` ("latest" reads ``LATEST``) and picks
+  the implementation from ``fraud.scorer``.
+* :class:`MicroBatcher` groups events (across keys) into batches of up to ``max_batch`` or ``max_wait_ms``.
+
+Each ``score`` call records ``SCORER_BATCH_SIZE`` and ``INFERENCE_SECONDS`` (labels: model name, backend).
+
+Model artifact (``<model_dir>/<version>/``): ``model.pt`` (TorchScript, float32 [n, d] preprocessed -> float32 [n]
+probabilities), ``meta.json`` (name, version, features, input_width, log1p, mean, std, clip, architecture "mlp",
+activation "relu", output "probability") and ``weights.npz`` (W0, b0, W1, b1, ..., W as [out, in]).
+Preprocessing of feature i: ``v = x_i``; if ``log1p[i]``: ``v = log1p(max(v, 0))``; ``v = (v - mean[i]) / std[i]``;
+``v = clip(v, -clip, clip)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Generic, Protocol, Sequence, TypeVar, runtime_checkable
+
+import numpy as np
+
+from pipelines.config import Config
+from pipelines.metrics import INFERENCE_SECONDS, SCORER_BATCH_SIZE
+
+META_KEYS = ("name", "version", "features", "input_width", "log1p", "mean", "std", "clip")
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No model artifact where the configuration points."""
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Scores a batch of events given as feature columns."""
+
+    @property
+    def version(self) -> str: ...
+
+    def score(self, columns: Sequence[np.ndarray]) -> np.ndarray: ...
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Artifacts
+
+
+def read_latest(model_dir: str | Path) -> str:
+    """The version named in ``<model_dir>/LATEST``."""
+    latest = Path(model_dir) / "LATEST"
+    try:
+        version = latest.read_text().strip()
+    except FileNotFoundError:
+        raise ModelNotFoundError(f"{latest} not found: no trained model yet (run `make train-fraud`)") from None
+    if not version:
+        raise ModelNotFoundError(f"{latest} is empty")
+    return version
+
+
+def load_meta(model_dir: str | Path) -> dict[str, Any]:
+    """Reads and validates ``meta.json`` of one model version."""
+    path = Path(model_dir) / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelNotFoundError(f"{path} not found") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    missing = [k for k in META_KEYS if k not in meta]
+    if missing:
+        raise ValueError(f"{path}: missing keys {missing}")
+    d = len(meta["features"])
+    if d == 0 or meta["input_width"] != d:
+        raise ValueError(f"{path}: input_width {meta['input_width']} does not match {d} features")
+    for key in ("log1p", "mean", "std"):
+        if len(meta[key]) != d:
+            raise ValueError(f"{path}: {key} has {len(meta[key])} entries for {d} features")
+    std = np.asarray(meta["std"], dtype=np.float64)
+    if not np.all(np.isfinite(std)) or np.any(std <= 0):
+        raise ValueError(f"{path}: std must be finite and > 0")
+    if not np.all(np.isfinite(np.asarray(meta["mean"], dtype=np.float64))):
+        raise ValueError(f"{path}: mean must be finite")
+    if not (isinstance(meta["clip"], (int, float)) and math.isfinite(meta["clip"]) and meta["clip"] > 0):
+        raise ValueError(f"{path}: clip must be finite and > 0")
+    for key, want in (("architecture", "mlp"), ("activation", "relu"), ("output", "probability")):
+        if key in meta and meta[key] != want:
+            raise ValueError(f"{path}: {key} {meta[key]!r} is not supported (expected {want!r})")
+    return meta
+
+
+def resolve_model_dir(cfg: Config) -> Path:
+    """``<fraud.model_dir>/<version>`` with "latest" read from LATEST, relative to the repository root."""
+    base = cfg.path(cfg.fraud.model_dir)
+    version = cfg.fraud.model_version
+    if version == "latest":
+        version = read_latest(base)
+    path = base / version
+    if not path.is_dir():
+        raise ModelNotFoundError(f"model version directory {path} not found")
+    return path
+
+
+def write_mlp_artifact(out_dir: str | Path, weights: Sequence[tuple[np.ndarray, np.ndarray]],
+                       features: Sequence[str], log1p: Sequence[bool], mean: Sequence[float],
+                       std: Sequence[float], clip: float, version: str, name: str = "fraud") -> Path:
+    """Writes a model artifact (model.pt, meta.json, weights.npz) for an MLP given as [(W [out, in], b [out])...].
+
+    Used by tests and the benchmark to make a random model of the real format; needs torch.
+    """
+    import torch
+    from torch import nn
+
+    class MLP(nn.Module):
+        def __init__(self, layers: list[nn.Module]) -> None:
+            super().__init__()
+            self.net = nn.Sequential(*layers)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(self.net(x).squeeze(-1))
+
+    layers: list[nn.Module] = []
+    for k, (w, b) in enumerate(weights):
+        lin = nn.Linear(w.shape[1], w.shape[0])
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(np.asarray(w, dtype=np.float32)))
+            lin.bias.copy_(torch.from_numpy(np.asarray(b, dtype=np.float32)))
+        layers.append(lin)
+        if k < len(weights) - 1:
+            layers.append(nn.ReLU())
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.jit.script(MLP(layers).eval()).save(str(out / "model.pt"))
+    np.savez(out / "weights.npz", **{k: v for i, (w, b) in enumerate(weights) for k, v in
+                                     ((f"W{i}", np.asarray(w, np.float32)), (f"b{i}", np.asarray(b, np.float32)))})
+    meta = {"name": name, "version": version, "features": list(features), "input_width": len(features),
+            "log1p": [bool(v) for v in log1p], "mean": [float(v) for v in mean], "std": [float(v) for v in std],
+            "clip": float(clip), "architecture": "mlp", "activation": "relu", "output": "probability"}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def random_mlp_weights(d: int, hidden: Sequence[int] = (32, 16), seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """He-initialised random MLP weights [(W [out, in], b [out]), ...] ending in one logit."""
+    rng = np.random.default_rng(seed)
+    sizes = [d, *hidden, 1]
+    return [(rng.normal(0, math.sqrt(2.0 / sizes[k]), (sizes[k + 1], sizes[k])).astype(np.float32),
+             rng.normal(0, 0.1, sizes[k + 1]).astype(np.float32)) for k in range(len(sizes) - 1)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Input validation (the native extension raises the same errors with the same messages)
+
+
+def _label(j: int, names: Sequence[str]) -> str:
+    return f"column {j} ({names[j]!r})"
+
+
+def validate_columns(columns: Any, names: Sequence[str]) -> tuple[list[np.ndarray], int]:
+    """Checks ``columns`` against the features; returns zero-copy numpy views and the batch length n."""
+    if isinstance(columns, (np.ndarray, str, bytes)) or not isinstance(columns, Sequence):
+        raise TypeError(f"columns must be a sequence of 1-D arrays (one per feature), got {type(columns).__name__}")
+    d = len(names)
+    if len(columns) != d:
+        raise ValueError(f"expected {d} columns ({', '.join(names)}), got {len(columns)}")
+    out: list[np.ndarray] = []
+    n = -1
+    for j, col in enumerate(columns):
+        if isinstance(col, np.ndarray):
+            arr = col
+        else:
+            try:
+                arr = np.asarray(memoryview(col))
+            except TypeError:
+                raise TypeError(f"{_label(j, names)} must be a numpy array (buffer protocol), "
+                                f"got {type(col).__name__}") from None
+        if arr.ndim != 1:
+            raise ValueError(f"{_label(j, names)} must be 1-D, got shape {tuple(arr.shape)}")
+        if arr.dtype != np.float32 and arr.dtype != np.int64:
+            dtype = str(col.dtype) if hasattr(col, "dtype") else memoryview(col).format
+            raise TypeError(f"{_label(j, names)} has dtype {dtype}; expected float32 or int64")
+        if arr.shape[0] > 1 and arr.strides[0] != arr.itemsize:
+            raise ValueError(f"{_label(j, names)} is not contiguous (stride {arr.strides[0]} bytes); "
+                             f"pass np.ascontiguousarray(column)")
+        if n < 0:
+            n = arr.shape[0]
+        elif arr.shape[0] != n:
+            raise ValueError(f"{_label(j, names)} has length {arr.shape[0]}, expected {n} "
+                             f"(the length of {_label(0, names)})")
+        out.append(arr)
+    return out, max(n, 0)
+
+
+def _check_finite(columns: Sequence[np.ndarray], names: Sequence[str]) -> None:
+    for j, col in enumerate(columns):
+        if col.dtype == np.float32:
+            bad = ~np.isfinite(col)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise ValueError(f"{_label(j, names)} has a non-finite value ({float(col[i])!r}) at row {i}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Scorers
+
+
+class _Timed:
+    """Shared metrics bookkeeping: batch size and call duration per model and backend."""
+
+    backend = "?"
+
+    def _init_metrics(self, model: str) -> None:
+        self._batch_hist = SCORER_BATCH_SIZE.labels(model, self.backend)
+        self._time_hist = INFERENCE_SECONDS.labels(model, self.backend)
+
+    def _record(self, n: int, seconds: float) -> None:
+        self._batch_hist.observe(n)
+        self._time_hist.observe(seconds)
+
+
+class ReferenceScorer(_Timed):
+    """Pure-numpy scorer from ``weights.npz`` and ``meta.json`` (no torch); float32 MLP, float64 preprocessing."""
+
+    backend = "reference"
+
+    def __init__(self, model_dir: str | Path, meta: dict[str, Any] | None = None) -> None:
+        self.model_dir = Path(model_dir)
+        self.meta = meta if meta is not None else load_meta(self.model_dir)
+        self.features: list[str] = list(self.meta["features"])
+        d = len(self.features)
+        self._log1p = np.asarray(self.meta["log1p"], dtype=bool)
+        self._log1p_idx = np.flatnonzero(self._log1p)
+        self._mean = np.asarray(self.meta["mean"], dtype=np.float64)
+        self._std = np.asarray(self.meta["std"], dtype=np.float64)
+        self._clip = float(self.meta["clip"])
+        path = self.model_dir / "weights.npz"
+        try:
+            with np.load(path) as npz:
+                n_layers = len([k for k in npz.files if k.startswith("W")])
+                self._layers = [(np.ascontiguousarray(npz[f"W{k}"].astype(np.float32).T),
+                                 npz[f"b{k}"].astype(np.float32)) for k in range(n_layers)]
+        except FileNotFoundError:
+            raise ModelNotFoundError(f"{path} not found") from None
+        except (KeyError, ValueError, OSError) as exc:
+            raise ValueError(f"{path}: cannot read MLP weights: {exc}") from exc
+        width = d
+        for k, (wt, b) in enumerate(self._layers):
+            if wt.ndim != 2 or wt.shape[0] != width or b.shape != (wt.shape[1],):
+                raise ValueError(f"{path}: layer {k} has W {wt.T.shape} and b {b.shape} after width {width}; "
+                                 f"the input width from meta.json is {d}")
+            width = wt.shape[1]
+        if not self._layers or width != 1:
+            raise ValueError(f"{path}: the MLP must end in one output, got {width}")
+        self._init_metrics(str(self.meta["name"]))
+
+    @property
+    def version(self) -> str:
+        return str(self.meta["version"])
+
+    def preprocess(self, columns: Sequence[np.ndarray]) -> np.ndarray:
+        cols, n = validate_columns(columns, self.features)
+        _check_finite(cols, self.features)
+        return self._preprocess(cols, n)
+
+    def _preprocess(self, cols: Sequence[np.ndarray], n: int) -> np.ndarray:
+        x = np.empty((n, len(cols)), dtype=np.float64)
+        for j, col in enumerate(cols):
+            x[:, j] = col
+        if self._log1p_idx.size:
+            part = x[:, self._log1p_idx]
+            np.maximum(part, 0.0, out=part)
+            np.log1p(part, out=part)
+            x[:, self._log1p_idx] = part
+        x -= self._mean
+        x /= self._std
+        np.clip(x, -self._clip, self._clip, out=x)
+        return x.astype(np.float32)
+
+    def score(self, columns: Sequence[np.ndarray]) -> np.ndarray:
+        t0 = time.perf_counter()
+        cols, n = validate_columns(columns, self.features)
+        if n == 0:
+            self._record(0, time.perf_counter() - t0)
+            return np.empty(0, dtype=np.float32)
+        _check_finite(cols, self.features)
+        h = self._preprocess(cols, n)
+        last = len(self._layers) - 1
+        for k, (wt, b) in enumerate(self._layers):
+            h = h @ wt
+            h += b
+            if k < last:
+                np.maximum(h, 0.0, out=h)
+        z = h[:, 0]
+        # Numerically stable sigmoid in float32: exp of a non-positive number only.
+        e = np.exp(-np.abs(z))
+        out = np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32, copy=False)
+        self._record(n, time.perf_counter() - t0)
+        return out
+
+
+class NativeScorer(_Timed):
+    """``streamscore_native.FraudScorer``: preprocessing and the TorchScript MLP in C++ (GIL released).
+
+    ``threads`` sets LibTorch's intra-op threads (process-wide; 1 suits a Flink Python worker scoring small
+    batches); None leaves it alone. ``device`` is "auto", "cpu", "cuda" or "cuda:N". ``fused`` lets the scorer run
+    the Linear/ReLU chain directly (checked against ``forward()`` at load); False always calls ``forward()``.
+    """
+
+    backend = "native"
+
+    def __init__(self, model_dir: str | Path, meta: dict[str, Any] | None = None, device: str = "auto",
+                 threads: int | None = 1, fused: bool = True) -> None:
+        try:
+            import streamscore_native
+        except ImportError as exc:
+            raise ImportError(f"the native scorer is not built ({exc}); run `make native` "
+                              f"or set fraud.scorer: reference") from exc
+        self.model_dir = Path(model_dir)
+        self.meta = meta if meta is not None else load_meta(self.model_dir)
+        self.features: list[str] = list(self.meta["features"])
+        if threads is not None:
+            streamscore_native.set_num_threads(threads)
+        self._impl = streamscore_native.FraudScorer(
+            str(self.model_dir / "model.pt"), self.features, [bool(v) for v in self.meta["log1p"]],
+            [float(v) for v in self.meta["mean"]], [float(v) for v in self.meta["std"]], float(self.meta["clip"]),
+            device=device, fused=fused)
+        self._score = self._impl.score
+        self._init_metrics(str(self.meta["name"]))
+
+    @property
+    def version(self) -> str:
+        return str(self.meta["version"])
+
+    @property
+    def device(self) -> str:
+        return str(self._impl.device)
+
+    @property
+    def fast_path(self) -> bool:
+        return bool(self._impl.fast_path)
+
+    def preprocess(self, columns: Sequence[np.ndarray]) -> np.ndarray:
+        return self._impl.preprocess(columns)
+
+    def score(self, columns: Sequence[np.ndarray]) -> np.ndarray:
+        t0 = time.perf_counter()
+        out = self._score(columns)
+        self._record(out.shape[0], time.perf_counter() - t0)
+        return out
+
+
+def load_scorer(cfg: Config, kind: str | None = None) -> Scorer:
+    """The configured scorer: ``kind`` (or ``fraud.scorer``) "native" or "reference", on ``fraud.device``."""
+    kind = kind or cfg.fraud.scorer
+    if kind not in ("native", "reference"):
+        raise ValueError(f"scorer kind must be 'native' or 'reference', got {kind!r}")
+    model_dir = resolve_model_dir(cfg)
+    meta = load_meta(model_dir)
+    if kind == "native":
+        return NativeScorer(model_dir, meta, device=cfg.fraud.device)
+    return ReferenceScorer(model_dir, meta)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Micro-batching
+
+T = TypeVar("T")
+
+
+class MicroBatcher(Generic[T]):
+    """Groups items (from any key) into batches of at most ``max_batch`` items, closed after ``max_wait_ms``.
+
+    ``add(item)`` returns the batches that became ready (none, or one): the pending batch once it holds
+    ``max_batch`` items, or once its oldest item has waited ``max_wait_ms`` (checked when an item arrives).
+    Because nothing happens between calls, a caller should also call ``poll()`` from a timer at ``deadline()``
+    (or at end of input, ``flush()``) so a quiet stream does not hold a partial batch. ``max_wait_ms=0`` sends
+    every item alone. Not thread-safe: use one per operator instance.
+    """
+
+    def __init__(self, max_batch: int, max_wait_ms: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        self.max_batch = int(max_batch)
+        self.max_wait_s = float(max_wait_ms) / 1000.0
+        self._clock = clock
+        self._items: list[T] = []
+        self._opened = 0.0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def deadline(self) -> float | None:
+        """Clock time at which the pending batch is due, or None when nothing is pending."""
+        return self._opened + self.max_wait_s if self._items else None
+
+    def _take(self) -> list[T]:
+        items, self._items = self._items, []
+        return items
+
+    def add(self, item: T) -> list[list[T]]:
+        now = self._clock()
+        if not self._items:
+            self._opened = now
+        self._items.append(item)
+        if len(self._items) >= self.max_batch or now - self._opened >= self.max_wait_s:
+            return [self._take()]
+        return []
+
+    def poll(self) -> list[list[T]]:
+        """The pending batch if its wait is over (call from a timer)."""
+        if self._items and self._clock() - self._opened >= self.max_wait_s:
+            return [self._take()]
+        return []
+
+    def flush(self) -> list[list[T]]:
+        """Whatever is pending, as one batch (end of input, checkpoint barrier)."""
+        return [self._take()] if self._items else []
