@@ -140,9 +140,12 @@ def test_500_clients_with_50_slow(kafka_bootstrap, topic_factory, tmp_path):
             await asyncio.sleep(max(5.0, seconds - (time.time() - t0)))
             measuring.clear()
             window_s = time.time() - m0
+            # The server's own count of open connections, while every client task is still running.
+            open_clients = (await asyncio.to_thread(server.metrics)).get("streamscore_dashboard_clients")
             stop.set()
             await asyncio.wait(tasks, timeout=30)
-            return {"connect_s": round(connected_s, 2), "window_s": round(window_s, 2)}
+            return {"connect_s": round(connected_s, 2), "window_s": round(window_s, 2),
+                    "server_open_connections_at_end": open_clients}
 
         timing = asyncio.run(run())
         time.sleep(1.0)
@@ -173,7 +176,8 @@ def test_500_clients_with_50_slow(kafka_bootstrap, topic_factory, tmp_path):
                          "closed_by_server": sum(s.closed is not None for s in fast)},
         "slow_clients": {"never_read_closed": sum(s.closed is not None for s in never),
                          "rarely_read_closed": sum(s.closed is not None for s in rare),
-                         "close_reasons": sorted({str(s.closed) for s in never + rare if s.closed})},
+                         "close_reasons": sorted({str(s.closed) for s in never + rare if s.closed}),
+                         "rarely_read_messages_received": sorted(s.received for s in rare)},
         "server_metrics": {"coalesced_total": metrics.get("streamscore_dashboard_coalesced_total", 0.0),
                            "disconnects_total": disconnects,
                            "messages_sent_total": metrics.get("streamscore_dashboard_messages_sent_total", 0.0)},
@@ -189,6 +193,9 @@ def test_500_clients_with_50_slow(kafka_bootstrap, topic_factory, tmp_path):
     assert feeder.error is None, feeder.error
     assert broadcast_rate >= 0.5 / INTERVAL, f"the server itself fell behind: {broadcast_rate:.2f}/s"
     assert result["fast_clients"]["closed_by_server"] == 0
+    assert timing["server_open_connections_at_end"] >= N_FAST
+    if seconds >= 40:  # by then every slow client has been dropped; only the fast ones remain open
+        assert timing["server_open_connections_at_end"] == N_FAST
     assert ratios[0] >= 0.8, f"slowest fast client got {ratios[0]:.0%} of the broadcasts"
     # Slow clients are coalesced or dropped, as the server counts it.
     assert result["server_metrics"]["coalesced_total"] > 0 or sum(disconnects.values()) > 0
