@@ -89,7 +89,7 @@ function lineChart(canvas, xs, series, opts = {}) {
     [fr, opts.xLabel(x0 + fr * (x1 - x0))]) : null });
   const x = (v) => f.left + (v - x0) / (x1 - x0) * f.pw;
   for (const s of series) {
-    ctx.strokeStyle = s.color; ctx.lineWidth = 2; ctx.lineJoin = "round";
+    ctx.strokeStyle = s.color; ctx.lineWidth = 2; ctx.lineJoin = "round"; ctx.setLineDash(s.dash || []);
     ctx.beginPath();
     let pen = false;
     s.values.forEach((v, i) => {
@@ -99,6 +99,7 @@ function lineChart(canvas, xs, series, opts = {}) {
       pen = true;
     });
     ctx.stroke();
+    ctx.setLineDash([]);
     if (s.fill) {
       ctx.globalAlpha = 0.12; ctx.fillStyle = s.color;
       ctx.lineTo(x(xs[xs.length - 1]), f.y(yMin)); ctx.lineTo(x(xs[0]), f.y(yMin)); ctx.closePath(); ctx.fill();
@@ -118,8 +119,10 @@ function barChart(canvas, labels, values, opts = {}) {
   const { ctx, w, h } = prepare(canvas);
   if (!values.length) { frame(ctx, w, h, 0, 1); emptyNote(ctx, w, h, opts.empty || "waiting for data"); return; }
   const yMax = niceMax(Math.max(...values, 1) * 1.1);
-  const step = Math.max(1, Math.ceil(labels.length / (opts.maxLabels || 10)));
   const f = frame(ctx, w, h, 0, yMax, { xLabels: [] });
+  // As many labels as fit (about 62 px each), every `step`-th bar.
+  const fit = Math.max(1, Math.floor(f.pw / 62));
+  const step = Math.max(1, Math.ceil(labels.length / Math.min(fit, opts.maxLabels || 10)));
   const bw = f.pw / values.length;
   values.forEach((v, i) => {
     ctx.fillStyle = typeof opts.color === "function" ? opts.color(i) : (opts.color || COLORS.bar);
@@ -138,7 +141,7 @@ function renderThroughput(p) {
   setText("events-in-rate", fmtRate(p.in_rate));
   setText("events-out-rate", fmtRate(p.out_rate));
   lineChart($("throughput-chart"), p.t, [
-    { values: p.in, color: COLORS.in }, { values: p.out, color: COLORS.out, fill: true }],
+    { values: p.out, color: COLORS.out, fill: true }, { values: p.in, color: COLORS.in, dash: [5, 4] }],
   { xLabel: (s) => fmtTime(s * 1000) });
 }
 
