@@ -2,11 +2,13 @@
 NATIVE_JOBS ?= 1
 NATIVE_ASAN_DIR := cpp_ext/build/asan
 NATIVE_VG_DIR := cpp_ext/build/valgrind
-LIBASAN = $(shell $(CXX) -print-file-name=libasan.so)
+# The interpreter is not instrumented, so the ASan runtime is preloaded; libstdc++ too, or ASan cannot intercept
+# __cxa_throw (python does not link libstdc++, and the interceptor is resolved at startup).
+LIBASAN = $(shell $(CXX) -print-file-name=libasan.so) $(shell $(CXX) -print-file-name=libstdc++.so.6)
 NATIVE_ASAN_ENV = \
 	ASAN_OPTIONS=detect_leaks=0:protect_shadow_gap=0:halt_on_error=1:detect_odr_violation=0:suppressions=$(CURDIR)/cpp_ext/sanitizers/asan.supp:log_path=$(CURDIR)/$(NATIVE_ASAN_DIR)/logs/asan \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$(CURDIR)/cpp_ext/sanitizers/ubsan.supp:log_path=$(CURDIR)/$(NATIVE_ASAN_DIR)/logs/ubsan \
-	PYTHONPATH=$(CURDIR)/$(NATIVE_ASAN_DIR)/pkg:$(CURDIR) LD_PRELOAD=$(LIBASAN)
+	PYTHONPATH=$(CURDIR)/$(NATIVE_ASAN_DIR)/pkg:$(CURDIR) LD_PRELOAD="$(LIBASAN)"
 
 .PHONY: native native-asan native-valgrind
 

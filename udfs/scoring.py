@@ -273,10 +273,10 @@ class ReferenceScorer(_Timed):
         _check_finite(cols, self.features)
         return self._preprocess(cols, n)
 
-    def _preprocess(self, cols: Sequence[np.ndarray], n: int) -> np.ndarray:
-        x = np.empty((n, len(cols)), dtype=np.float64)
-        for j, col in enumerate(cols):
-            x[:, j] = col
+    def _preprocess(self, cols: Sequence[np.ndarray], n: int, check: bool = False) -> np.ndarray:
+        x = np.stack(cols, axis=1, dtype=np.float64)  # float32 NaN/inf survive the cast; int64 is always finite
+        if check and not np.isfinite(x).all():
+            _check_finite(cols, self.features)  # names the first bad column and row
         if self._log1p_idx.size:
             part = x[:, self._log1p_idx]
             np.maximum(part, 0.0, out=part)
@@ -293,8 +293,7 @@ class ReferenceScorer(_Timed):
         if n == 0:
             self._record(0, time.perf_counter() - t0)
             return np.empty(0, dtype=np.float32)
-        _check_finite(cols, self.features)
-        h = self._preprocess(cols, n)
+        h = self._preprocess(cols, n, check=True)
         last = len(self._layers) - 1
         for k, (wt, b) in enumerate(self._layers):
             h = h @ wt

@@ -34,12 +34,6 @@ std::string shape_str(const std::vector<py::ssize_t>& shape) {
   return s.str();
 }
 
-// The dtype as numpy spells it when the object has one, else the buffer's struct format.
-std::string dtype_str(py::handle o, const py::buffer_info& info) {
-  if (py::hasattr(o, "dtype")) return py::str(o.attr("dtype"));
-  return info.format;
-}
-
 // Native-endian single-character struct format code, or 0 for anything else ('>f', 'Zf', ...).
 char format_code(const std::string& f) {
   std::string s = f;
@@ -52,11 +46,17 @@ std::string col_label(size_t j, const std::vector<std::string>& names) {
 }
 
 // Validates `columns` against the scorer's features and takes their buffers. Messages match udfs/scoring.py's
-// ReferenceScorer word for word (the tests run the same cases on both).
-int64_t take_columns(py::handle columns, const std::vector<std::string>& names, std::vector<py::buffer_info>& held,
+// ReferenceScorer word for word (the tests run the same cases on both). numpy arrays are read through numpy's own
+// API (no Py_buffer round trip); anything else through the buffer protocol. `keep` holds a reference to every
+// column, so they outlive the GIL-free part even if the caller's list is changed by another thread meanwhile.
+struct Held {
+  std::vector<py::object> keep;
+  std::vector<py::buffer_info> buffers;
+};
+
+int64_t take_columns(py::handle columns, const std::vector<std::string>& names, Held& held,
                      std::vector<ss::Column>& cols) {
-  py::module_ np = py::module_::import("numpy");
-  if (py::isinstance(columns, np.attr("ndarray")) || py::isinstance<py::str>(columns) ||
+  if (py::isinstance<py::array>(columns) || py::isinstance<py::str>(columns) ||
       py::isinstance<py::bytes>(columns) || !PySequence_Check(columns.ptr()))
     throw py::type_error("columns must be a sequence of 1-D arrays (one per feature), got " + type_name(columns));
   py::sequence seq = py::reinterpret_borrow<py::sequence>(columns);
@@ -68,36 +68,59 @@ int64_t take_columns(py::handle columns, const std::vector<std::string>& names, 
                           std::to_string(seq.size()));
   }
   int64_t n = -1;
-  held.reserve(d);
+  held.keep.reserve(d);
   cols.reserve(d);
   for (size_t j = 0; j < d; ++j) {
     py::object item = seq[j];
-    if (!PyObject_CheckBuffer(item.ptr()))
-      throw py::type_error(col_label(j, names) + " must be a numpy array (buffer protocol), got " + type_name(item));
-    held.emplace_back(py::reinterpret_borrow<py::buffer>(item).request());
-    const py::buffer_info& info = held.back();
-    if (info.ndim != 1)
-      throw py::value_error(col_label(j, names) + " must be 1-D, got shape " + shape_str(info.shape));
+    std::vector<py::ssize_t> shape;
+    py::ssize_t stride = 0, itemsize = 0;
+    const void* ptr = nullptr;
+    char code = 0;
+    std::string format;
+    if (py::isinstance<py::array>(item)) {
+      py::array a = py::reinterpret_borrow<py::array>(item);
+      shape.assign(a.shape(), a.shape() + a.ndim());
+      if (a.ndim() == 1) stride = a.strides(0);
+      const py::dtype dt = a.dtype();
+      itemsize = dt.itemsize();
+      const char kind = dt.kind();
+      if (dt.byteorder() != '>') code = kind == 'f' ? 'f' : (kind == 'i' ? 'q' : 0);
+      ptr = a.data();
+    } else {
+      if (!PyObject_CheckBuffer(item.ptr()))
+        throw py::type_error(col_label(j, names) + " must be a numpy array (buffer protocol), got " +
+                             type_name(item));
+      held.buffers.emplace_back(py::reinterpret_borrow<py::buffer>(item).request());
+      const py::buffer_info& info = held.buffers.back();
+      shape = info.shape;
+      if (info.ndim == 1) stride = info.strides[0];
+      itemsize = info.itemsize;
+      format = info.format;
+      code = format_code(format);
+      ptr = info.ptr;
+    }
+    held.keep.push_back(item);
+    if (shape.size() != 1)
+      throw py::value_error(col_label(j, names) + " must be 1-D, got shape " + shape_str(shape));
     ss::Column c;
-    const char code = format_code(info.format);
-    if (code == 'f' && info.itemsize == 4) {
+    if (code == 'f' && itemsize == 4) {
       c.kind = ss::Column::Kind::Float32;
-    } else if ((code == 'q' || code == 'l') && info.itemsize == 8) {
+    } else if ((code == 'q' || code == 'l') && itemsize == 8) {
       c.kind = ss::Column::Kind::Int64;
     } else {
-      throw py::type_error(col_label(j, names) + " has dtype " + dtype_str(item, info) +
-                           "; expected float32 or int64");
+      const std::string dtype = py::hasattr(item, "dtype") ? std::string(py::str(item.attr("dtype"))) : format;
+      throw py::type_error(col_label(j, names) + " has dtype " + dtype + "; expected float32 or int64");
     }
-    if (info.shape[0] > 1 && info.strides[0] != info.itemsize)
-      throw py::value_error(col_label(j, names) + " is not contiguous (stride " + std::to_string(info.strides[0]) +
+    if (shape[0] > 1 && stride != itemsize)
+      throw py::value_error(col_label(j, names) + " is not contiguous (stride " + std::to_string(stride) +
                             " bytes); pass np.ascontiguousarray(column)");
     if (n < 0) {
-      n = info.shape[0];
-    } else if (info.shape[0] != n) {
-      throw py::value_error(col_label(j, names) + " has length " + std::to_string(info.shape[0]) + ", expected " +
+      n = shape[0];
+    } else if (shape[0] != n) {
+      throw py::value_error(col_label(j, names) + " has length " + std::to_string(shape[0]) + ", expected " +
                             std::to_string(n) + " (the length of " + col_label(0, names) + ")");
     }
-    c.data = info.ptr;
+    c.data = ptr;
     cols.push_back(c);
   }
   return n < 0 ? 0 : n;
@@ -166,8 +189,7 @@ py::object ivalue_to_py(const c10::IValue& v) {
 }
 
 py::object model_run(const ss::Model& m, py::handle inputs) {
-  py::module_ np = py::module_::import("numpy");
-  if (py::isinstance(inputs, np.attr("ndarray")) || !PySequence_Check(inputs.ptr()) ||
+  if (py::isinstance<py::array>(inputs) || !PySequence_Check(inputs.ptr()) ||
       py::isinstance<py::str>(inputs))
     throw py::type_error("inputs must be a list of numpy arrays (one per forward() argument), got " +
                          type_name(inputs));
@@ -198,7 +220,7 @@ py::object model_run(const ss::Model& m, py::handle inputs) {
 }
 
 py::array_t<float> fraud_score(const ss::FraudScorer& s, py::handle columns) {
-  std::vector<py::buffer_info> held;
+  Held held;
   std::vector<ss::Column> cols;
   const int64_t n = take_columns(columns, s.spec().names, held, cols);
   py::array_t<float> out(n);
@@ -207,11 +229,11 @@ py::array_t<float> fraud_score(const ss::FraudScorer& s, py::handle columns) {
     py::gil_scoped_release release;
     s.score(cols, n, dst);
   }
-  return out;  // `held` is released here, with the GIL
+  return out;  // `held` (references, Py_buffers) is released here, with the GIL
 }
 
 py::array_t<float> fraud_preprocess(const ss::FraudScorer& s, py::handle columns) {
-  std::vector<py::buffer_info> held;
+  Held held;
   std::vector<ss::Column> cols;
   const int64_t n = take_columns(columns, s.spec().names, held, cols);
   py::array_t<float> out({n, s.input_width()});

@@ -234,6 +234,15 @@ void FraudScorer::probe() {
     throw ValueError(m.str());
   }
   ref = ref.reshape({rows}).to(at::kFloat).to(torch::kCPU);
+  {
+    const double lo = ref.min().item<double>(), hi = ref.max().item<double>();
+    if (!(lo >= 0.0 && hi <= 1.0)) {  // also catches NaN
+      std::ostringstream m;
+      m << "model " << model_.path() << " does not output probabilities: forward() returned values in [" << lo
+        << ", " << hi << "] on a probe batch (is the sigmoid missing from forward()?)";
+      throw ValueError(m.str());
+    }
+  }
 
   // The fused Linear/ReLU chain: parameters in registration order W0, b0, W1, b1, ... with chained shapes.
   std::vector<at::Tensor> params;

@@ -293,6 +293,23 @@ def test_model_with_wrong_output_shape(tmp_path):
         sn.FraudScorer(str(tmp_path / "model.pt"), FEATURES, LOG1P, [0.0] * d, [1.0] * d, 5.0, device="cpu")
 
 
+def test_model_returning_logits_is_rejected(tmp_path):
+    import torch
+
+    class Logits(torch.nn.Module):
+        def __init__(self, d: int) -> None:
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(d, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x).squeeze(-1) * 100.0 - 50.0
+
+    d = len(FEATURES)
+    torch.jit.script(Logits(d)).save(str(tmp_path / "model.pt"))
+    with pytest.raises(ValueError, match="does not output probabilities"):
+        sn.FraudScorer(str(tmp_path / "model.pt"), FEATURES, LOG1P, [0.0] * d, [1.0] * d, 5.0, device="cpu")
+
+
 @pytest.mark.parametrize("kwargs, pattern", [
     ({"log1p": LOG1P[:-1]}, "meta fields disagree"),
     ({"std": [1.0, 0.0, 1.0, 1.0, 1.0, 1.0]}, "std of feature 'cust_cnt_1d' must be finite and > 0"),
@@ -504,7 +521,7 @@ def test_cuda_scorer_matches_cpu(model_dir, token_model):
 
 
 def _real_setup():
-    cfg = load_config(environ={})
+    cfg = load_config()  # STREAMSCORE_FRAUD__MODEL_DIR / __MODEL_VERSION select another model
     try:
         model_dir = S.resolve_model_dir(cfg)
     except FileNotFoundError as exc:
