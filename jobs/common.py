@@ -30,6 +30,19 @@ def _python() -> str:
     return os.environ.get("PYFLINK_PYTHON", sys.executable)
 
 
+def checkpoint_root(cfg: Config, job_name: str) -> Path:
+    return cfg.path(cfg.flink.checkpoint_dir) / job_name
+
+
+def latest_checkpoint(cfg: Config, job_name: str) -> str | None:
+    """The newest completed checkpoint (a chk-N folder with _metadata) of any earlier run of this job."""
+    root = checkpoint_root(cfg, job_name)
+    done = [m.parent for m in root.glob("*/chk-*/_metadata")] if root.exists() else []
+    if not done:
+        return None
+    return str(max(done, key=lambda p: (p.stat().st_mtime, int(p.name.split("-")[1]))))
+
+
 def flink_settings(cfg: Config, *, job_name: str) -> dict[str, str]:
     f = cfg.flink
     py = _python()
@@ -57,8 +70,7 @@ def flink_settings(cfg: Config, *, job_name: str) -> dict[str, str]:
             "execution.checkpointing.mode": "EXACTLY_ONCE",
             "execution.checkpointing.min-pause": f"{max(f.checkpoint_interval_ms // 4, 50)} ms",
             "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
-            "state.checkpoints.dir": cfg.path(f.checkpoint_dir).resolve().as_uri(),
-            "execution.checkpointing.dir": cfg.path(f.checkpoint_dir).resolve().as_uri(),
+            "execution.checkpointing.dir": checkpoint_root(cfg, job_name).resolve().as_uri(),
         })
     if f.execution_mode == "thread":
         # Thread mode runs Python inside the JVM through pemja, which must find our site-packages.
@@ -76,21 +88,22 @@ def prepare_process_env(cfg: Config) -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)
 
 
-def create_envs(cfg: Config, *, job_name: str):
-    """Returns (StreamExecutionEnvironment, StreamTableEnvironment) configured from cfg."""
+def create_envs(cfg: Config, *, job_name: str, extra: dict[str, str] | None = None):
+    """Returns (StreamExecutionEnvironment, StreamTableEnvironment) configured from cfg (plus `extra`)."""
     prepare_process_env(cfg)
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import EnvironmentSettings, StreamTableEnvironment
 
+    settings = {**flink_settings(cfg, job_name=job_name), **(extra or {})}
     conf = Configuration()
-    for k, v in flink_settings(cfg, job_name=job_name).items():
+    for k, v in settings.items():
         conf.set_string(k, v)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(cfg.flink.parallelism)
     t_env = StreamTableEnvironment.create(env, environment_settings=EnvironmentSettings.in_streaming_mode())
     tconf = t_env.get_config()
-    for k, v in flink_settings(cfg, job_name=job_name).items():
+    for k, v in settings.items():
         tconf.set(k, v)
     return env, t_env
 
@@ -102,7 +115,13 @@ def kafka_source_ddl(cfg: Config, *, table: str, topic: str, group_id: str, boot
     bootstrap = bootstrap or cfg.kafka.bootstrap_servers
     startup = {"earliest": "earliest-offset", "latest": "latest-offset",
                "committed": "group-offsets"}[cfg.flink.starting_offsets]
-    wm = (f", WATERMARK FOR kafka_ts AS kafka_ts - INTERVAL '{cfg.fraud.out_of_orderness_ms / 1000:.3f}' SECOND"
+    # A record stamped far in the future (a broken producer, or one of our injected bad records) must not drag the
+    # watermark forward and make every later event late: such records count as time 0 for the watermark.
+    max_future_s = cfg.fraud.max_future_ms / 1000
+    wm = (f""",
+          `wm_ts` AS IF(`kafka_ts` > TIMESTAMPADD(SECOND, {max_future_s:.0f}, CURRENT_TIMESTAMP),
+                        TO_TIMESTAMP_LTZ(0, 3), `kafka_ts`),
+          WATERMARK FOR `wm_ts` AS `wm_ts` - INTERVAL '{cfg.fraud.out_of_orderness_ms / 1000:.3f}' SECOND"""
           if watermark else "")
     return f"""
         CREATE TEMPORARY TABLE {table} (

@@ -111,6 +111,11 @@ class ReplayOptions:
     out_of_order_max_ms: int = 2000      # must stay below the job's out-of-orderness bound
     late_frac: float = 0.0
     late_delay_ms: int = DAY_MS          # far beyond any watermark bound
+    # Late events held to the end of the replay (sent after `before_late` returns) instead of `late_delay_ms`
+    # later in event time. A backlog replay races the periodic watermark, so this is how tests make lateness
+    # deterministic: the job has passed those timestamps before the late events arrive.
+    late_at_end: bool = False
+    tail: int = 0                        # extra rows after `limit`, sent last, to move the watermark past the end
     malformed_frac: float = 0.0
     labels: bool = True
     label_delay_days: float = 7.0
@@ -128,6 +133,7 @@ class ReplayReport:
     rejected_rows: int = 0
     out_of_order_ids: list[int] = field(default_factory=list)
     late_ids: list[int] = field(default_factory=list)
+    tail_ids: list[int] = field(default_factory=list)
     malformed_kinds: dict[str, int] = field(default_factory=dict)
     first_event_time: int | None = None
     last_event_time: int | None = None
@@ -138,6 +144,7 @@ class ReplayReport:
         d = asdict(self)
         d["out_of_order"] = len(d.pop("out_of_order_ids"))
         d["late"] = len(d.pop("late_ids"))
+        d["tail"] = len(d.pop("tail_ids"))
         d["events_per_s"] = round(self.sent / self.seconds, 1) if self.seconds else None
         return d
 
@@ -188,7 +195,8 @@ class FraudReplay:
             if len(self._errors) < 10:
                 self._errors.append(str(err))
 
-    def run(self, stop: Callable[[], bool] | None = None) -> ReplayReport:
+    def run(self, stop: Callable[[], bool] | None = None,
+            before_late: Callable[[], None] | None = None) -> ReplayReport:
         o = self.opts
         rng = random.Random(o.seed)
         producer = kafka_util.producer(self.bootstrap)
@@ -245,12 +253,17 @@ class FraudReplay:
 
         label_delay_ms = int(o.label_delay_days * DAY_MS)
         taken = 0
+        held_late: list[CsvTransaction] = []
+        tail: list[CsvTransaction] = []
         for i, tx in enumerate(iter_csv(self.csv_path, on_row_error)):
             if i < o.skip:
                 continue
             if o.id_offset:
                 tx = dataclasses.replace(tx, transaction_id=tx.transaction_id + o.id_offset)
             if o.limit is not None and taken >= o.limit:
+                if len(tail) < o.tail:
+                    tail.append(tx)
+                    continue
                 break
             if stop is not None and stop():
                 break
@@ -265,7 +278,10 @@ class FraudReplay:
                 emit(kind, held)
             r = rng.random()
             if r < o.late_frac:
-                heapq.heappush(heap, (tx.event_time + o.late_delay_ms, seq, "tx", tx))
+                if o.late_at_end:
+                    held_late.append(tx)
+                else:
+                    heapq.heappush(heap, (tx.event_time + o.late_delay_ms, seq, "tx", tx))
                 rep.late_ids.append(tx.transaction_id)
             elif r < o.late_frac + o.out_of_order_frac:
                 heapq.heappush(heap, (tx.event_time + rng.randint(1, o.out_of_order_max_ms), seq, "tx", tx))
@@ -290,6 +306,15 @@ class FraudReplay:
             _, _, kind, held = heapq.heappop(heap)
             if kind == "tx":
                 emit(kind, held)
+        if held_late:
+            producer.flush(60)
+            if before_late is not None:
+                before_late()
+            for held in held_late:
+                emit("tx", held)
+        for tx in tail:
+            emit("tx", tx)
+            rep.tail_ids.append(tx.transaction_id)
         remaining = producer.flush(60)
         rep.seconds = time.perf_counter() - t_start
         self._progress(final=True)

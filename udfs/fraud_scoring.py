@@ -1,0 +1,111 @@
+"""The scoring step of the fraud job: a vectorised (pandas/Arrow) Flink UDF.
+
+Flink hands it a batch of rows from the SQL feature chain, across keys, up to `python.fn-execution.arrow.batch.size`
+rows or `bundle.time` ms, whichever comes first: that is the micro-batch the scorer sees. Per batch it looks up
+the profiles (one Redis HMGET), derives the remaining features with the reference rules in pipelines/features.py,
+scores through the scoring interface (the C++ scorer by default), and returns the encoded FraudScore records.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from udfs.features_sql import CUSTOMER_WINDOWS, FINAL_COLUMNS, TERMINAL_WINDOWS
+
+DECISIONS = ("APPROVE", "REVIEW", "DECLINE")
+
+
+def derive_features(c: dict[str, np.ndarray], profile_mean: np.ndarray, profile_std: np.ndarray) -> dict:
+    """From the SQL chain's raw aggregates to the model's features (names as pipelines.features.FEATURE_NAMES)."""
+    from pipelines import features as F
+
+    f: dict[str, np.ndarray] = {}
+    for w in CUSTOMER_WINDOWS:
+        cnt = c[f"cust_cnt_{w}"].astype(np.float64)
+        s = c[f"cust_sum_{w}"].astype(np.float64)
+        f[f"cust_cnt_{w}"], f[f"cust_sum_{w}"] = cnt, s
+        f[f"cust_mean_{w}"] = np.where(cnt > 0, s / np.maximum(cnt, 1), 0.0)
+    t = c["event_time"].astype(np.int64)
+    prev = np.where(c["cust_same_ts"] > 1, 0.0,
+                    np.where(c["cust_rows2"] < 2, -1.0, (t - c["cust_prev_min"].astype(np.int64)) / 1000.0))
+    f["cust_secs_since_prev"] = prev
+    amount = c["amount"].astype(np.float64)
+    profiles = pd.DataFrame({"customer_id": c["customer_id"], "mean_amount": profile_mean,
+                             "std_amount": profile_std}).dropna()
+    F._profile_features(pd.DataFrame({"customer_id": c["customer_id"]}), amount, profiles, f)
+    for w in TERMINAL_WINDOWS:
+        f[f"term_cnt_{w}"] = c[f"term_cnt_{w}"].astype(np.float64)
+        n = c[f"term_nlabels_{w}"].astype(np.float64)
+        fr = c[f"term_nfraud_{w}"].astype(np.float64)
+        f[f"term_risk_{w}"] = np.where(n > 0, fr / np.maximum(n, 1), 0.0)
+        f[f"term_nlabels_{w}"] = n
+    hour = (t // F.MS_PER_HOUR) % 24
+    dow = (t // F.MS_PER_DAY + 3) % 7
+    f["hour_of_day"] = hour.astype(np.float64)
+    f["is_weekend"] = (dow >= 5).astype(np.float64)
+    f["is_night"] = (hour < 6).astype(np.float64)
+    return f
+
+
+def make_udf():
+    from pyflink.table import DataTypes
+    from pyflink.table.udf import ScalarFunction, udf
+
+    class FraudScoringFunction(ScalarFunction):
+        def open(self, function_context):
+            from pipelines import metrics
+            from pipelines.config import load_config
+            from pipelines.profiles import ProfileStore
+            from pipelines.serde import serde
+            from udfs.scoring import load_scorer
+
+            self.cfg = load_config()
+            self.scorer = load_scorer(self.cfg)
+            self.features = list(getattr(self.scorer, "features", None) or self.scorer.meta["features"])
+            self.profiles = ProfileStore(self.cfg.redis.redis_url)
+            self.serde = serde("fraud_score")
+            self.m = metrics
+            self.out = metrics.EVENTS_OUT.labels("fraud-job", self.cfg.topics.fraud_scores)
+            self.e2e = metrics.END_TO_END_SECONDS.labels("fraud")
+            metrics.MODEL_INFO.info({"fraud_model_version": self.scorer.version,
+                                     "fraud_scorer": type(self.scorer).__name__})
+            metrics.serve(self.cfg.metrics.job_port)
+
+        def eval(self, *series):
+            c = {name: s.to_numpy() for name, s in zip(FINAL_COLUMNS, series)}
+            n = len(c["transaction_id"])
+            cust = self.profiles.lookup("customer", c["customer_id"])
+            term = self.profiles.lookup("terminal", c["terminal_id"])
+            feats = derive_features(c, cust.mean, cust.std)
+            cols = [np.ascontiguousarray(feats[name], dtype=np.float32) for name in self.features]
+            scores = np.asarray(self.scorer.score(cols), dtype=np.float64)
+            review, decline = self.cfg.fraud.review_threshold, self.cfg.fraud.decline_threshold
+            decision = np.where(scores >= decline, 2, np.where(scores >= review, 1, 0))
+            flags = cust.missing.astype(np.int64) | (term.missing.astype(np.int64) << 1)
+            now = int(time.time() * 1000)
+            names = self.features
+            matrix = np.stack([feats[k] for k in names], axis=1).tolist()
+            out = []
+            encode = self.serde.encode
+            version = self.scorer.version
+            tx_id, cust_id, term_id = c["transaction_id"].tolist(), c["customer_id"].tolist(), c["terminal_id"].tolist()
+            amt, et, prod = c["amount"].tolist(), c["event_time"].tolist(), c["produced_at"].tolist()
+            sc, dec, fl = scores.tolist(), decision.tolist(), flags.tolist()
+            for i in range(n):
+                out.append(encode({
+                    "transaction_id": tx_id[i], "customer_id": cust_id[i], "terminal_id": term_id[i],
+                    "amount": amt[i], "event_time": et[i], "features": dict(zip(names, matrix[i])),
+                    "profile_flags": fl[i], "score": sc[i], "decision": DECISIONS[dec[i]],
+                    "model_version": version, "produced_at": prod[i], "scored_at": now}))
+            self.out.inc(n)
+            lat = (now - c["produced_at"].astype(np.int64)) / 1000.0
+            for v in lat[:: max(1, n // 64)]:  # a sample is enough for the histogram's quantiles
+                self.e2e.observe(max(float(v), 0.0))
+            return pd.Series(out)
+
+    input_types = [DataTypes.DOUBLE() if (col == "amount" or col.startswith("cust_sum_")) else DataTypes.BIGINT()
+                   for col in FINAL_COLUMNS]
+    return udf(FraudScoringFunction(), input_types=input_types, result_type=DataTypes.BYTES(), func_type="pandas")
