@@ -14,7 +14,8 @@ NATIVE_ASAN_ENV = \
 
 native: ## Build the C++ scorer (pybind11 + LibTorch) and pip-install it into the venv (NATIVE_JOBS=1 parallel jobs)
 	CMAKE_BUILD_PARALLEL_LEVEL=$(NATIVE_JOBS) $(PIP) install --no-build-isolation ./cpp_ext
-	$(PY) -c "import streamscore_native as s; print('streamscore_native', s.__version__, 'torch', s.built_with_torch, 'cuda', s.cuda_available())"
+	@# LD_BIND_NOW: every LibTorch symbol the extension uses must resolve now, not at its first call.
+	LD_BIND_NOW=1 $(PY) -c "import streamscore_native as s; print('streamscore_native', s.__version__, 'torch', s.built_with_torch, 'cuda', s.cuda_available())"
 
 native-asan: ## Build the scorer with -fsanitize=address,undefined in cpp_ext/build/asan and run its tests: zero reports
 	cmake -S cpp_ext -B $(NATIVE_ASAN_DIR) -DCMAKE_BUILD_TYPE=Debug -DSTREAMSCORE_SANITIZE=ON -DPython_EXECUTABLE=$(abspath $(PY))

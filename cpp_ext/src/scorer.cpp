@@ -30,6 +30,10 @@ std::string torch_message(const std::exception& e) {
   return msg;
 }
 
+// Tensor::to() only when a copy is needed (also keeps valgrind quiet about a std::optional read inside
+// at::native::to_will_alias on no-op conversions).
+at::Tensor to_cpu(const at::Tensor& t) { return t.device().is_cpu() ? t : t.to(torch::kCPU); }
+
 std::string fmt_value(double v) {
   if (std::isnan(v)) return "nan";
   return v > 0 ? "inf" : "-inf";
@@ -87,7 +91,7 @@ Model::Model(const std::string& path, const std::string& device) : path_(path), 
 namespace {
 
 c10::IValue to_host(const c10::IValue& v) {
-  if (v.isTensor()) return v.toTensor().to(torch::kCPU).contiguous();
+  if (v.isTensor()) return to_cpu(v.toTensor()).contiguous();
   if (v.isTuple()) {
     std::vector<c10::IValue> items;
     for (const auto& e : v.toTupleRef().elements()) items.push_back(to_host(e));
@@ -215,7 +219,7 @@ void FraudScorer::probe() {
   const int64_t rows = 256;
   // Inputs spanning the clipped range, both signs, so every ReLU sees negative and positive pre-activations.
   at::Tensor x = (at::rand({rows, d}, at::TensorOptions().dtype(at::kFloat)) * 2.0 - 1.0) * spec_.clip;
-  x = x.to(model_.device());
+  if (cuda_) x = x.to(model_.device());
   at::Tensor ref;
   try {
     c10::IValue outv = model_.module().forward({x});
@@ -233,7 +237,8 @@ void FraudScorer::probe() {
       << "]; expected [" << rows << "]";
     throw ValueError(m.str());
   }
-  ref = ref.reshape({rows}).to(at::kFloat).to(torch::kCPU);
+  ref = to_cpu(ref.reshape({rows}));
+  if (ref.scalar_type() != at::kFloat) ref = ref.to(at::kFloat);
   {
     const double lo = ref.min().item<double>(), hi = ref.max().item<double>();
     if (!(lo >= 0.0 && hi <= 1.0)) {  // also catches NaN
@@ -259,12 +264,12 @@ void FraudScorer::probe() {
   chain = chain && width == 1 && allow_fused_;
   if (chain) {
     for (size_t k = 0; k < params.size(); k += 2) {
-      weights_t_.push_back(params[k].t().contiguous().to(model_.device()));
-      biases_.push_back(params[k + 1].contiguous().to(model_.device()));
+      weights_t_.push_back(params[k].t().contiguous());  // already on the model's device
+      biases_.push_back(params[k + 1].contiguous());
     }
     auto st = acquire(rows);
     at::Tensor xin = x.contiguous();
-    at::Tensor fused = run_mlp(xin, *st).reshape({rows}).to(torch::kCPU);
+    at::Tensor fused = to_cpu(run_mlp(xin, *st).reshape({rows}));
     release(std::move(st));
     const double diff = (fused - ref).abs().max().item<double>();
     fast_ = std::isfinite(diff) && diff <= 1e-6;

@@ -538,7 +538,6 @@ def _real_setup():
     return cfg, model_dir, F, csv
 
 
-@pytest.mark.slow
 def test_parity_real_model_100k_events():
     cfg, model_dir, F, csv = _real_setup()
     meta = S.load_meta(model_dir)
