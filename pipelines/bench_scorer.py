@@ -8,7 +8,7 @@
   (``reference_blas1``, the like-for-like comparison with the native scorer, which runs LibTorch on one
   intra-op thread).
 * ``native_speedup_b64`` = reference / native cost at batch 64 (``native_speedup_b64_blas1`` for the 1-thread
-  reference).
+  reference); ``target_5x_met`` judges the 1-thread figure.
 * RSS at the start and the end of a ``--loop-events`` (10 million) event loop at batch 1024 on the native scorer.
 
 The model is the trained one (``fraud.model_dir``/LATEST) when it exists, else a random MLP of the trained model's
@@ -146,7 +146,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         results["native_speedup_b64"] = speedup("reference")
         results["native_speedup_b64_blas1"] = speedup("reference_blas1")
-        results["target_5x_met"] = bool(results["native_speedup_b64"] and results["native_speedup_b64"] >= 5)
+        # Judged on the like-for-like (1-thread BLAS) figure when there is one: numpy's default BLAS threads on a
+        # busy machine make the other figure swing by 10x from run to run.
+        judged = results["native_speedup_b64_blas1"] or results["native_speedup_b64"]
+        results["target_5x_met"] = bool(judged and judged >= 5)
 
         # RSS over a long loop at batch 1024 (fresh columns per call would measure numpy, not the scorer).
         batch = 1024
