@@ -17,11 +17,11 @@ help: ## List the targets
 system-deps: ## Install missing Debian packages (JDK, Maven, redis-server, chromium, prometheus, valgrind)
 	@bash infra/install_system.sh
 
+# constraints.txt pins every transitive version we tested; torch is the PyPI (CUDA-capable) build.
 $(STAMP): requirements.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip wheel
-	# constraints.txt pins every transitive version we tested; torch is the PyPI (CUDA-capable) build.
 	$(PIP) install -q -r requirements.txt -c constraints.txt
 	@touch $@
 
@@ -31,11 +31,27 @@ jars: $(STAMP) ## Fetch the Kafka broker and the Flink Kafka connector from Mave
 	@$(PY) -m infra.services kafka-libs >/dev/null
 	@$(PY) -m infra.services flink-jars >/dev/null
 
-install: system-deps venv jars ## Everything `run` and `test` need (idempotent)
+NATIVE_STAMP := $(VENV)/.native
+NATIVE_SRC := $(shell find cpp_ext -path cpp_ext/build -prune -o -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.py' -o -name '*.pyi' -o -name CMakeLists.txt -o -name pyproject.toml \) -print)
+$(NATIVE_STAMP): $(STAMP) $(NATIVE_SRC)
+	@$(MAKE) --no-print-directory native
+	@touch $@
+
+install: system-deps venv jars $(NATIVE_STAMP) ## Everything `run` and `test` need (idempotent)
+
+# --------------------------------------------------------------------------------------------------------- model
+FRAUD_LATEST := artifacts/models/fraud/LATEST
+$(FRAUD_LATEST): | $(STAMP)
+	@$(MAKE) --no-print-directory train-fraud
+
+.PHONY: train model
+train: install train-fraud ## Train every model (writes versioned artifacts and metrics under artifacts/)
+
+model: $(FRAUD_LATEST) ## Train the fraud model only if no artifact exists yet
 
 # ------------------------------------------------------------------------------------------------- run / stop
 .PHONY: run stop status
-run: install ## Start Kafka, Redis, topics, the Flink jobs, producers, dashboard and monitoring
+run: install model ## Start Kafka, Redis, topics, the Flink jobs, producers, dashboard and monitoring
 	@$(PY) -m infra.stack up
 
 stop: ## Stop every process `make run` started
@@ -48,13 +64,18 @@ status: ## Show what runs where
 .PHONY: test test-unit test-integration
 PYTEST := $(PY) -m pytest
 test: install ## Install what is missing, then run unit and integration tests against real services
-	$(PYTEST) tests -m "not slow or slow" -p no:cacheprovider
+	$(PYTEST) tests -p no:cacheprovider
 
 test-unit: venv ## Fast tests, no broker
 	$(PYTEST) tests/unit -q
 
 test-integration: install ## Tests against a real Kafka broker, Redis and PyFlink jobs
 	$(PYTEST) tests/integration -q
+
+# -------------------------------------------------------------------------------------------------------- bench
+.PHONY: bench
+bench: install model ## Benchmarks (fraud job end to end, scorer); results with machine and settings in bench-results/
+	$(PY) -m pipelines.bench --out bench-results
 
 .PHONY: clean
 clean: ## Remove build outputs and local state (.run), keep caches

@@ -206,7 +206,10 @@ class KafkaBroker:
             "group.initial.rebalance.delay.ms=0",
             # Flink's transactional sink keeps a transaction open across a checkpoint interval.
             "transaction.max.timeout.ms=3600000",
-            "log.retention.hours=168",
+            # Replays carry historical event times as record timestamps: time-based retention would delete them
+            # at once, so retention is by size only.
+            "log.retention.ms=-1",
+            "log.retention.bytes=1073741824",
             "log.segment.bytes=268435456",
             "",
         ]))

@@ -22,8 +22,10 @@ def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 4, co
     client = admin(bootstrap)
     compacted = set(compacted)
     existing = set(client.list_topics(timeout=timeout).topics)
+    # Record timestamps are event times, which for replays lie years back: retain by size, never by time.
+    base = {"retention.ms": "-1", "retention.bytes": str(1 << 30)}
     new = [NewTopic(t, num_partitions=partitions, replication_factor=1,
-                    config={"cleanup.policy": "compact"} if t in compacted else {})
+                    config={**base, "cleanup.policy": "compact"} if t in compacted else base)
            for t in topics if t not in existing]
     if not new:
         return

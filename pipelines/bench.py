@@ -1,0 +1,203 @@
+"""`make bench`: end-to-end benchmarks, written with the machine and the settings to bench-results/.
+
+Fraud job, end to end (producer -> Kafka -> PyFlink job -> Kafka): for each input rate, the producer sends for a
+fixed time while a consumer of `fraud-scores` stamps each score's arrival; latency is arrival minus the producer's
+`produced_at`. Sustained throughput is the job's output rate over the unthrottled run (a backlog drained as fast
+as the job can). Two delivery modes are measured: exactly-once output becomes visible when a checkpoint commits
+the Kafka transaction, so its latency floor is the checkpoint interval; at-least-once output (keyed by
+transaction id, for idempotent readers) is visible at once.
+
+The scorer micro-benchmark (pipelines/bench_scorer.py) and, when present, the sentiment benchmark run too. The
+last line printed is one JSON object with the headline numbers. A benchmark reports; it never fails the build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine() -> dict:
+    import psutil
+
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import pyflink  # noqa: F401
+    from importlib.metadata import version
+
+    return {"hostname": platform.node(), "cpu": cpu, "cores": os.cpu_count(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "python": platform.python_version(),
+            "apache_flink": version("apache-flink"), "torch": version("torch"), "kernel": platform.release(),
+            "load_avg_at_start": os.getloadavg()}
+
+
+class ScoreWatcher(threading.Thread):
+    """Consumes the output topic and records (arrival wall ms, produced_at ms) per score."""
+
+    def __init__(self, bootstrap: str, topic: str, read_committed: bool):
+        super().__init__(daemon=True)
+        from pipelines import kafka_util
+
+        self.consumer = kafka_util.consumer(bootstrap, f"bench-{topic}-{time.time_ns()}",
+                                            read_committed=read_committed, **{"fetch.wait.max.ms": 5})
+        self.consumer.subscribe([topic])
+        self.samples: list[tuple[int, int]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        from pipelines.serde import serde
+
+        s = serde("fraud_score")
+        while not self.stop.is_set():
+            for m in self.consumer.consume(1000, 0.1):
+                if m.error() is None:
+                    now = int(time.time() * 1000)
+                    self.samples.append((now, s.decode(m.value())["produced_at"]))
+        self.consumer.close()
+
+    def window(self, t0: int, t1: int) -> list[tuple[int, int]]:
+        return [x for x in list(self.samples) if t0 <= x[1] < t1]
+
+
+def bench_fraud(rates: list[float], seconds: float, delivery: str, checkpoint_ms: int, model_env: dict,
+                workdir: Path) -> dict:
+    from infra import services
+    from pipelines import kafka_util
+    from pipelines.config import load_config
+    from pipelines.features import build_profiles, load_transactions
+    from pipelines.jobrunner import RunningJob
+    from pipelines.profiles import publish
+    from pipelines.replay_fraud import FraudReplay, ReplayOptions
+
+    cfg = load_config()
+    broker = services.KafkaBroker(services.free_port(), services.free_port(), workdir / "kafka")
+    redis_srv = services.RedisServer(services.free_port(), workdir / "redis")
+    broker.start()
+    redis_srv.start()
+    out: dict = {"delivery": delivery, "checkpoint_interval_ms": checkpoint_ms, "rates": []}
+    try:
+        b = broker.bootstrap
+        topics = ["tx", "labels", "scores", "late", "dead", "cprof", "tprof"]
+        kafka_util.ensure_topics(b, topics, 4, compacted=["cprof", "tprof"])
+        hist = load_transactions(cfg.path(cfg.replay.fraud_csv), nrows=300_000)
+        customers, terminals = build_profiles(hist, int(hist["event_time"].min()) + 30 * 86_400_000)
+        publish(cfg, customers, terminals, bootstrap=b, redis_url=redis_srv.url, topics=("cprof", "tprof"))
+        env = {"STREAMSCORE_REDIS__URL": redis_srv.url, "STREAMSCORE_FLINK__DELIVERY_GUARANTEE": delivery,
+               "STREAMSCORE_FLINK__CHECKPOINT_INTERVAL_MS": str(checkpoint_ms), **model_env}
+        watcher = ScoreWatcher(b, "scores", read_committed=delivery == "exactly-once")
+        watcher.start()
+        with RunningJob("jobs/fraud_job.py", workdir, "--bootstrap", b, "--source-topic", "tx", "--labels-topic",
+                        "labels", "--out-topic", "scores", "--late-topic", "late", "--dead-topic", "dead",
+                        "--group-id", "bench", env=env) as job:
+            skip = 0
+            # Warm-up: the first events pay for JVM/Python start-up and model loading.
+            FraudReplay(cfg, ReplayOptions(rate=2000, limit=4000, skip=skip, rebase=False), bootstrap=b,
+                        tx_topic="tx", label_topic="labels").run()
+            skip += 4000
+            deadline = time.time() + 180
+            while len(watcher.samples) < 3000 and time.time() < deadline:
+                assert job.alive(), job.output()
+                time.sleep(1)
+            for rate in rates:
+                n = int(rate * seconds) if rate else 120_000
+                t0 = int(time.time() * 1000)
+                rep = FraudReplay(cfg, ReplayOptions(rate=rate, limit=n, skip=skip, progress_every_s=30),
+                                  bootstrap=b, tx_topic="tx", label_topic="labels").run()
+                t1 = int(time.time() * 1000)
+                skip += n
+                # Wait for the output to settle.
+                last, stable = -1, 0
+                while stable < 4 and time.time() * 1000 - t1 < 120_000:
+                    cur = len(watcher.window(t0, t1 + 1))
+                    stable = stable + 1 if cur == last else 0
+                    last = cur
+                    time.sleep(0.5)
+                got = watcher.window(t0, t1 + 1)
+                lat = np.array([a - p for a, p in got], dtype=np.float64)
+                arrivals = np.array(sorted(a for a, _ in got), dtype=np.int64)
+                span_s = (arrivals[-1] - arrivals[0]) / 1000 if len(arrivals) > 1 else float("nan")
+                row = {"target_rate": rate or "unthrottled", "sent": rep.sent,
+                       "producer_rate": round(rep.sent / max(rep.seconds, 1e-9), 1), "scored": len(got),
+                       "output_events_per_s": round(len(got) / span_s, 1) if span_s == span_s and span_s else None,
+                       "latency_p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
+                       "latency_p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None}
+                out["rates"].append(row)
+                print(f"[bench] fraud {delivery} {row}", flush=True)
+        watcher.stop.set()
+    finally:
+        redis_srv.stop()
+        broker.stop()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="bench-results")
+    ap.add_argument("--rates", default="2000,5000,0", help="events/s; 0 = unthrottled (sustained throughput)")
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--skip-scorer", action="store_true")
+    args = ap.parse_args(argv)
+    out_dir = ROOT / args.out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    result: dict = {"machine": machine(), "settings": {"rates": args.rates, "seconds_per_rate": args.seconds,
+                                                       "parallelism": 1, "execution_mode": "process"},
+                    "started": stamp}
+    rates = [float(r) for r in args.rates.split(",")]
+    with tempfile.TemporaryDirectory(prefix="streamscore-bench-", dir=str(ROOT / ".run")
+                                     if (ROOT / ".run").exists() else None) as tmp:
+        tmp = Path(tmp)
+        al = bench_fraud(rates, args.seconds, "at-least-once", 2000, {}, tmp / "alo")
+        eo = bench_fraud([2000.0], args.seconds, "exactly-once", 200, {}, tmp / "eo")
+    result["fraud"] = {"at_least_once": al, "exactly_once": eo}
+    headline = {}
+    sustained = [r["output_events_per_s"] for r in al["rates"] if r["target_rate"] == "unthrottled"]
+    headline["fraud_events_per_s"] = sustained[0] if sustained else None
+    at2k = [r["latency_p99_ms"] for r in al["rates"] if r["target_rate"] == 2000.0]
+    headline["fraud_p99_ms"] = at2k[0] if at2k else None
+    headline["fraud_p99_ms_exactly_once"] = eo["rates"][0]["latency_p99_ms"] if eo["rates"] else None
+    if not args.skip_scorer:
+        scorer_out = out_dir / f"scorer-{stamp}.json"
+        proc = subprocess.run([sys.executable, "-m", "pipelines.bench_scorer", "--out", str(scorer_out)],
+                              cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode == 0 and scorer_out.exists():
+            result["scorer"] = json.loads(scorer_out.read_text())
+            headline["native_speedup_b64"] = result["scorer"].get("native_speedup_b64")
+        else:
+            result["scorer_error"] = proc.stderr[-2000:]
+    if (ROOT / "pipelines" / "bench_sentiment.py").exists():
+        sent_out = out_dir / f"sentiment-{stamp}.json"
+        proc = subprocess.run([sys.executable, "-m", "pipelines.bench_sentiment", "--out", str(sent_out)],
+                              cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode == 0 and sent_out.exists():
+            result["sentiment"] = json.loads(sent_out.read_text())
+            headline["sentiment_posts_per_s"] = result["sentiment"].get("sentiment_posts_per_s")
+        else:
+            result["sentiment_error"] = proc.stderr[-2000:]
+    result["headline"] = headline
+    path = out_dir / f"bench-{stamp}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"[bench] results written to {path.relative_to(ROOT)}", flush=True)
+    print(json.dumps(headline), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Runs our PyFlink jobs as real subprocesses on the local MiniCluster: used by the tests and the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def job_env(tmp_path: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    env["STREAMSCORE_FLINK__LOG_DIR"] = str(tmp_path / "flink-logs")
+    env["STREAMSCORE_FLINK__CHECKPOINT_DIR"] = str(tmp_path / "checkpoints")
+    env["STREAMSCORE_FLINK__CHECKPOINT_INTERVAL_MS"] = env.get("STREAMSCORE_FLINK__CHECKPOINT_INTERVAL_MS", "1000")
+    env["STREAMSCORE_FLINK__AUTO_WATERMARK_INTERVAL_MS"] = "50"
+    env["STREAMSCORE_FLINK__BUNDLE_TIME_MS"] = "20"
+    # Jobs in tests export no Prometheus endpoint of their own (ports would clash between tests).
+    env["STREAMSCORE_METRICS__JOB_PORT"] = "0"
+    env.update(extra or {})
+    return env
+
+
+def _log_tail(tmp_path: Path, out: str) -> str:
+    logs = sorted((tmp_path / "flink-logs").glob("*")) if (tmp_path / "flink-logs").exists() else []
+    tail = "\n".join(p.read_text(errors="replace")[-3000:] for p in logs[-2:])
+    return f"{out[-5000:]}\n--- flink logs ---\n{tail}"
+
+
+def run_job(script: str, tmp_path: Path, *args: str, timeout: float = 300, env: dict[str, str] | None = None):
+    """Runs a bounded job to completion; fails with its output and logs if it does not finish cleanly."""
+    proc = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=job_env(tmp_path, env),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"{script} exited {proc.returncode}\n{_log_tail(tmp_path, proc.stdout)}")
+    return proc
+
+
+class RunningJob:
+    """An unbounded job in the background, in its own process group so it can be killed whole."""
+
+    def __init__(self, script: str, tmp_path: Path, *args: str, env: dict[str, str] | None = None):
+        self.tmp_path = tmp_path
+        self.log = open(tmp_path / f"{Path(script).stem}.out", "ab")
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=ROOT,
+                                     env=job_env(tmp_path, env), stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        self.log.flush()
+        return _log_tail(self.tmp_path, (self.tmp_path / f"{Path(self.log.name).name}").read_text(errors="replace"))
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.alive():
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.log.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
