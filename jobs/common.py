@@ -115,13 +115,11 @@ def kafka_source_ddl(cfg: Config, *, table: str, topic: str, group_id: str, boot
     bootstrap = bootstrap or cfg.kafka.bootstrap_servers
     startup = {"earliest": "earliest-offset", "latest": "latest-offset",
                "committed": "group-offsets"}[cfg.flink.starting_offsets]
-    # A record stamped far in the future (a broken producer, or one of our injected bad records) must not drag the
-    # watermark forward and make every later event late: such records count as time 0 for the watermark.
-    max_future_s = cfg.fraud.max_future_ms / 1000
-    wm = (f""",
-          `wm_ts` AS IF(`kafka_ts` > TIMESTAMPADD(SECOND, {max_future_s:.0f}, CURRENT_TIMESTAMP),
-                        TO_TIMESTAMP_LTZ(0, 3), `kafka_ts`),
-          WATERMARK FOR `wm_ts` AS `wm_ts` - INTERVAL '{cfg.fraud.out_of_orderness_ms / 1000:.3f}' SECOND"""
+    # Watermarks are generated inside the Kafka source, one per partition (watermark push-down). The expression
+    # must stay deterministic for that: a wall-clock guard here would move watermarking behind the source and mix
+    # partitions. Records stamped far in the future are refused by the broker instead
+    # (log.message.timestamp.after.max.ms, 1 hour by default in Kafka 4).
+    wm = (f", WATERMARK FOR kafka_ts AS kafka_ts - INTERVAL '{cfg.fraud.out_of_orderness_ms / 1000:.3f}' SECOND"
           if watermark else "")
     return f"""
         CREATE TEMPORARY TABLE {table} (

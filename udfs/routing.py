@@ -129,11 +129,6 @@ class DecodeRouter(ProcessFunction):
             problem = self.kind.check(rec, now_ms, self.max_future_ms)
             wm = ctx.timer_service().current_watermark()
             ts = rec[self.kind.time_field]
-            if problem is None and wm > 0 and ts > wm + self.max_future_ms:
-                # A record far ahead of the stream would drag the watermark forward and make the rest late.
-                problem = ("future-timestamp",
-                           f"{self.kind.time_field} {ts} is more than {self.max_future_ms} ms ahead of the "
-                           f"watermark {wm}")
             if problem is not None:
                 yield self._dead(key, raw, topic, partition, offset, *problem)
                 return
