@@ -111,7 +111,11 @@ def create_envs(cfg: Config, *, job_name: str, extra: dict[str, str] | None = No
 def kafka_source_ddl(cfg: Config, *, table: str, topic: str, group_id: str, bootstrap: str | None = None,
                      watermark: bool = True) -> str:
     """A Kafka table with the raw value bytes, the key, Kafka metadata, and a per-partition watermark on the
-    record timestamp (our producers set it to the event time)."""
+    record timestamp (our producers set it to the event time).
+
+    Fetches are kept small per partition: the reader emits a fetched batch split by split, and a large batch from
+    one partition could outlast the idle timeout of the others, which would then be marked idle and let the
+    watermark run past their data."""
     bootstrap = bootstrap or cfg.kafka.bootstrap_servers
     startup = {"earliest": "earliest-offset", "latest": "latest-offset",
                "committed": "group-offsets"}[cfg.flink.starting_offsets]
@@ -138,6 +142,7 @@ def kafka_source_ddl(cfg: Config, *, table: str, topic: str, group_id: str, boot
           'properties.isolation.level' = 'read_committed',
           'properties.commit.offsets.on.checkpoint' = 'true',
           'properties.auto.offset.reset' = 'earliest',
+          'properties.max.partition.fetch.bytes' = '65536',
           'scan.startup.mode' = '{startup}',
           'scan.watermark.idle-timeout' = '{cfg.fraud.idleness_ms} ms',
           'key.format' = 'raw',

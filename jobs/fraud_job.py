@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from jobs.common import create_envs, kafka_sink_ddl, kafka_source_ddl, latest_checkpoint  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from udfs.features_sql import FINAL_COLUMNS, feature_views  # noqa: E402
-from udfs.fraud_scoring import make_udf  # noqa: E402
+from udfs.fraud_scoring import make_udf, make_unknown_label_counter  # noqa: E402
 from udfs.routing import route, to_kv_table  # noqa: E402
 
 JOB_NAME = "streamscore-fraud"
@@ -61,6 +61,17 @@ def build(t_env, cfg, args):
     for s in stmts:
         t_env.execute_sql(s)
 
+    # A label whose transaction the job never scored (unknown, or routed away as late) still counts towards its
+    # terminal's risk above; here it is only counted. An interval join keeps label_delay + 1 day of transactions.
+    window_days = int(cfg.fraud.label_delay_days) + 1
+    t_env.create_temporary_function("count_unknown_label", make_unknown_label_counter())
+    t_env.execute_sql("CREATE TEMPORARY TABLE unknown_labels_sink (n BIGINT) WITH ('connector' = 'blackhole')")
+    unknown = t_env.sql_query(
+        f"SELECT count_unknown_label(l.transaction_id) AS n FROM label_v l LEFT JOIN tx_v t "
+        f"ON l.transaction_id = t.transaction_id "
+        f"AND t.rowtime BETWEEN l.rowtime - INTERVAL '{window_days}' DAY AND l.rowtime "
+        f"WHERE t.transaction_id IS NULL")
+
     t_env.create_temporary_function("score_fraud", make_udf())
     args_sql = ", ".join(f"CAST({c} AS DOUBLE)" if (c == "amount" or c.startswith("cust_sum_"))
                          else f"CAST({c} AS BIGINT)" for c in FINAL_COLUMNS)
@@ -71,6 +82,7 @@ def build(t_env, cfg, args):
     st.add_insert("scores_sink", scores)
     st.add_insert("late_sink", to_kv_table(t_env, tx_late.union(lb_late)))
     st.add_insert("dead_sink", to_kv_table(t_env, tx_dead.union(lb_dead)))
+    st.add_insert("unknown_labels_sink", unknown)
     return st
 
 

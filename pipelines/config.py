@@ -102,7 +102,7 @@ class FlinkConfig:
 @dataclass(frozen=True)
 class FraudConfig:
     out_of_orderness_ms: int = 5000
-    idleness_ms: int = 10000
+    idleness_ms: int = 30000
     # A record whose event time is this far ahead of wall-clock "now" or of the watermark is rejected.
     max_future_ms: int = 86_400_000
     label_delay_days: float = 7.0
@@ -114,6 +114,18 @@ class FraudConfig:
     device: str = "auto"  # auto | cpu | cuda
     max_batch: int = 1024
     max_wait_ms: float = 5.0
+
+
+@dataclass(frozen=True)
+class SentimentConfig:
+    scorer: str = "model"  # model (TorchScript via the native runtime) | vader
+    model_dir: str = "artifacts/models/sentiment"
+    model_version: str = "latest"
+    device: str = "auto"  # auto | cpu | cuda
+    max_length: int = 128
+    # Torch intra-op threads for the scorer inside a Flink Python worker; 0 leaves torch's default.
+    threads: int = 0
+    window_minutes: int = 1
 
 
 @dataclass(frozen=True)
@@ -150,6 +162,7 @@ class Config:
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     flink: FlinkConfig = field(default_factory=FlinkConfig)
     fraud: FraudConfig = field(default_factory=FraudConfig)
+    sentiment: SentimentConfig = field(default_factory=SentimentConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
@@ -169,6 +182,8 @@ _CHOICES = {
     ("flink", "starting_offsets"): {"earliest", "latest", "committed"},
     ("fraud", "scorer"): {"native", "reference"},
     ("fraud", "device"): {"auto", "cpu", "cuda"},
+    ("sentiment", "scorer"): {"model", "vader"},
+    ("sentiment", "device"): {"auto", "cpu", "cuda"},
 }
 
 
@@ -248,6 +263,9 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("fraud: need 0 <= review_threshold <= decline_threshold <= 1")
     if f.max_batch < 1 or f.max_wait_ms < 0:
         raise ConfigError("fraud: max_batch must be >= 1 and max_wait_ms >= 0")
+    s = cfg.sentiment
+    if not 1 <= s.max_length <= 512 or s.threads < 0 or s.window_minutes < 1:
+        raise ConfigError("sentiment: need 1 <= max_length <= 512, threads >= 0 and window_minutes >= 1")
     if cfg.flink.parallelism < 1:
         raise ConfigError("flink: parallelism must be >= 1")
     if cfg.kafka.partitions < 1:

@@ -109,3 +109,23 @@ def make_udf():
     input_types = [DataTypes.DOUBLE() if (col == "amount" or col.startswith("cust_sum_")) else DataTypes.BIGINT()
                    for col in FINAL_COLUMNS]
     return udf(FraudScoringFunction(), input_types=input_types, result_type=DataTypes.BYTES(), func_type="pandas")
+
+
+def make_unknown_label_counter():
+    """Counts labels for transactions the job has not scored (streamscore_unknown_labels_total)."""
+    from pyflink.table import DataTypes
+    from pyflink.table.udf import ScalarFunction, udf
+
+    class CountUnknownLabel(ScalarFunction):
+        def open(self, function_context):
+            from pipelines import metrics
+            from pipelines.config import load_config
+
+            self.counter = metrics.UNKNOWN_LABELS
+            metrics.serve(load_config().metrics.job_port)
+
+        def eval(self, transaction_id):
+            self.counter.inc()
+            return transaction_id
+
+    return udf(CountUnknownLabel(), input_types=[DataTypes.BIGINT()], result_type=DataTypes.BIGINT())
