@@ -1,0 +1,16 @@
+# Sentiment pipeline: model training, replay, job and benchmark.
+TRAIN_SENTIMENT_ARGS ?= --threads 2
+SENTIMENT_REPLAY_ARGS ?= --rate 50 --burst-rate 500 --burst-every 30 --burst-seconds 5 --loop --rebase
+
+.PHONY: train-sentiment replay-posts sentiment-job bench-sentiment
+train-sentiment: ## Train the sentiment model (frozen MiniLM + logistic head, TorchScript); writes artifacts/models/sentiment/<version> and artifacts/metrics/sentiment.json
+	$(PY) -m pipelines.train_sentiment $(TRAIN_SENTIMENT_ARGS)
+
+replay-posts: ## Replay TweetEval + SST-2 dev texts into the posts topic (50/s with bursts of 500/s, looping)
+	$(PY) -m pipelines.replay_posts $(SENTIMENT_REPLAY_ARGS)
+
+sentiment-job: ## Run the sentiment job on the local MiniCluster (posts -> post-sentiment + sentiment-trends)
+	$(PY) jobs/sentiment_job.py
+
+bench-sentiment: ## Sentiment pipeline throughput (posts/s) and p99 post->sentiment latency; writes bench-results/sentiment.json
+	$(PY) -m pipelines.bench_sentiment --out bench-results/sentiment.json

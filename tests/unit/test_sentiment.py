@@ -1,0 +1,124 @@
+"""Sentiment pieces without a broker: topic assignment, malformed posts, VADER, the training helpers, and the model
+artifact (tokeniser + TorchScript through the native runtime) when one has been trained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.config import load_config
+from pipelines.replay_posts import (MALFORMED_KINDS, TOPICS, PostsOptions, PostsReplay, assign_topic, author_of,
+                                    iter_posts, load_texts, malformed_post)
+from pipelines.serde import DecodeError, serde
+from pipelines.train_sentiment import fit_head, macro_recall, sst_accuracy
+from udfs.sentiment import LABELS, VaderSentimentScorer
+
+CFG = load_config()
+DATA = CFG.path(CFG.replay.sentiment_dir)
+MODEL_DIR = CFG.path(CFG.sentiment.model_dir)
+
+
+def test_topic_assignment_is_deterministic_and_keyword_first():
+    assert assign_topic("Trump wins the GOP debate") == "politics"
+    assert assign_topic("The Packers won the game!") == "sports"
+    assert assign_topic("New iPhone from Apple") == "tech"
+    assert assign_topic("a charming film with great characters") == "entertainment"
+    t = "nothing to see here"
+    assert assign_topic(t) == assign_topic(t) and assign_topic(t) in TOPICS
+    assert author_of(t) == author_of(t) and author_of(t).startswith("user")
+
+
+@pytest.mark.skipif(not (DATA / "dev.tsv").exists(), reason="shared sentiment data missing")
+def test_texts_and_posts():
+    texts = load_texts(DATA)
+    assert len(texts) > 2800 and all(t.strip() for t in texts)
+    topics = {assign_topic(t) for t in texts[:500]}
+    assert len(topics) >= 4, topics
+    posts = list(iter_posts(texts[:3], spacing_ms=500))
+    assert [p.post_id for p in posts] == ["p-0", "p-1", "p-2"]
+    assert posts[1].event_time - posts[0].event_time == 500
+
+
+def test_malformed_posts_are_rejected():
+    import random
+
+    from pipelines.serde import DecodeError as DE  # noqa: F401
+    from udfs.routing import KINDS
+
+    s = serde("social_post")
+    good = {"post_id": "p-1", "author": "u", "text": "hi", "topic": "general", "language": "en",
+            "event_time": 1_704_067_200_000, "produced_at": 1}
+    now = 1_800_000_000_000
+    for kind in MALFORMED_KINDS:
+        raw = malformed_post(kind, good, random.Random(1), now)
+        try:
+            rec = s.decode(raw)
+        except DecodeError:
+            continue
+        assert KINDS["social_post"].check(rec, now, CFG.fraud.max_future_ms) is not None, kind
+
+
+def test_burst_rate():
+    r = PostsReplay.__new__(PostsReplay)
+    r.opts = PostsOptions(burst_rate=500, burst_every_s=30, burst_seconds=5)
+    r.opts.base.rate = 50
+    assert r._rate_now(1.0) == 500 and r._rate_now(10.0) == 50 and r._rate_now(31.0) == 500
+
+
+def test_vader():
+    labels, probs = VaderSentimentScorer().predict(
+        ["I love this, it is wonderful!", "This is terrible and I hate it.", "The meeting is at 3pm."])
+    assert [LABELS[i] for i in labels] == ["positive", "negative", "neutral"]
+    assert probs.shape == (3, 3) and np.allclose(probs.sum(1), 1.0, atol=0.01)
+
+
+def test_metrics_helpers():
+    y = np.array([0, 0, 1, 2, 2, 2])
+    assert macro_recall(y, y) == 1.0
+    assert macro_recall(y, np.array([0, 1, 1, 2, 2, 0])) == pytest.approx((0.5 + 1 + 2 / 3) / 3)
+    probs = np.array([[0.6, 0.3, 0.1], [0.1, 0.5, 0.4]])
+    assert sst_accuracy(np.array([0, 2]), probs) == 1.0  # neutral is ignored in the binary task
+
+
+def test_fit_head_folds_the_scaler():
+    from sklearn.linear_model import LogisticRegression
+
+    from pipelines.train_sentiment import TrainConfig
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 8)) * rng.uniform(0.1, 10, size=8) + rng.normal(size=8)
+    y = rng.integers(0, 3, size=300)
+    x[y == 2, 0] += 5
+    tc = TrainConfig(C=1.0)
+    W, b = fit_head(x, y, np.ones(300), tc)
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    clf = LogisticRegression(C=1.0, max_iter=3000, random_state=tc.seed).fit((x - mu) / sd, y)
+    assert np.allclose(x @ W.T + b, clf.decision_function((x - mu) / sd), atol=1e-3)
+
+
+def _model_dir() -> Path | None:
+    return MODEL_DIR if (MODEL_DIR / "LATEST").exists() else None
+
+
+@pytest.mark.skipif(_model_dir() is None, reason="no trained sentiment model (make train-sentiment)")
+def test_model_artifact_scores_sentences():
+    from transformers import AutoTokenizer
+
+    from udfs.sentiment import ModelSentimentScorer
+
+    scorer = ModelSentimentScorer(MODEL_DIR, device="cpu", batch_size=2)
+    texts = ["What a wonderful, delightful movie. I loved every minute!",
+             "This was the worst, most boring film I have ever seen.",
+             "@user the game starts at 7pm tonight",
+             "absolutely brilliant performances " * 60]  # longer than max_length: truncated
+    hf = AutoTokenizer.from_pretrained(str(scorer.dir), local_files_only=True)
+    assert scorer.tokenize(texts) == hf(texts, truncation=True, max_length=scorer.max_length)["input_ids"]
+    labels, probs = scorer.predict(texts)
+    assert probs.shape == (4, 3) and np.allclose(probs.sum(1), 1.0, atol=1e-4)
+    assert LABELS[labels[0]] == "positive" and LABELS[labels[1]] == "negative"
+    # Sorting and sub-batching inside a batch must not change any row.
+    one_by_one = np.concatenate([scorer.predict_proba([t]) for t in texts])
+    assert np.allclose(scorer.predict_proba(texts), one_by_one, atol=1e-4)
+    assert scorer.predict_proba([]).shape == (0, 3)
