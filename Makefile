@@ -63,7 +63,7 @@ status: ## Show what runs where
 # ------------------------------------------------------------------------------------------------------ tests
 .PHONY: test test-unit test-integration
 PYTEST := $(PY) -m pytest
-test: install ## Install what is missing, then run unit and integration tests against real services
+test: install model ## Install what is missing (and train the model if none), then run every test against real services
 	$(PYTEST) tests -p no:cacheprovider
 
 test-unit: venv ## Fast tests, no broker
