@@ -86,9 +86,12 @@ def main(argv: list[str] | None = None) -> int:
                             "--dead-topic", topics["dead"], "--group-id", f"bench-{sfx}", "--scorer", a.scorer],
                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        def replay(n: int, rate: float, offset: int, seconds: float = 0) -> PostsReplay:
+        def replay(n: int, rate: float, offset: int) -> PostsReplay:
+            # Event time follows the wall clock (1 ms apart in a backlog), so no phase lands behind the watermark.
+            spacing = max(1, int(1000 / rate)) if rate > 0 else 1
             r = PostsReplay(cfg, PostsOptions(base=ReplayOptions(rate=rate, limit=n, id_offset=offset, rebase=True,
-                                                                 labels=False, progress_every_s=1e9)),
+                                                                 labels=False, progress_every_s=1e9),
+                                              spacing_ms=spacing),
                             bootstrap=bootstrap, topic=topics["posts"])
             r.run()
             return r
