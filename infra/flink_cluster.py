@@ -254,8 +254,8 @@ class FlinkCluster:
             if ov and ov.get("taskmanagers", 0) >= 1 and ov.get("slots-total", 0) >= (self.slots if local else 1):
                 return ov
             time.sleep(0.5)
-        raise ServiceError(f"flink cluster at {self.rest_url} not ready in {timeout:.0f}s (overview {ov})\n"
-                           f"{self.log_tail()}")
+        raise ServiceError(f"flink cluster at {self.rest_url} not ready in {timeout:.0f}s (overview {ov})"
+                           + (f"\n{self.log_tail()}" if local else ""))
 
     def down(self) -> None:
         for role in ("taskmanager", "jobmanager"):
