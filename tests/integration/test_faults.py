@@ -32,7 +32,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 N = 20_000
 TAIL = 2_000
 FIRST = 5_000
-RATE = 500.0  # messages/s for the second part: about 34 s of replay, the fault lands in it
+RATE = 800.0  # messages/s (transactions + labels) for the second part: about 40 s of replay, the fault lands in it
+# Labels about an hour after their transaction, so the label source has records on every partition all along: with the
+# longer idle timeout below, a label source without records would hold the watermark back.
+LABEL_DELAY_DAYS = 0.05
 BUDGET_S = 480  # the kill test starts the job twice
 JOB = "streamscore-fraud"
 
@@ -52,7 +55,8 @@ class Replay(threading.Thread):
 
     def __init__(self, bootstrap: str, tx_t: str, lb_t: str):
         super().__init__(daemon=True)
-        opts = ReplayOptions(rate=RATE, skip=FIRST, limit=N - FIRST, tail=TAIL, labels=True)
+        opts = ReplayOptions(rate=RATE, skip=FIRST, limit=N - FIRST, tail=TAIL, labels=True,
+                             label_delay_days=LABEL_DELAY_DAYS)
         self.replay = FraudReplay(load_config(), opts, bootstrap=bootstrap, tx_topic=tx_t, label_topic=lb_t)
         self.report = None
         self.error: BaseException | None = None
@@ -65,7 +69,8 @@ class Replay(threading.Thread):
 
 
 def replay_first(bootstrap: str, tx_t: str, lb_t: str) -> None:
-    rep = FraudReplay(load_config(), ReplayOptions(rate=0, limit=FIRST, labels=True), bootstrap=bootstrap,
+    rep = FraudReplay(load_config(), ReplayOptions(rate=0, limit=FIRST, labels=True,
+                                                   label_delay_days=LABEL_DELAY_DAYS), bootstrap=bootstrap,
                       tx_topic=tx_t, label_topic=lb_t).run()
     assert rep.sent == FIRST and rep.errors == 0
 
@@ -76,11 +81,11 @@ class Setup:
         self.tmp_path = tmp_path
         self.tx, self.lb, self.out = topic_factory("tx"), topic_factory("labels"), topic_factory("scores")
         self.late, self.dead = topic_factory("late"), topic_factory("dead")
-        # A long source idle timeout: while the test waits between the two parts of the replay (and while the broker
+        # A longer source idle timeout (2 min): while the test waits between the two parts of the replay (and while the broker
         # is down) no partition may be declared idle, or the first events after the pause on a partition that was
         # idle would be behind the watermark the others moved, and routed to the late topic instead of scored.
         self.env = {"STREAMSCORE_REDIS__URL": redis_url, "STREAMSCORE_FRAUD__MODEL_DIR": str(model_dir),
-                    "STREAMSCORE_FRAUD__IDLENESS_MS": "600000"}
+                    "STREAMSCORE_FRAUD__IDLENESS_MS": "120000"}
         self.t0 = time.time()
 
     def args(self, *extra: str) -> list[str]:
