@@ -12,11 +12,14 @@ from pipelines.profiles import ProfileStore, publish
 
 pytestmark = pytest.mark.integration
 
+# The session's Redis is shared with other tests that publish the real profiles: use ids no real customer has.
+C1, C2, C3, T1 = 9_000_001, 9_000_002, 9_000_003, 9_000_007
+
 
 def frames(mean_c1: float):
-    customers = pd.DataFrame({"customer_id": [1, 2], "mean_amount": [mean_c1, 20.0], "std_amount": [1.5, 2.5],
+    customers = pd.DataFrame({"customer_id": [C1, C2], "mean_amount": [mean_c1, 20.0], "std_amount": [1.5, 2.5],
                               "tx_per_day": [3.0, 4.0], "n_tx": [10, 20], "first_seen": [1, 2], "as_of": [5, 5]})
-    terminals = pd.DataFrame({"terminal_id": [7], "mean_amount": [30.0], "std_amount": [3.0], "tx_per_day": [9.0],
+    terminals = pd.DataFrame({"terminal_id": [T1], "mean_amount": [30.0], "std_amount": [3.0], "tx_per_day": [9.0],
                               "n_tx": [90], "first_seen": [1], "as_of": [5]})
     return customers, terminals
 
@@ -26,14 +29,14 @@ def test_publish_lookup_update_without_restart(kafka_bootstrap, redis_url, topic
     topics = (topic_factory("cp", compacted=True), topic_factory("tp", compacted=True))
     publish(cfg, *frames(10.0), bootstrap=kafka_bootstrap, redis_url=redis_url, topics=topics)
     store = ProfileStore(redis_url, ttl_s=0.5)
-    got = store.lookup("customer", np.array([1, 2, 3, 1]))
+    got = store.lookup("customer", np.array([C1, C2, C3, C1]))
     assert got.mean[0] == 10.0 and got.mean[1] == 20.0 and got.mean[3] == 10.0
     assert list(got.missing) == [False, False, True, False]
-    assert store.lookup("terminal", np.array([7])).tx_per_day[0] == 9.0
+    assert store.lookup("terminal", np.array([T1])).tx_per_day[0] == 9.0
 
     publish(cfg, *frames(99.0), bootstrap=kafka_bootstrap, redis_url=redis_url, topics=topics)
     time.sleep(0.6)
-    assert store.lookup("customer", np.array([1])).mean[0] == 99.0  # a new profile, no restart
+    assert store.lookup("customer", np.array([C1])).mean[0] == 99.0  # a new profile, no restart
 
 
 def test_redis_outage_gives_defaults_and_recovers(tmp_path):
