@@ -43,6 +43,18 @@ def latest_checkpoint(cfg: Config, job_name: str) -> str | None:
     return str(max(done, key=lambda p: (p.stat().st_mtime, int(p.name.split("-")[1]))))
 
 
+def restore_settings(cfg: Config, job_name: str, restore: str) -> dict[str, str]:
+    """Settings that resume a job: `restore` is "" (start fresh), "latest" or a checkpoint path."""
+    if not restore:
+        return {}
+    path = latest_checkpoint(cfg, job_name) if restore == "latest" else restore
+    if not path:
+        print(f"[{job_name}] no checkpoint to restore from; starting fresh", flush=True)
+        return {}
+    print(f"[{job_name}] restoring from {path}", flush=True)
+    return {"execution.state-recovery.path": path}
+
+
 def flink_settings(cfg: Config, *, job_name: str) -> dict[str, str]:
     f = cfg.flink
     py = _python()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.common import create_envs, kafka_sink_ddl, kafka_source_ddl, latest_checkpoint  # noqa: E402
+from jobs.common import create_envs, kafka_sink_ddl, kafka_source_ddl, restore_settings  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from udfs.features_sql import FINAL_COLUMNS, feature_views  # noqa: E402
 from udfs.fraud_scoring import make_udf, make_unknown_label_counter  # noqa: E402
@@ -99,14 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--group-id", default=cfg.flink.group_id)
     ap.add_argument("--restore", default="", help="'latest' or a checkpoint path to resume from")
     args, _ = ap.parse_known_args(argv)
-    extra = {}
-    if args.restore:
-        path = latest_checkpoint(cfg, JOB_NAME) if args.restore == "latest" else args.restore
-        if path:
-            print(f"[fraud-job] restoring from {path}", flush=True)
-            extra["execution.state-recovery.path"] = path
-        else:
-            print("[fraud-job] no checkpoint to restore from; starting fresh", flush=True)
+    extra = restore_settings(cfg, JOB_NAME, args.restore)
     env, t_env = create_envs(cfg, job_name=JOB_NAME, extra=extra)
     build(t_env, cfg, args).execute().wait()
     return 0

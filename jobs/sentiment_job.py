@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.common import create_envs, kafka_sink_ddl, kafka_source_ddl, latest_checkpoint  # noqa: E402
+from jobs.common import create_envs, kafka_sink_ddl, kafka_source_ddl, restore_settings  # noqa: E402
 from jobs.fraud_job import typed_view  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from udfs.routing import route, to_kv_table  # noqa: E402
@@ -97,13 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     # The UDF workers build their Config from the environment; this is how the choice reaches them.
     os.environ["STREAMSCORE_SENTIMENT__SCORER"] = args.scorer
     extra = {"table.local-time-zone": "UTC"}
-    if args.restore:
-        path = latest_checkpoint(cfg, JOB_NAME) if args.restore == "latest" else args.restore
-        if path:
-            print(f"[sentiment-job] restoring from {path}", flush=True)
-            extra["execution.state-recovery.path"] = path
-        else:
-            print("[sentiment-job] no checkpoint to restore from; starting fresh", flush=True)
+    extra.update(restore_settings(cfg, JOB_NAME, args.restore))
     env, t_env = create_envs(cfg, job_name=JOB_NAME, extra=extra)
     build(t_env, cfg, args).execute().wait()
     return 0
