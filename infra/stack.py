@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pipelines.config import Config, load_config  # noqa: E402
 
 PIDS = ROOT / ".run" / "pids"
 LOGS = ROOT / ".run" / "logs"
+METRICS = ROOT / ".run" / "metrics"
 
 
 @dataclass
@@ -33,6 +35,9 @@ class Proc:
     url: str = ""
     env: dict[str, str] = field(default_factory=dict)
     enabled: bool = True
+    # A Flink job: its Python workers share their metric values through a folder emptied at each start
+    # (prometheus_client multiprocess mode, see pipelines/metrics.py).
+    multiprocess_metrics: bool = False
 
     @property
     def pidfile(self) -> Path:
@@ -50,6 +55,11 @@ class Proc:
             log(f"{self.name}: already running (pid {_read_pid(self.pidfile)})")
             return
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **self.env)
+        if self.multiprocess_metrics:
+            folder = METRICS / self.name
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
         pid = _spawn(self.argv, self.logfile, self.pidfile, env=env)
         time.sleep(0.5)
         if _read_pid(self.pidfile) is None:
@@ -66,12 +76,12 @@ def processes(cfg: Config) -> list[Proc]:
     rate = os.environ.get("RATE", str(int(cfg.replay.rate)))
     procs = [
         Proc("fraud-job", [py, "jobs/fraud_job.py"] if (ROOT / "jobs" / "fraud_job.py").exists()
-             else [py, "jobs/passthrough_job.py"]),
+             else [py, "jobs/passthrough_job.py"], multiprocess_metrics=True),
         Proc("fraud-producer", [py, "-m", "pipelines.replay_fraud", "--rate", rate, "--loop"],
              url=f"http://127.0.0.1:{cfg.metrics.producer_port}/metrics"),
     ]
     if (ROOT / "jobs" / "sentiment_job.py").exists():
-        procs += [Proc("sentiment-job", [py, "jobs/sentiment_job.py"]),
+        procs += [Proc("sentiment-job", [py, "jobs/sentiment_job.py"], multiprocess_metrics=True),
                   Proc("posts-producer", [py, "-m", "pipelines.replay_posts", "--rate",
                                           os.environ.get("POSTS_RATE", "50"), "--loop"])]
     if (ROOT / "dashboard" / "server.py").exists():

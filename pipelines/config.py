@@ -138,6 +138,9 @@ class ReplayConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
+    # The address every /metrics endpoint binds (pipelines/metrics.py serve): loopback by default; docker-compose
+    # sets 0.0.0.0 so that Prometheus in another container can scrape it.
+    host: str = "127.0.0.1"
     producer_port: int = 9401
     job_port: int = 9402
     dashboard_port: int = 9403
@@ -270,6 +273,8 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("flink: parallelism must be >= 1")
     if cfg.kafka.partitions < 1:
         raise ConfigError("kafka: partitions must be >= 1")
+    if not cfg.metrics.host.strip():
+        raise ConfigError("metrics: host must not be empty (127.0.0.1 for loopback, 0.0.0.0 for every interface)")
     return cfg
 
 

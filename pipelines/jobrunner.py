@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,19 @@ def job_env(tmp_path: Path, extra: dict[str, str] | None = None) -> dict[str, st
     # Jobs in tests export no Prometheus endpoint of their own (ports would clash between tests).
     env["STREAMSCORE_METRICS__JOB_PORT"] = "0"
     env.update(extra or {})
+    if env["STREAMSCORE_METRICS__JOB_PORT"] != "0":
+        # A job that serves /metrics: its Python workers are several processes, and the one that binds the port
+        # serves the values of all of them from this folder (pipelines/metrics.py); emptied at each start.
+        env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "prometheus-multiproc"))
     return env
+
+
+def _fresh_metrics_dir(env: dict[str, str]) -> None:
+    """Empties the multiprocess metrics folder before a job starts (values of an earlier run would add up)."""
+    folder = env.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+        Path(folder).mkdir(parents=True, exist_ok=True)
 
 
 def _log_tail(tmp_path: Path, out: str) -> str:
@@ -34,7 +47,9 @@ def _log_tail(tmp_path: Path, out: str) -> str:
 
 def run_job(script: str, tmp_path: Path, *args: str, timeout: float = 300, env: dict[str, str] | None = None):
     """Runs a bounded job to completion; fails with its output and logs if it does not finish cleanly."""
-    proc = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=job_env(tmp_path, env),
+    full_env = job_env(tmp_path, env)
+    _fresh_metrics_dir(full_env)
+    proc = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=full_env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise AssertionError(f"{script} exited {proc.returncode}\n{_log_tail(tmp_path, proc.stdout)}")
@@ -47,8 +62,10 @@ class RunningJob:
     def __init__(self, script: str, tmp_path: Path, *args: str, env: dict[str, str] | None = None):
         self.tmp_path = tmp_path
         self.log = open(tmp_path / f"{Path(script).stem}.out", "ab")
+        full_env = job_env(tmp_path, env)
+        _fresh_metrics_dir(full_env)
         self.proc = subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=ROOT,
-                                     env=job_env(tmp_path, env), stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=full_env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
     def alive(self) -> bool:

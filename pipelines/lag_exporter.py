@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     port = args.port if args.port is not None else cfg.metrics.lag_exporter_port
     metrics.serve(port)
-    log.info("lag exporter: /metrics on 127.0.0.1:%d, groups %s, output topics %s, every %.1fs", port,
+    log.info("lag exporter: /metrics on %s:%d, groups %s, output topics %s, every %.1fs", cfg.metrics.host, port,
              exporter.groups, list(exporter.output_topics), args.interval)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

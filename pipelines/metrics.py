@@ -3,6 +3,23 @@
 Names carry the ``streamscore_`` prefix and the ``_total`` / ``_seconds`` suffixes; histograms have explicit
 buckets chosen for the latencies we care about (a fraud decision well under a second). Producers, job functions, the
 scorer wrapper and the dashboard import from here, so a metric is defined exactly once.
+
+Every process serves its numbers with :func:`serve` on ``metrics.host`` (``STREAMSCORE_METRICS__HOST``: 127.0.0.1 by
+default, 0.0.0.0 in docker-compose so Prometheus can reach the containers).
+
+A PyFlink job can be several processes. On a cluster each task slot has its own Python worker process, which runs
+the Python functions of that slot (the decode/route functions, the scoring UDF, the unknown-label counter), and a
+worker replaced after a failover is a new process; on the local MiniCluster PyFlink runs them inside the launcher
+process ("loopback"). The scoring UDF and the unknown-label counter call ``serve(metrics.job_port)`` in ``open()``
+(jobs/fraud_job.py gives the routers port 0): the first process to get there binds the port, the others skip (an
+``OSError`` on bind is expected and ignored). So that the one endpoint still reports every
+worker, a job runs with prometheus_client's multiprocess mode: the launcher sets ``PROMETHEUS_MULTIPROC_DIR`` to a
+fresh, empty folder (pipelines/jobrunner.py, infra/stack.py, a tmpfs in docker-compose) before the workers start,
+every worker writes its values to memory-mapped files there, and the process that holds the port serves the sum over
+all of them (tests/integration/test_metrics_endpoints.py runs two workers). Counters and histograms of a worker that
+died stay in the sum, so they do not go backwards while the job runs; the folder is emptied when the job starts
+again, which Prometheus sees as an ordinary counter reset. Without the variable (producers, dashboard, lag exporter)
+every process serves its own default registry.
 """
 
 from __future__ import annotations
@@ -10,6 +27,7 @@ from __future__ import annotations
 import threading
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import values as _values
 
 PREFIX = "streamscore"
 
@@ -38,24 +56,48 @@ INFERENCE_SECONDS = Histogram(f"{PREFIX}_inference_seconds", "Scorer call durati
                               buckets=INFERENCE_BUCKETS)
 END_TO_END_SECONDS = Histogram(f"{PREFIX}_end_to_end_latency_seconds",
                                "Producer timestamp to score, wall clock", ["pipeline"], buckets=LATENCY_BUCKETS)
-MODEL_INFO = Info(f"{PREFIX}_model", "The model serving each pipeline")
+
+
+def multiprocess_mode() -> bool:
+    """True when prometheus_client keeps values in PROMETHEUS_MULTIPROC_DIR (decided when it was first imported)."""
+    return _values.ValueClass is not _values.MutexValue
+
+
+class _MultiprocessInfo:
+    """``Info`` for multiprocess mode, where prometheus_client's own Info is not shared between processes: the same
+    series, ``<name>_info{key="value",...} 1``, written as a gauge (the text format exposes an Info as that gauge)."""
+
+    def __init__(self, name: str, documentation: str):
+        self._name, self._doc = f"{name}_info", documentation
+
+    def info(self, val: dict[str, str]) -> None:
+        gauge = Gauge(self._name, self._doc, sorted(val), registry=None, multiprocess_mode="max")
+        gauge.labels(**val).set(1)
+
+
+MODEL_INFO = (_MultiprocessInfo(f"{PREFIX}_model", "The model serving each pipeline") if multiprocess_mode()
+              else Info(f"{PREFIX}_model", "The model serving each pipeline"))
 
 EVENT_TIME_LAG_SECONDS = Gauge(f"{PREFIX}_event_time_lag_seconds",
-                               "Now minus the newest event time seen in an output topic", ["topic"])
+                               "Now minus the newest event time seen in an output topic", ["topic"],
+                               multiprocess_mode="mostrecent")
 CONSUMER_LAG = Gauge(f"{PREFIX}_consumer_lag", "Log-end offset minus committed offset",
-                     ["group", "topic", "partition"])
+                     ["group", "topic", "partition"], multiprocess_mode="mostrecent")
 CONSUMER_COMMITTED = Gauge(f"{PREFIX}_consumer_committed_offset", "Committed offset",
-                           ["group", "topic", "partition"])
-LOG_END_OFFSET = Gauge(f"{PREFIX}_log_end_offset", "Log-end (high-watermark) offset", ["topic", "partition"])
+                           ["group", "topic", "partition"], multiprocess_mode="mostrecent")
+LOG_END_OFFSET = Gauge(f"{PREFIX}_log_end_offset", "Log-end (high-watermark) offset", ["topic", "partition"],
+                       multiprocess_mode="mostrecent")
 LAG_EXPORTER_ERRORS = Counter(f"{PREFIX}_lag_exporter_errors_total",
                               "Lag-exporter poll failures (broker down, missing group, undecodable record), by stage",
                               ["stage"])
 LAG_EXPORTER_POLL_SECONDS = Histogram(f"{PREFIX}_lag_exporter_poll_seconds", "Duration of one lag-exporter poll",
                                       [], buckets=LATENCY_BUCKETS)
 LAG_EXPORTER_LAST_SUCCESS = Gauge(f"{PREFIX}_lag_exporter_last_success_timestamp_seconds",
-                                  "Unix time of the lag exporter's last poll that reached the broker")
+                                  "Unix time of the lag exporter's last poll that reached the broker",
+                                  multiprocess_mode="max")
 
-DASHBOARD_CLIENTS = Gauge(f"{PREFIX}_dashboard_clients", "Connected dashboard WebSocket clients")
+DASHBOARD_CLIENTS = Gauge(f"{PREFIX}_dashboard_clients", "Connected dashboard WebSocket clients",
+                          multiprocess_mode="livesum")
 DASHBOARD_MESSAGES = Counter(f"{PREFIX}_dashboard_messages_sent_total", "Updates pushed to browsers", [])
 DASHBOARD_COALESCED = Counter(f"{PREFIX}_dashboard_coalesced_total",
                               "Updates merged because a client's send queue was full", [])
@@ -70,10 +112,25 @@ _server_lock = threading.Lock()
 _servers: dict[int, object] = {}
 
 
-def serve(port: int, registry: CollectorRegistry = REGISTRY, addr: str = "127.0.0.1") -> None:
-    """Starts the /metrics endpoint once per process and port (idempotent: Flink may open a function twice)."""
+def serve(port: int, registry: CollectorRegistry | None = None, addr: str | None = None) -> None:
+    """Starts the /metrics endpoint once per process and port on `addr` (default: the config's metrics.host).
+
+    Idempotent (Flink may open a function twice). When another process holds the port (another Python worker of the
+    same job), this one skips: in multiprocess mode the holder serves this process's values too (see the module
+    docstring); without it, this process's values are not served."""
     if port <= 0:
         return
+    if addr is None:
+        from pipelines.config import load_config
+
+        addr = load_config().metrics.host
+    if registry is None:
+        registry = REGISTRY
+        if multiprocess_mode():
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
     with _server_lock:
         if port in _servers:
             return

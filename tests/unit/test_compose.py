@@ -125,6 +125,20 @@ def test_services_reach_each_other_by_name(compose):
     assert s["dashboard"]["command"][-1] == "dashboard.server"
 
 
+def test_metrics_endpoints_are_reachable_from_prometheus(compose):
+    """Prometheus runs in its own container: every service it scrapes must serve /metrics on all interfaces, and the
+    job's Python workers need an empty folder to share their values in (pipelines/metrics.py)."""
+    s = compose["services"]
+    prom = yaml.safe_load((ROOT / "infra" / "docker" / "prometheus.yml").read_text())
+    scraped = {t.split(":")[0] for job in prom["scrape_configs"] for sc in job["static_configs"]
+               for t in sc["targets"]}
+    for name in sorted(scraped & set(s) - {"prometheus", "jobmanager"}):
+        assert s[name]["environment"]["STREAMSCORE_METRICS__HOST"] == "0.0.0.0", name
+    tm = s["taskmanager"]
+    assert tm["environment"]["STREAMSCORE_METRICS__JOB_PORT"] == "9402"
+    assert tm["environment"]["PROMETHEUS_MULTIPROC_DIR"] in tm["tmpfs"]
+
+
 def test_dockerfile_builds_what_the_services_need():
     text = (ROOT / "infra" / "docker" / "Dockerfile").read_text()
     assert text.startswith("#") and "FROM python:3.11-slim" in text

@@ -44,3 +44,13 @@ def test_bad_values():
 def test_missing_explicit_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "none.yaml", environ={})
+
+
+def test_metrics_host(tmp_path):
+    assert load_config(environ={}).metrics.host == "127.0.0.1"
+    assert load_config(environ={"STREAMSCORE_METRICS__HOST": "0.0.0.0"}).metrics.host == "0.0.0.0"
+    f = tmp_path / "s.yaml"
+    f.write_text("metrics:\n  host: 10.0.0.5\n")
+    assert load_config(f, environ={}).metrics.host == "10.0.0.5"
+    with pytest.raises(ConfigError, match="metrics: host"):
+        load_config(environ={"STREAMSCORE_METRICS__HOST": " "})
