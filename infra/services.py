@@ -28,6 +28,8 @@ from pipelines.config import Config, load_config  # noqa: E402
 CACHE = ROOT / ".cache"
 KAFKA_LIBS = CACHE / "kafka" / "libs"
 FLINK_JARS = CACHE / "flink-jars"
+UDF_SRC = ROOT / "udfs" / "java"
+UDF_JAR = ROOT / "build" / "flink-udfs" / "streamscore-udfs.jar"
 
 
 class ServiceError(RuntimeError):
@@ -143,6 +145,30 @@ def ensure_flink_jars(cfg: Config | None = None) -> Path:
         _mvn(ROOT / "infra" / "flink" / "pom.xml", out, ["-DexcludeTransitive=true"])
         marker.write_text("ok\n")
     return out
+
+
+def ensure_udf_jar() -> Path:
+    """Compiles our Java SQL functions (udfs/java) against the Flink jars PyFlink ships; rebuilt when a source
+    changes. Java is used only where per-row speed matters: the rolling-window aggregates."""
+    sources = sorted(UDF_SRC.rglob("*.java"))
+    if UDF_JAR.exists() and all(s.stat().st_mtime <= UDF_JAR.stat().st_mtime for s in sources):
+        return UDF_JAR
+    import pyflink
+
+    lib = Path(pyflink.__file__).parent / "lib"
+    cp = os.pathsep.join(str(j) for j in sorted(lib.glob("flink-*.jar")))
+    if shutil.which("javac") is None or shutil.which("jar") is None:
+        raise ServiceError("a JDK (javac, jar) is needed to build udfs/java (Debian: apt-get install openjdk-17-jdk)")
+    classes = UDF_JAR.parent / "classes"
+    shutil.rmtree(classes, ignore_errors=True)
+    classes.mkdir(parents=True)
+    log(f"compiling {len(sources)} Java sources in {UDF_SRC.relative_to(ROOT)}")
+    subprocess.run(["javac", "--release", "11", "-nowarn", "-cp", cp, "-d", str(classes), *map(str, sources)],
+                   check=True)
+    tmp = UDF_JAR.with_suffix(".partial")
+    subprocess.run(["jar", "cf", str(tmp), "-C", str(classes), "."], check=True)
+    tmp.rename(UDF_JAR)
+    return UDF_JAR
 
 
 # --------------------------------------------------------------------------------------------------------- Kafka
@@ -374,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.service == "flink-jars":
             print(ensure_flink_jars(cfg))
+            print(ensure_udf_jar())
         elif args.service == "kafka-libs":
             print(ensure_kafka_libs())
         elif args.service == "kafka":

@@ -18,12 +18,15 @@ from pipelines.config import Config  # noqa: E402
 
 
 def connector_jars(cfg: Config) -> list[str]:
+    """The Kafka connector (from Maven Central) and our Java SQL functions (built from udfs/java)."""
+    from infra.services import ensure_udf_jar
+
     jars_dir = cfg.path(cfg.flink.jars_dir)
     jars = sorted(jars_dir.glob("*.jar"))
     if not jars:
-        raise RuntimeError(f"no Flink connector jars in {jars_dir}: run `make flink-jars` "
+        raise RuntimeError(f"no Flink connector jars in {jars_dir}: run `make jars` "
                            f"(python -m infra.services flink-jars)")
-    return [j.resolve().as_uri() for j in jars]
+    return [j.resolve().as_uri() for j in [*jars, ensure_udf_jar()]]
 
 
 def _python() -> str:

@@ -2,7 +2,8 @@
 
     Kafka (raw bytes, per-partition watermarks on the record time)
       -> Python router: decode + validate (dead letters) and split off late events (side output)
-      -> Flink SQL: chained OVER windows per customer, then per terminal over transactions and labels
+      -> Flink SQL: one 30-day OVER window per customer, then per terminal over transactions and labels, each
+         with a Java aggregate (udfs/java) computing every shorter window in the same pass
       -> pandas UDF: profile lookup (Redis), derived features, batched scoring (C++ scorer by default)
       -> Kafka `fraud-scores` (transactional, committed on checkpoints)
 
@@ -20,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jobs.common import create_envs, kafka_sink_ddl, kafka_source_ddl, restore_settings  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
-from udfs.features_sql import FINAL_COLUMNS, feature_views  # noqa: E402
+from udfs.features_sql import FINAL_COLUMNS, feature_views, register_functions, sql_type  # noqa: E402
 from udfs.fraud_scoring import make_udf, make_unknown_label_counter  # noqa: E402
 from udfs.routing import route, to_kv_table  # noqa: E402
 
@@ -57,6 +58,7 @@ def build(t_env, cfg, args):
                                     tag_prefix="label-", **common)
     typed_view(t_env, tx_ok, "tx_v", "event_time")
     typed_view(t_env, lb_ok, "label_v", "label_time")
+    register_functions(t_env)
     stmts, final = feature_views("tx_v", "label_v")
     for s in stmts:
         t_env.execute_sql(s)
@@ -73,8 +75,7 @@ def build(t_env, cfg, args):
         f"WHERE t.transaction_id IS NULL")
 
     t_env.create_temporary_function("score_fraud", make_udf())
-    args_sql = ", ".join(f"CAST({c} AS DOUBLE)" if (c == "amount" or c.startswith("cust_sum_"))
-                         else f"CAST({c} AS BIGINT)" for c in FINAL_COLUMNS)
+    args_sql = ", ".join(f"CAST({c} AS {sql_type(c)})" for c in FINAL_COLUMNS)
     scores = t_env.sql_query(
         f"SELECT ENCODE(CAST(transaction_id AS STRING), 'UTF-8') AS `key`, score_fraud({args_sql}) AS `value` "
         f"FROM {final}")

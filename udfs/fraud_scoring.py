@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from udfs.features_sql import CUSTOMER_WINDOWS, FINAL_COLUMNS, TERMINAL_WINDOWS
+from udfs.features_sql import CUSTOMER_WINDOWS, FINAL_COLUMNS, TERMINAL_WINDOWS, sql_type
 
 DECISIONS = ("APPROVE", "REVIEW", "DECLINE")
 
@@ -29,8 +29,8 @@ def derive_features(c: dict[str, np.ndarray], profile_mean: np.ndarray, profile_
         f[f"cust_cnt_{w}"], f[f"cust_sum_{w}"] = cnt, s
         f[f"cust_mean_{w}"] = np.where(cnt > 0, s / np.maximum(cnt, 1), 0.0)
     t = c["event_time"].astype(np.int64)
-    prev = np.where(c["cust_same_ts"] > 1, 0.0,
-                    np.where(c["cust_rows2"] < 2, -1.0, (t - c["cust_prev_min"].astype(np.int64)) / 1000.0))
+    prev_ts = c["cust_prev_ts"].astype(np.int64)
+    prev = np.where(c["cust_same_ts"] > 1, 0.0, np.where(prev_ts < 0, -1.0, (t - prev_ts) / 1000.0))
     f["cust_secs_since_prev"] = prev
     amount = c["amount"].astype(np.float64)
     profiles = pd.DataFrame({"customer_id": c["customer_id"], "mean_amount": profile_mean,
@@ -106,8 +106,7 @@ def make_udf():
                 self.e2e.observe(max(float(v), 0.0))
             return pd.Series(out)
 
-    input_types = [DataTypes.DOUBLE() if (col == "amount" or col.startswith("cust_sum_")) else DataTypes.BIGINT()
-                   for col in FINAL_COLUMNS]
+    input_types = [DataTypes.DOUBLE() if sql_type(col) == "DOUBLE" else DataTypes.BIGINT() for col in FINAL_COLUMNS]
     return udf(FraudScoringFunction(), input_types=input_types, result_type=DataTypes.BYTES(), func_type="pandas")
 
 
