@@ -1,66 +1,30 @@
-"""The real dashboard server against the real broker, seen through headless Chromium.
+"""The real dashboard server against the real broker, seen through headless Chromium, fed by a test thread.
 
 Fresh topics per test; a background thread produces real Avro FraudScore / SentimentTrend / DeadLetter / late
-records while the page is open. The numbers on screen must move, and must end up equal to what the test reads back
-from Kafka itself. A screenshot goes to docs/dashboard.png and to the test's tmp dir.
+records for every panel (the sentiment ones included) while the page is open. The numbers on screen must move, and
+must end up equal to what the test reads back from Kafka itself; then the server goes away and the page must say so.
+Screenshots go to the test's tmp dir. test_dashboard_pipeline.py does the same with the real fraud job producing the
+scores, and writes docs/dashboard.png.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 
 from dashboard import testkit
 from pipelines import kafka_util
 from pipelines.serde import serde
+from tests.browser_util import HAVE_CHROMIUM
+from tests.browser_util import as_int as _int
+from tests.browser_util import driver as _driver
+from tests.browser_util import texts as _texts
+from tests.browser_util import wait as _wait
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-
-
-def _driver():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1440,1180", "--force-device-scale-factor=1", "--no-first-run",
-                "--disable-extensions", "--disable-background-networking"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
-
-
-def _texts(driver, testid: str) -> list[str]:
-    """textContent of every element with this data-testid, read in one script (rows are re-rendered often)."""
-    return driver.execute_script(
-        "return [...document.querySelectorAll(`[data-testid='${arguments[0]}']`)].map(e => e.textContent)", testid)
-
-
-def _int(driver, testid: str) -> int | None:
-    texts = _texts(driver, testid)
-    text = texts[0].replace(",", "").strip() if texts else ""
-    return int(text) if text.isdigit() else None
-
-
-def _wait(cond, timeout: float, what: str):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-@pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()), reason="needs Debian chromium + driver")
+@pytest.mark.skipif(not HAVE_CHROMIUM, reason="needs Debian chromium + driver")
 def test_dashboard_in_browser(kafka_bootstrap, topic_factory, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -93,10 +57,7 @@ def test_dashboard_in_browser(kafka_bootstrap, topic_factory, tmp_path):
                   "a non-zero in rate")
             time.sleep(12)  # let the throughput line build up for the screenshot
             assert _int(driver, "snapshot-seq") > seq1, "snapshots stopped arriving"
-            live = tmp_path / "dashboard.png"
-            driver.save_screenshot(str(live))
-            (ROOT / "docs").mkdir(exist_ok=True)
-            shutil.copyfile(live, ROOT / "docs" / "dashboard.png")
+            driver.save_screenshot(str(tmp_path / "dashboard.png"))
 
             feeder.stop.set()
             feeder.join(30)
