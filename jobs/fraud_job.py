@@ -1,7 +1,8 @@
 """The fraud job: `transactions` + `transaction-labels` -> features -> score -> `fraud-scores`.
 
     Kafka (raw bytes, per-partition watermarks on the record time)
-      -> Python router: decode + validate (dead letters) and split off late events (side output)
+      -> pandas UDF: decode + validate a batch at a time; SQL splits off dead letters, and late events by
+         comparing each event's own time with CURRENT_WATERMARK (SQL would drop them silently further on)
       -> Flink SQL: one 30-day OVER window per customer, then per terminal over transactions and labels, each
          with a Java aggregate (udfs/java) computing every shorter window in the same pass
       -> pandas UDF: profile lookup (Redis), derived features, batched scoring (C++ scorer by default)
@@ -23,21 +24,9 @@ from jobs.common import create_envs, kafka_sink_ddl, kafka_source_ddl, restore_s
 from pipelines.config import load_config  # noqa: E402
 from udfs.features_sql import FINAL_COLUMNS, feature_views, register_functions, sql_type  # noqa: E402
 from udfs.fraud_scoring import make_udf, make_unknown_label_counter  # noqa: E402
-from udfs.routing import route, to_kv_table  # noqa: E402
+from udfs.routing import route_table  # noqa: E402
 
 JOB_NAME = "streamscore-fraud"
-
-
-def typed_view(t_env, stream, name: str, time_field: str) -> None:
-    """Registers a routed stream as a table whose rowtime is the event's own time and whose watermark is the
-    Kafka source's (per partition), so SQL sees exactly the watermark the router compared against."""
-    from pyflink.table import Schema
-
-    schema = (Schema.new_builder()
-              .column_by_expression("rowtime", f"TO_TIMESTAMP_LTZ({time_field}, 3)")
-              .watermark("rowtime", "SOURCE_WATERMARK()")
-              .build())
-    t_env.create_temporary_view(name, t_env.from_data_stream(stream, schema))
 
 
 def build(t_env, cfg, args):
@@ -51,13 +40,10 @@ def build(t_env, cfg, args):
         t_env.execute_sql(kafka_sink_ddl(cfg, table=table, topic=topic, bootstrap=bootstrap,
                                          txn_prefix=f"{args.group_id}-{table}"))
 
-    common = dict(max_future_ms=cfg.fraud.max_future_ms, component="fraud-job", metrics_port=0)
-    tx_ok, tx_late, tx_dead = route(t_env, source_table="tx_source", kind="transaction", tag_prefix="tx-",
-                                    **common)
-    lb_ok, lb_late, lb_dead = route(t_env, source_table="label_source", kind="transaction_label",
-                                    tag_prefix="label-", **common)
-    typed_view(t_env, tx_ok, "tx_v", "event_time")
-    typed_view(t_env, lb_ok, "label_v", "label_time")
+    common = dict(max_future_ms=cfg.fraud.max_future_ms, component="fraud-job")
+    tx_late, tx_dead = route_table(t_env, source_table="tx_source", kind="transaction", view="tx_v", **common)
+    lb_late, lb_dead = route_table(t_env, source_table="label_source", kind="transaction_label", view="label_v",
+                                   **common)
     register_functions(t_env)
     stmts, final = feature_views("tx_v", "label_v")
     for s in stmts:
@@ -81,8 +67,8 @@ def build(t_env, cfg, args):
         f"FROM {final}")
     st = t_env.create_statement_set()
     st.add_insert("scores_sink", scores)
-    st.add_insert("late_sink", to_kv_table(t_env, tx_late.union(lb_late)))
-    st.add_insert("dead_sink", to_kv_table(t_env, tx_dead.union(lb_dead)))
+    st.add_insert("late_sink", tx_late.union_all(lb_late))
+    st.add_insert("dead_sink", tx_dead.union_all(lb_dead))
     st.add_insert("unknown_labels_sink", unknown)
     return st
 

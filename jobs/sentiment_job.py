@@ -24,9 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jobs.common import create_envs, kafka_sink_ddl, kafka_source_ddl, restore_settings  # noqa: E402
-from jobs.fraud_job import typed_view  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
-from udfs.routing import route, to_kv_table  # noqa: E402
+from udfs.routing import route, to_kv_table, typed_view  # noqa: E402
 from udfs.sentiment import make_score_udf, make_trend_udf  # noqa: E402
 
 JOB_NAME = "streamscore-sentiment"

@@ -15,7 +15,7 @@ import pandas as pd
 
 from udfs.features_sql import CUSTOMER_WINDOWS, FINAL_COLUMNS, TERMINAL_WINDOWS, sql_type
 
-DECISIONS = ("APPROVE", "REVIEW", "DECLINE")
+DECISIONS = ("APPROVE", "REVIEW", "DECLINE")  # the FraudScore enum's symbols, in order
 
 
 def derive_features(c: dict[str, np.ndarray], profile_mean: np.ndarray, profile_std: np.ndarray) -> dict:
@@ -59,14 +59,14 @@ def make_udf():
             from pipelines import metrics
             from pipelines.config import load_config
             from pipelines.profiles import ProfileStore
-            from pipelines.serde import serde
+            from pipelines.serde import BatchEncoder
             from udfs.scoring import load_scorer
 
             self.cfg = load_config()
             self.scorer = load_scorer(self.cfg)
             self.features = list(getattr(self.scorer, "features", None) or self.scorer.meta["features"])
             self.profiles = ProfileStore(self.cfg.redis.redis_url)
-            self.serde = serde("fraud_score")
+            self.encoder = BatchEncoder("fraud_score")
             self.m = metrics
             self.out = metrics.EVENTS_OUT.labels("fraud-job", self.cfg.topics.fraud_scores)
             self.e2e = metrics.END_TO_END_SECONDS.labels("fraud")
@@ -86,20 +86,12 @@ def make_udf():
             decision = np.where(scores >= decline, 2, np.where(scores >= review, 1, 0))
             flags = cust.missing.astype(np.int64) | (term.missing.astype(np.int64) << 1)
             now = int(time.time() * 1000)
-            names = self.features
-            matrix = np.stack([feats[k] for k in names], axis=1).tolist()
-            out = []
-            encode = self.serde.encode
-            version = self.scorer.version
-            tx_id, cust_id, term_id = c["transaction_id"].tolist(), c["customer_id"].tolist(), c["terminal_id"].tolist()
-            amt, et, prod = c["amount"].tolist(), c["event_time"].tolist(), c["produced_at"].tolist()
-            sc, dec, fl = scores.tolist(), decision.tolist(), flags.tolist()
-            for i in range(n):
-                out.append(encode({
-                    "transaction_id": tx_id[i], "customer_id": cust_id[i], "terminal_id": term_id[i],
-                    "amount": amt[i], "event_time": et[i], "features": dict(zip(names, matrix[i])),
-                    "profile_flags": fl[i], "score": sc[i], "decision": DECISIONS[dec[i]],
-                    "model_version": version, "produced_at": prod[i], "scored_at": now}))
+            out = self.encoder.encode({
+                "transaction_id": c["transaction_id"], "customer_id": c["customer_id"],
+                "terminal_id": c["terminal_id"], "amount": c["amount"], "event_time": c["event_time"],
+                "features": (self.features, np.stack([feats[k] for k in self.features], axis=1)),
+                "profile_flags": flags, "score": scores, "decision": decision, "model_version": self.scorer.version,
+                "produced_at": c["produced_at"], "scored_at": np.full(n, now, np.int64)}, n)
             self.out.inc(n)
             lat = (now - c["produced_at"].astype(np.int64)) / 1000.0
             for v in lat[:: max(1, n // 64)]:  # a sample is enough for the histogram's quantiles

@@ -178,3 +178,179 @@ def encode_kv(schema_name: str, key_field: str) -> Callable[[Any], Row]:
         return Row(str(rec[key_field]).encode(), s.encode(rec))
 
     return f
+
+
+# ------------------------------------------------------------------------------------------- vectorised routing
+# The DecodeRouter above crosses into Python once per record (Beam coders, a Row per event). route_table() decodes
+# whole Arrow batches in one pandas UDF and lets Flink SQL split the result: dead letters on the decode verdict,
+# late events with CURRENT_WATERMARK on the event's own rowtime. Only dead and late rows, which are rare, meet a
+# per-row Python function (to encode their Avro records).
+
+def _kind_sql_types(kind: RecordKind) -> list[str]:
+    names = {"Long": "BIGINT", "Integer": "INT", "Double": "DOUBLE", "String": "STRING"}
+    return [names[str(t)] for t in kind.types()]
+
+
+class BatchDecoder:
+    """Decodes and validates a batch of raw values for one record kind: the pandas UDF's body, testable alone.
+
+    Returns a DataFrame with `reason` and `error` (None for a good record) and one column per field of the kind
+    (zeros and empty strings stand in for the fields of a record that failed)."""
+
+    def __init__(self, kind: str, max_future_ms: int):
+        self.kind = KINDS[kind]
+        self.serde = serde(self.kind.schema)
+        self.max_future_ms = max_future_ms
+        self.sql_types = _kind_sql_types(self.kind)
+
+    def __call__(self, values) -> "pd.DataFrame":
+        import pandas as pd
+
+        now_ms = int(time.time() * 1000)
+        fields = self.kind.fields
+        cols: dict[str, list] = {f: [] for f in fields}
+        reasons: list = []
+        errors: list = []
+        blank = {f: ("" if t == "STRING" else 0.0 if t == "DOUBLE" else 0) for f, t in zip(fields, self.sql_types)}
+        decode, check = self.serde.decode, self.kind.check
+        for raw in values:
+            reason = error = None
+            try:
+                rec = decode(raw)
+                problem = check(rec, now_ms, self.max_future_ms)
+                if problem is not None:
+                    reason, error = problem
+            except DecodeError as exc:
+                reason, error = exc.reason, str(exc)
+            except Exception as exc:  # never let one record fail the job
+                reason, error = "internal-error", f"{type(exc).__name__}: {exc}"
+            if reason is None:
+                for f in fields:
+                    cols[f].append(now_ms if f == "ingest_ms" else rec[f])
+            else:
+                for f in fields:
+                    cols[f].append(blank[f])
+            reasons.append(reason)
+            errors.append(error[:2000] if error else None)
+        return pd.DataFrame({"reason": reasons, "error": errors, **cols})
+
+
+def _decode_udf(kind: str, max_future_ms: int, component: str):
+    from pyflink.table import DataTypes
+    from pyflink.table.udf import ScalarFunction, udf
+
+    k = KINDS[kind]
+    types = {"BIGINT": DataTypes.BIGINT(), "INT": DataTypes.INT(), "DOUBLE": DataTypes.DOUBLE(),
+             "STRING": DataTypes.STRING()}
+    result = DataTypes.ROW([DataTypes.FIELD("reason", DataTypes.STRING()), DataTypes.FIELD("error", DataTypes.STRING())]
+                           + [DataTypes.FIELD(f, types[t]) for f, t in zip(k.fields, _kind_sql_types(k))])
+
+    class Decode(ScalarFunction):
+        def open(self, function_context):
+            from pipelines import metrics
+
+            self.decoder = BatchDecoder(kind, max_future_ms)
+            self.in_counter = metrics.EVENTS_IN.labels(component, k.schema)
+
+        def eval(self, values):
+            self.in_counter.inc(len(values))
+            return self.decoder(values)
+
+    return udf(Decode(), input_types=[DataTypes.BYTES()], result_type=result, func_type="pandas")
+
+
+def _dead_letter_udf(component: str):
+    from pyflink.table import DataTypes
+    from pyflink.table.udf import ScalarFunction, udf
+
+    class DeadLetter(ScalarFunction):
+        def open(self, function_context):
+            from pipelines import metrics
+
+            self.m = metrics
+            self.serde = serde("dead_letter")
+
+        def eval(self, key, value, topic, partition, offset, reason, error):
+            self.m.DEAD_LETTERS.labels(component, reason).inc()
+            return self.serde.encode({
+                "source_topic": topic or "", "source_partition": partition if partition is not None else -1,
+                "source_offset": offset if offset is not None else -1, "reason": reason, "error": error or "",
+                "key": bytes(key) if key is not None else None, "payload": bytes(value or b""),
+                "failed_at": int(time.time() * 1000)})
+
+    return udf(DeadLetter(), input_types=[DataTypes.BYTES(), DataTypes.BYTES(), DataTypes.STRING(), DataTypes.INT(),
+                                          DataTypes.BIGINT(), DataTypes.STRING(), DataTypes.STRING()],
+               result_type=DataTypes.BYTES())
+
+
+def _late_udf(component: str):
+    from pyflink.table import DataTypes
+    from pyflink.table.udf import ScalarFunction, udf
+
+    class LateEvent(ScalarFunction):
+        def open(self, function_context):
+            from pipelines import metrics
+
+            self.m = metrics
+            self.serde = serde("late_event")
+
+        def eval(self, value, topic, partition, offset, event_id, ts, wm):
+            self.m.LATE_EVENTS.labels(component, "behind-watermark").inc()
+            return self.serde.encode({
+                "source_topic": topic, "source_partition": partition, "source_offset": offset,
+                "event_id": event_id, "event_time": ts, "watermark": wm,
+                "reason": f"event time {ts} <= watermark {wm} ({(wm - ts) / 1000:.3f}s behind)",
+                "payload": bytes(value), "detected_at": int(time.time() * 1000)})
+
+    return udf(LateEvent(), input_types=[DataTypes.BYTES(), DataTypes.STRING(), DataTypes.INT(), DataTypes.BIGINT(),
+                                         DataTypes.STRING(), DataTypes.BIGINT(), DataTypes.BIGINT()],
+               result_type=DataTypes.BYTES())
+
+
+def typed_view(t_env, stream, name: str, time_field: str) -> None:
+    """Registers a stream as a table whose rowtime is the event's own time (epoch ms in `time_field`) and whose
+    watermark is the stream's own (the Kafka source's, per partition)."""
+    from pyflink.table import Schema
+
+    schema = (Schema.new_builder()
+              .column_by_expression("rowtime", f"TO_TIMESTAMP_LTZ({time_field}, 3)")
+              .watermark("rowtime", "SOURCE_WATERMARK()")
+              .build())
+    t_env.create_temporary_view(name, t_env.from_data_stream(stream, schema))
+
+
+def route_table(t_env, *, source_table: str, kind: str, view: str, max_future_ms: int, component: str,
+                with_late: bool = True):
+    """Reads `source_table` (jobs.common.kafka_source_ddl) and registers `view`: the kind's fields plus `rowtime`
+    (event time, with the source's watermark), on-time records only. Returns (late, dead) tables of (key, value)
+    bytes for the raw-format Kafka sinks; late is None when `with_late` is False (late rows then stay in `view`)."""
+    k = KINDS[kind]
+    suffix = view
+    t_env.create_temporary_function(f"decode_{suffix}", _decode_udf(kind, max_future_ms, component))
+    t_env.create_temporary_function(f"dead_letter_{suffix}", _dead_letter_udf(component))
+    fields = ", ".join(f"d.`{f}` AS `{f}`" for f in k.fields)
+    decoded = t_env.sql_query(
+        f"SELECT `key`, `value`, `topic`, `partition`, `offset`, d.reason AS reason, d.error AS error, {fields} "
+        f"FROM (SELECT `key`, `value`, `topic`, `partition`, `offset`, decode_{suffix}(`value`) AS d "
+        f"FROM {source_table})")
+    # One DataStream for every branch below: the decoder runs once per record whatever the planner does with the
+    # three queries, and watermarks pass through to_data_stream.
+    typed_view(t_env, t_env.to_data_stream(decoded), f"{view}_all", k.time_field)
+    cols = ", ".join(f"`{f}`" for f in k.fields)
+    on_time = "(CURRENT_WATERMARK(rowtime) IS NULL OR rowtime > CURRENT_WATERMARK(rowtime))" if with_late else "TRUE"
+    t_env.create_temporary_view(view, t_env.sql_query(
+        f"SELECT {cols}, rowtime FROM {view}_all WHERE reason IS NULL AND {on_time}"))
+    dead = t_env.sql_query(
+        f"SELECT COALESCE(`key`, CAST(X'' AS BYTES)) AS `key`, dead_letter_{suffix}(`key`, `value`, `topic`, "
+        f"`partition`, `offset`, reason, error) AS `value` FROM {view}_all WHERE reason IS NOT NULL")
+    late = None
+    if with_late:
+        t_env.create_temporary_function(f"late_event_{suffix}", _late_udf(component))
+        wm_ms = ("(CAST(TIMESTAMPDIFF(SECOND, TO_TIMESTAMP_LTZ(0, 3), CURRENT_WATERMARK(rowtime)) AS BIGINT) * 1000 "
+                 "+ EXTRACT(MILLISECOND FROM CURRENT_WATERMARK(rowtime)))")
+        late = t_env.sql_query(
+            f"SELECT COALESCE(`key`, CAST(X'' AS BYTES)) AS `key`, late_event_{suffix}(`value`, `topic`, "
+            f"`partition`, `offset`, CAST(`{k.id_field}` AS STRING), `{k.time_field}`, {wm_ms}) AS `value` "
+            f"FROM {view}_all WHERE reason IS NULL AND CURRENT_WATERMARK(rowtime) IS NOT NULL "
+            f"AND rowtime <= CURRENT_WATERMARK(rowtime)")
+    return late, dead

@@ -76,3 +76,38 @@ def test_schemas_are_files_not_strings():
 def test_transaction_rules(change, reason):
     assert check_transaction({**TX, **change}, now_ms=1_700_000_000_000, max_future_ms=86_400_000)[0] == reason
     assert check_transaction(TX, now_ms=1_700_000_000_000, max_future_ms=86_400_000) is None
+
+
+def test_batch_encoder_matches_fastavro_byte_for_byte():
+    import numpy as np
+
+    from pipelines.serde import BatchEncoder
+
+    rng = np.random.default_rng(3)
+    n = 257
+    keys = [f"feat_{i}" for i in range(33)] + ["ünïcode_key"]
+    cols = {
+        "transaction_id": rng.integers(-2**62, 2**62, n), "customer_id": rng.integers(0, 10_000, n),
+        "terminal_id": np.r_[0, -1, 63, 64, -64, -65, 2**63 - 1, -2**63, rng.integers(-10**6, 10**6, n - 8)],
+        "amount": rng.normal(50, 40, n), "event_time": rng.integers(1_500_000_000_000, 1_800_000_000_000, n),
+        "features": (keys, rng.normal(size=(n, len(keys)))), "profile_flags": rng.integers(0, 4, n),
+        "score": rng.random(n), "decision": rng.integers(0, 3, n), "model_version": "fraud-abc123",
+        "produced_at": rng.integers(0, 2**41, n), "scored_at": rng.integers(0, 2**41, n)}
+    got = BatchEncoder("fraud_score").encode(cols, n)
+    ref = serde("fraud_score")
+    symbols = ["APPROVE", "REVIEW", "DECLINE"]
+    for i in range(n):
+        rec = {k: (v[i].item() if isinstance(v, np.ndarray) else v) for k, v in cols.items()
+               if k not in ("features", "decision")}
+        rec["features"] = dict(zip(keys, cols["features"][1][i].tolist()))
+        rec["decision"] = symbols[cols["decision"][i]]
+        assert got[i] == ref.encode(rec), i
+        assert ref.decode(got[i])["features"] == rec["features"]
+
+
+def test_batch_encoder_empty_batch_and_unsupported_schema():
+    from pipelines.serde import BatchEncoder
+
+    assert BatchEncoder("fraud_score").encode({}, 0) == []
+    with pytest.raises(TypeError):
+        BatchEncoder("dead_letter")
