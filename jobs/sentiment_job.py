@@ -2,7 +2,7 @@
 `sentiment-trends`.
 
     Kafka `posts` (raw bytes, per-partition watermarks on the record time)
-      -> Python router: decode + validate (dead letters -> `dead-letter`), late events (side output -> `posts-late`)
+      -> pandas UDF decode + validate (dead letters -> `dead-letter`); SQL splits late events (-> `posts-late`)
       -> SQL view with rowtime = event_time and the source's watermark
       -> pandas UDF: tokenise the batch + TorchScript model through the native runtime (or VADER with
          `--scorer vader`), returning the encoded SentimentScore, the label and p_positive, computed ONCE per post
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jobs.common import create_envs, kafka_sink_ddl, kafka_source_ddl, restore_settings  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
-from udfs.routing import route, to_kv_table, typed_view  # noqa: E402
+from udfs.routing import route_table, typed_view  # noqa: E402
 from udfs.sentiment import make_score_udf, make_trend_udf  # noqa: E402
 
 JOB_NAME = "streamscore-sentiment"
@@ -40,9 +40,8 @@ def build(t_env, cfg, args):
         t_env.execute_sql(kafka_sink_ddl(cfg, table=table, topic=topic, bootstrap=bootstrap,
                                          txn_prefix=f"{args.group_id}-{table}"))
 
-    ok, late, dead = route(t_env, source_table="posts_source", kind="social_post",
-                           max_future_ms=cfg.fraud.max_future_ms, component="sentiment-job", tag_prefix="post-")
-    typed_view(t_env, ok, "posts_v", "event_time")
+    late, dead = route_table(t_env, source_table="posts_source", kind="social_post", view="posts_v",
+                             max_future_ms=cfg.fraud.max_future_ms, component="sentiment-job")
 
     t_env.create_temporary_function("score_sentiment", make_score_udf())
     t_env.create_temporary_function("encode_trend", make_trend_udf())
@@ -73,8 +72,8 @@ def build(t_env, cfg, args):
     st = t_env.create_statement_set()
     st.add_insert("sentiment_sink", scores)
     st.add_insert("trends_sink", trends)
-    st.add_insert("late_sink", to_kv_table(t_env, late))
-    st.add_insert("dead_sink", to_kv_table(t_env, dead))
+    st.add_insert("late_sink", late)
+    st.add_insert("dead_sink", dead)
     return st
 
 
