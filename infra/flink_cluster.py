@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -220,18 +221,45 @@ class FlinkCluster:
                     raise ServiceError(f"port {port} is taken by another process; pick others with --rest-port/"
                                        f"--rpc-port")
         self.write_config()
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        bin_dir = flink_home() / "bin"
-        env = self.process_env()
-        env["FLINK_LIB_DIR"] = str(self.lib_dir)
-        for role, script in (("jobmanager", "jobmanager.sh"), ("taskmanager", "taskmanager.sh")):
+        for role in ("jobmanager", "taskmanager"):
             if pids[role] is None:
-                pid = _spawn(["bash", str(bin_dir / script), "start-foreground"], self.logfile(role),
-                             self.pidfile(role), env=env)
-                log(f"flink-cluster: {role} started pid {pid}, log {self.logfile(role)}")
+                self.start_role(role)
         self.wait(timeout)
         log(f"flink-cluster: ready at {self.rest_url} ({self.slots} slots)")
         return self.rest_url
+
+    def start_role(self, role: str) -> int:
+        """Starts one JVM (`jobmanager` or `taskmanager`) with the config already written by `up`: how a
+        supervisor replaces a TaskManager that died, while the JobManager (and its running jobs) stay up."""
+        if not (self.conf_dir / "config.yaml").exists():
+            raise ServiceError("flink cluster is not configured; run `up` first")
+        if _read_pid(self.pidfile(role)) is not None:
+            raise ServiceError(f"flink {role} is already running (pid {_read_pid(self.pidfile(role))})")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = self.process_env()
+        env["FLINK_LIB_DIR"] = str(self.lib_dir)
+        pid = _spawn(["bash", str(flink_home() / "bin" / f"{role}.sh"), "start-foreground"], self.logfile(role),
+                     self.pidfile(role), env=env)
+        log(f"flink-cluster: {role} started pid {pid}, log {self.logfile(role)}")
+        return pid
+
+    def kill(self, role: str) -> int | None:
+        """Hard crash of one JVM, for fault tests: SIGKILL to the JVM (kill -9, no shutdown hooks), then to
+        whatever is left of its process group (a TaskManager's Python workers, which would otherwise linger as
+        orphans until they notice the broken connection). Returns the JVM's pid, or None if it was not running."""
+        pid = _read_pid(self.pidfile(role))
+        if pid is None:
+            return None
+        log(f"flink-cluster: kill -9 {role} pid {pid}")
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.time() + 10
+        while time.time() < deadline and _pid_alive(pid):
+            time.sleep(0.05)
+        try:
+            os.killpg(pid, signal.SIGKILL)  # the session _spawn gave it: pgid == the JVM's pid
+        except (ProcessLookupError, PermissionError):
+            pass
+        return pid
 
     def foreground(self, role: str) -> None:
         """Replaces this process with one JVM in the foreground (a container's main process)."""

@@ -1,3 +1,14 @@
 """Tests run jobs the way `make run` and `make bench` do: see pipelines/jobrunner.py."""
 
+from infra.services import free_port, port_open
 from pipelines.jobrunner import RunningJob, job_env, run_job  # noqa: F401
+
+
+def free_port_pair() -> int:
+    """A port p with p+1 also free: the Prometheus reporter of a standalone cluster takes one port of the range per
+    JVM."""
+    for _ in range(50):
+        p = free_port()
+        if p < 65000 and not port_open(p + 1):
+            return p
+    raise RuntimeError("no two adjacent free ports")

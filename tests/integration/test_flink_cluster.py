@@ -15,13 +15,13 @@ from collections import Counter
 import pytest
 
 from infra.flink_cluster import FlinkCluster
-from infra.services import free_port, port_open
+from infra.services import free_port
 from pipelines import kafka_util
 from pipelines.config import load_config
 from pipelines.features import FEATURE_NAMES
 from pipelines.replay_fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
-from tests.flink_util import job_env
+from tests.flink_util import free_port_pair, job_env
 from udfs.scoring import random_mlp_weights, write_mlp_artifact
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -29,15 +29,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 N = 20_000
 TAIL = 2_000
 BUDGET_S = 360
-
-
-def free_port_pair() -> int:
-    """A port p with p+1 also free: the Prometheus reporter takes one port of the range per JVM."""
-    for _ in range(50):
-        p = free_port()
-        if p < 65000 and not port_open(p + 1):
-            return p
-    raise RuntimeError("no two adjacent free ports")
 
 
 @pytest.fixture
