@@ -1,9 +1,12 @@
-"""Fault tests for the fraud job on the local MiniCluster: every input must still be scored exactly once (output read
-with read_committed) after (a) the job process is killed mid-stream and restarted with `--restore latest`, and (b) the
-Kafka broker is restarted mid-stream on the same port while the producer and the job keep going.
+"""Fault tests for the fraud job: every input must still be scored exactly once (output read with read_committed)
+after (a) the job process is killed mid-stream and restarted with `--restore latest`, (b) the Kafka broker is
+restarted mid-stream on the same port while the producer and the job keep going, (c) the job's Redis is stopped and
+started again mid-stream (scores made during the outage carry the profile-missing flags and default profile
+features, and lookups recover once Redis is back), and (d) on the standalone cluster, the TaskManager is killed
+with SIGKILL mid-stream and a new one started: the job recovers by its restart strategy from its last checkpoint.
 
 Each test is bounded in time and stops what it started; N = 20,000 transactions plus a tail that moves the watermark
-past them. The first 5,000 go out at once; once the job has scored some of them (and, for the kill, completed a
+past them. The first 5,000 go out at once; once the job has scored some of them (and, for the kills, completed a
 checkpoint), the other 15,000 and the tail are replayed at a steady rate in the background and the fault is injected
 while they are flowing. (A job's start-up takes one to two minutes on a loaded 2-core machine, so a single paced
 replay would have ended before the job even ran.)
@@ -13,18 +16,22 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.error
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from infra import services
+from infra.flink_cluster import FlinkCluster
 from jobs.common import latest_checkpoint
 from pipelines import kafka_util
 from pipelines.config import load_config
-from pipelines.features import FEATURE_NAMES
+from pipelines.features import FEATURE_NAMES, build_profiles, load_transactions
+from pipelines.profiles import REDIS_KEYS, publish
 from pipelines.replay_fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
-from tests.flink_util import RunningJob, job_env
+from tests.flink_util import RunningJob, free_port_pair, job_env
 from udfs.scoring import random_mlp_weights, write_mlp_artifact
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -76,9 +83,12 @@ def replay_first(bootstrap: str, tx_t: str, lb_t: str) -> None:
 
 
 class Setup:
-    def __init__(self, kafka_bootstrap, redis_url, topic_factory, tmp_path: Path, model_dir: Path):
+    def __init__(self, kafka_bootstrap, redis_url, topic_factory, tmp_path: Path, model_dir: Path,
+                 budget_s: float = BUDGET_S):
         self.bootstrap = kafka_bootstrap
         self.tmp_path = tmp_path
+        self.budget_s = budget_s
+        self.records: list[dict] = []  # the decoded output, read_committed, once wait_all_scored returns
         self.tx, self.lb, self.out = topic_factory("tx"), topic_factory("labels"), topic_factory("scores")
         self.late, self.dead = topic_factory("late"), topic_factory("dead")
         # A longer source idle timeout (2 min): while the test waits between the two parts of the replay (and while the broker
@@ -97,7 +107,7 @@ class Setup:
         return RunningJob("jobs/fraud_job.py", self.tmp_path, *self.args(*extra), env=self.env)
 
     def left(self) -> float:
-        return BUDGET_S - (time.time() - self.t0)
+        return self.budget_s - (time.time() - self.t0)
 
     def scored(self) -> int:
         """Records in the output topic (committed or not, a cheap progress probe)."""
@@ -114,9 +124,9 @@ class Setup:
         cfg = load_config(environ=job_env(self.tmp_path))
         return latest_checkpoint(cfg, JOB)
 
-    def wait_all_scored(self, job: RunningJob, replay: Replay) -> tuple[Counter, set[int]]:
+    def wait_all_scored(self, job: RunningJob | ClusterJob, replay: Replay) -> tuple[Counter, set[int]]:
         """Until every one of the N transactions is in the output (read_committed); returns the counts by id and
-        the tail's ids."""
+        the tail's ids, and keeps the decoded records in `self.records`."""
         dec = serde("fraud_score")
         got: Counter = Counter()
         tail: set[int] = set()
@@ -125,7 +135,7 @@ class Setup:
                 missing = sorted(set(range(N)) - set(got))
                 late = self.late_ids()
                 raise AssertionError(f"only {sum(1 for k in got if k not in tail)} of {N} scored within "
-                                     f"{BUDGET_S}s; missing {missing[:10]}..., of which in the late topic: "
+                                     f"{self.budget_s:.0f}s; missing {missing[:10]}..., of which in the late topic: "
                                      f"{sorted(set(missing) & late)[:10]} ({len(late)} late in all)\n"
                                      f"{job.output()}")
             assert job.alive(), job.output()
@@ -136,7 +146,8 @@ class Setup:
                 assert rep is not None and rep.sent == N - FIRST + TAIL and rep.errors == 0, rep and rep.summary()
                 tail = set(rep.tail_ids)
                 msgs = kafka_util.read_topic(self.bootstrap, self.out, idle=2, timeout=60, read_committed=True)
-                got = Counter(dec.decode(m.value())["transaction_id"] for m in msgs)
+                self.records = [dec.decode(m.value()) for m in msgs]
+                got = Counter(r["transaction_id"] for r in self.records)
                 if sum(1 for k in got if k not in tail) >= N:
                     return got, tail
             time.sleep(3)
@@ -217,3 +228,201 @@ def test_broker_restart_mid_stream(kafka_broker, kafka_bootstrap, redis_url, top
             replay.join(timeout=120)
         if not kafka_broker.running():
             kafka_broker.start(timeout=120)
+
+
+# ------------------------------------------------------------------------------------------------ Redis restart
+
+# What ProfileStore (pipelines/profiles.py) does in the scoring UDF, with the job's defaults: lookups are cached for
+# PROFILE_TTL_S (the whole cache is dropped when older), and after a failed lookup Redis is not asked again for
+# PROFILE_RETRY_S. So once Redis is down, an id still in the cache keeps its cached profile for at most PROFILE_TTL_S;
+# every other lookup is "missing": default profile features and the profile_flags bits (bit 0 customer, bit 1
+# terminal). A failed lookup caches nothing, so once Redis answers again every lookup is right.
+PROFILE_TTL_S = 2.0
+PROFILE_RETRY_S = 1.0
+REDIS_DOWN_S = 15.0
+# The lookups of a batch happen before its scored_at stamp: room for a slow batch on a loaded machine.
+SLACK_S = 2.0
+
+
+def test_redis_restart_mid_stream(kafka_bootstrap, topic_factory, tmp_path, model_dir):
+    import redis
+
+    cfg = load_config()
+    # A private Redis, so that stopping it cannot hurt other tests. It is restarted on the same port with the same
+    # data dir; RedisServer runs it with appendonly, so the profiles survive the restart (checked below).
+    server = services.RedisServer(services.free_port(), tmp_path / "redis")
+    server.start()
+    s = Setup(kafka_bootstrap, server.url, topic_factory, tmp_path, model_dir)
+    job = None
+    replay = Replay(kafka_bootstrap, s.tx, s.lb)
+    try:
+        # Profiles from the first day only, so some customers and terminals of the replay have one and some not.
+        hist = load_transactions(cfg.path(cfg.replay.fraud_csv), nrows=N + TAIL)
+        customers, terminals = build_profiles(hist, int(hist["event_time"].min()) + 86_400_000)
+        publish(cfg, customers, terminals, bootstrap=kafka_bootstrap, redis_url=server.url,
+                topics=(topic_factory("cprof", compacted=True), topic_factory("tprof", compacted=True)))
+        r = redis.Redis.from_url(server.url)
+        has_cust = {int(k) for k in r.hkeys(REDIS_KEYS["customer"])}
+        has_term = {int(k) for k in r.hkeys(REDIS_KEYS["terminal"])}
+        assert len(has_cust) == len(customers) and len(has_term) == len(terminals)
+
+        job = s.job()
+        replay_first(kafka_bootstrap, s.tx, s.lb)
+        while s.scored() < 1000:
+            assert job.alive(), job.output()
+            assert s.left() > 0, f"no output within {s.budget_s:.0f}s\n{job.output()}"
+            time.sleep(1)
+        replay.start()
+        time.sleep(3)
+        assert replay.is_alive(), "the replay ended before the fault"
+        before = s.scored()
+        assert before < N, "the job had scored everything before the fault"
+        stop_at = time.time()
+        server.stop()
+        stopped_at = time.time()
+        assert not server.running()
+        time.sleep(REDIS_DOWN_S)
+        assert job.alive(), f"the job died while Redis was down\n{job.output()}"
+        restart_at = time.time()
+        server.start()
+        back_at = time.time()
+        assert server.url == s.env["STREAMSCORE_REDIS__URL"]
+        assert r.hlen(REDIS_KEYS["customer"]) == len(has_cust), "the profiles did not survive the restart"
+        assert r.hlen(REDIS_KEYS["terminal"]) == len(has_term)
+
+        got, tail = s.wait_all_scored(job, replay)
+        check_exactly_once(got, tail, s.late_ids())
+    finally:
+        if job is not None:
+            job.kill()
+        if replay.is_alive():
+            replay.join(timeout=120)
+        server.stop()
+
+    recs = [x for x in s.records if x["transaction_id"] not in tail]
+    expected = {x["transaction_id"]: int(x["customer_id"] not in has_cust) | int(x["terminal_id"] not in has_term) << 1
+                for x in recs}
+    # Never a profile that Redis does not have: a flag may be set because of the outage, never cleared.
+    wrong = [(x["transaction_id"], x["profile_flags"]) for x in recs
+             if x["profile_flags"] & expected[x["transaction_id"]] != expected[x["transaction_id"]]]
+    assert not wrong, f"{len(wrong)} scores claim a profile Redis does not hold, e.g. {wrong[:5]}"
+    for x in recs:
+        assert x["features"]["cust_profile_missing"] == x["profile_flags"] & 1, x
+
+    def phase(lo: float, hi: float) -> list[dict]:
+        return [x for x in recs if lo * 1000 <= x["scored_at"] < hi * 1000]
+
+    up_before = phase(0, stop_at)
+    down = phase(stopped_at + PROFILE_TTL_S + SLACK_S, restart_at)
+    up_after = phase(back_at + PROFILE_RETRY_S + PROFILE_TTL_S + SLACK_S, float("inf"))
+    print(f"scored before the outage {len(up_before)}, during it {len(down)}, after it {len(up_after)} "
+          f"(of {len(recs)}); Redis down {restart_at - stop_at:.1f}s")
+    assert up_before and down and up_after, "each phase must have scores to check"
+
+    # Before and after the outage: exactly the profiles Redis holds.
+    for name, rows in (("before the outage", up_before), ("after Redis came back", up_after)):
+        bad = [(x["transaction_id"], x["profile_flags"], expected[x["transaction_id"]]) for x in rows
+               if x["profile_flags"] != expected[x["transaction_id"]]]
+        assert not bad, f"{name}: {len(bad)} wrong profile_flags (id, got, expected), e.g. {bad[:5]}"
+    assert any(expected[x["transaction_id"]] == 0 for x in up_after), "no event with both profiles after the outage"
+    # During the outage: both bits, and the default profile features (pipelines/features.py _profile_features).
+    bad = [(x["transaction_id"], x["profile_flags"]) for x in down if x["profile_flags"] != 3]
+    assert not bad, f"{len(bad)} scores during the outage without both profile-missing bits, e.g. {bad[:5]}"
+    for x in down:
+        f = x["features"]
+        assert (f["cust_profile_missing"], f["amount_zscore"], f["amount_over_cust_mean"]) == (1.0, 0.0, 1.0), x
+
+
+# ------------------------------------------------------------------------------------------ TaskManager killed
+
+LIVE = ("RUNNING", "RESTARTING", "CREATED", "INITIALIZING")
+
+
+class ClusterJob:
+    """A job on the standalone cluster, with the two methods wait_all_scored uses on a RunningJob."""
+
+    def __init__(self, cluster: FlinkCluster, job_id: str):
+        self.cluster = cluster
+        self.job_id = job_id
+
+    def state(self) -> str:
+        for attempt in range(3):  # a loaded machine can miss one REST call
+            try:
+                return self.cluster.job_state(self.job_id)
+            except (urllib.error.URLError, OSError, ValueError):
+                time.sleep(1)
+        return "UNREACHABLE"
+
+    def alive(self) -> bool:
+        return self.state() in LIVE
+
+    def checkpoints(self) -> dict:
+        try:
+            return self.cluster.rest(f"/jobs/{self.job_id}/checkpoints")
+        except (urllib.error.URLError, OSError, ValueError):
+            return {}
+
+    def output(self) -> str:
+        return (f"job {self.job_id} {self.state()}\n--- job exceptions ---\n{self.cluster.exceptions(self.job_id)}"
+                f"\n--- cluster logs ---\n{self.cluster.log_tail(3000)}")
+
+
+def test_taskmanager_killed_mid_stream_on_cluster(kafka_bootstrap, redis_url, topic_factory, tmp_path, model_dir):
+    s = Setup(kafka_bootstrap, redis_url, topic_factory, tmp_path, model_dir, budget_s=540)
+    # What the TaskManager's Python workers (the scoring UDF) and the job client read from the environment.
+    env = job_env(tmp_path, {**s.env, "STREAMSCORE_KAFKA__BOOTSTRAP": kafka_bootstrap})
+    prom = free_port_pair()
+    # Heartbeats every 2 s instead of 10 s: the JobManager then sees a dead TaskManager after two failed heartbeat
+    # RPCs (heartbeat.rpc-failure-threshold) in about 4 s instead of about 20 s. Everything else is the cluster's
+    # own configuration, restart strategy included (fixed delay, 2 s).
+    cluster = FlinkCluster(rest_port=services.free_port(), rpc_port=services.free_port(), slots=2,
+                           prom_ports=f"{prom}-{prom + 1}", home=tmp_path / "flink-cluster",
+                           log_dir=tmp_path / "flink-cluster-logs", env=env, conf={"heartbeat.interval": "2 s"})
+    replay = Replay(kafka_bootstrap, s.tx, s.lb)
+    job = None
+    try:
+        cluster.up(timeout=120)
+        job = ClusterJob(cluster, cluster.submit("jobs/fraud_job.py", s.args(), parallelism=2, env=env,
+                                                 timeout=240))
+        vertices = cluster.rest(f"/jobs/{job.job_id}")["vertices"]
+        assert {v["parallelism"] for v in vertices} == {2}
+        replay_first(kafka_bootstrap, s.tx, s.lb)
+        while not (s.scored() >= 1000 and job.checkpoints().get("counts", {}).get("completed", 0) >= 1):
+            assert job.alive(), job.output()
+            assert s.left() > 0, f"no output and checkpoint within {s.budget_s:.0f}s\n{job.output()}"
+            time.sleep(1)
+        replay.start()
+        time.sleep(3)
+        assert replay.is_alive(), "the replay ended before the fault"
+        old_tms = {tm["id"] for tm in cluster.rest("/taskmanagers")["taskmanagers"]}
+        before = s.scored()
+        assert before < N, "the job had scored everything before the fault"
+        killed_at = time.time() - s.t0
+        pid = cluster.kill("taskmanager")
+        assert pid is not None and not services._pid_alive(pid)
+        # A supervisor (systemd, Kubernetes) would start a replacement: a new TaskManager process, new resource id.
+        cluster.start_role("taskmanager")
+
+        got, tail = s.wait_all_scored(job, replay)
+        check_exactly_once(got, tail, s.late_ids())
+
+        # The same job (not a resubmission) went through a restart and restored state from a checkpoint, on the
+        # new TaskManager.
+        assert job.state() == "RUNNING", job.output()
+        restored = (job.checkpoints().get("latest") or {}).get("restored")
+        assert restored and restored.get("id", 0) >= 1, f"no restored checkpoint: {job.checkpoints()}"
+        tms = {tm["id"] for tm in cluster.rest("/taskmanagers")["taskmanagers"]}
+        assert tms and not tms & old_tms, (old_tms, tms)
+        print(f"TaskManager pid {pid} killed at {killed_at:.0f}s with {before} records out; job restored "
+              f"checkpoint {restored['id']} on a new TaskManager; all {N} scored exactly once after "
+              f"{time.time() - s.t0:.0f}s")
+    finally:
+        if replay.is_alive():
+            replay.join(timeout=120)
+        if job is not None:
+            try:
+                cluster.cancel(job.job_id, timeout=30)
+            except Exception:
+                pass
+        cluster.down()
+    assert all(v is None for v in cluster.running().values())
