@@ -51,10 +51,12 @@ model: $(FRAUD_LATEST) ## Train the fraud model only if no artifact exists yet
 
 # ------------------------------------------------------------------------------------------------- run / stop
 .PHONY: run stop status
-run: install model ## Start Kafka, Redis, topics, the Flink jobs, producers, dashboard and monitoring
-	@$(PY) -m infra.stack up
+# CLUSTER=1: the fraud job runs on the standalone Flink cluster (mk/cluster.mk) at parallelism 2, not a MiniCluster.
+CLUSTER ?=
+run: install model ## Start Kafka, Redis, topics, the Flink jobs, producers, dashboard and monitoring (CLUSTER=1: fraud job on the standalone cluster)
+	@$(PY) -m infra.stack up $(if $(filter 1 yes true,$(CLUSTER)),--cluster)
 
-stop: ## Stop every process `make run` started
+stop: ## Stop every process `make run` started (with CLUSTER=1: the cluster job, and the cluster if it started it)
 	@$(PY) -m infra.stack down
 
 status: ## Show what runs where

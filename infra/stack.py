@@ -3,11 +3,18 @@
 Every step is idempotent: a second `up` leaves running parts alone and starts only what is missing. Processes run
 detached in their own sessions with pid files under .run/pids and logs under .run/logs, so `down` can stop each
 process group whole (a Flink job's JVM and Python workers included).
+
+`up --cluster` (`make run CLUSTER=1`) runs the fraud job on the standalone Flink cluster of infra/flink_cluster.py
+instead of a local MiniCluster: the cluster is started (`make cluster-up`) unless it runs already, and the unchanged
+jobs/fraud_job.py is submitted with `flink run -d -p 2 -py` unless a job of that name runs there already. What was
+started is written to .run/pids/fraud-job.cluster.json, so `down` cancels the job and stops the cluster only if
+`up` started it (a cluster from `make cluster-up` stays up). Every other component runs as without --cluster.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -26,6 +33,11 @@ from pipelines.config import Config, load_config  # noqa: E402
 PIDS = ROOT / ".run" / "pids"
 LOGS = ROOT / ".run" / "logs"
 METRICS = ROOT / ".run" / "metrics"
+CLUSTER_STATE = PIDS / "fraud-job.cluster.json"
+FRAUD_JOB = "jobs/fraud_job.py"
+FRAUD_JOB_NAME = "streamscore-fraud"  # jobs/fraud_job.py JOB_NAME (pipeline.name): how the cluster lists it
+CLUSTER_PARALLELISM = 2
+LIVE_STATES = ("RUNNING", "RESTARTING", "CREATED", "INITIALIZING")
 
 
 @dataclass
@@ -71,12 +83,15 @@ class Proc:
         _stop_pid(self.pidfile, self.name, timeout=30)
 
 
-def processes(cfg: Config) -> list[Proc]:
+def processes(cfg: Config, cluster: bool = False) -> list[Proc]:
+    """The processes `up` starts, in order. `cluster`: the fraud job runs on the standalone cluster instead (see
+    ClusterFraudJob), so it is not one of them."""
     py = sys.executable
     rate = os.environ.get("RATE", str(int(cfg.replay.rate)))
-    procs = [
-        Proc("fraud-job", [py, "jobs/fraud_job.py"] if (ROOT / "jobs" / "fraud_job.py").exists()
-             else [py, "jobs/passthrough_job.py"], multiprocess_metrics=True),
+    procs = [] if cluster else [
+        Proc("fraud-job", [py, FRAUD_JOB] if (ROOT / FRAUD_JOB).exists()
+             else [py, "jobs/passthrough_job.py"], multiprocess_metrics=True)]
+    procs += [
         Proc("fraud-producer", [py, "-m", "pipelines.replay_fraud", "--rate", rate, "--loop"],
              url=f"http://127.0.0.1:{cfg.metrics.producer_port}/metrics"),
     ]
@@ -91,6 +106,105 @@ def processes(cfg: Config) -> list[Proc]:
         procs.append(Proc("lag-exporter", [py, "-m", "pipelines.lag_exporter"],
                           url=f"http://127.0.0.1:{cfg.metrics.lag_exporter_port}/metrics"))
     return procs
+
+
+def local_cluster(cfg: Config):
+    """The standalone cluster `make cluster-up` manages (same ports, dirs and reporter ports as
+    `python -m infra.flink_cluster`), with the fraud job's multiprocess metrics folder for its Python workers."""
+    from infra.flink_cluster import FlinkCluster
+
+    p = cfg.metrics.flink_reporter_port
+    return FlinkCluster(rest_port=int(os.environ.get("FLINK_REST_PORT", "8081")),
+                        rpc_port=int(os.environ.get("FLINK_RPC_PORT", "6123")), prom_ports=f"{p}-{p + 1}",
+                        env={"PROMETHEUS_MULTIPROC_DIR": str(METRICS / "fraud-job")})
+
+
+class ClusterFraudJob:
+    """The fraud job on the standalone Flink cluster (`make run CLUSTER=1`): cluster up, then `flink run -d -p 2
+    -py jobs/fraud_job.py`. Its Python workers are the TaskManager's children and read the environment the
+    TaskManager was started with (STREAMSCORE_* variables, PROMETHEUS_MULTIPROC_DIR)."""
+
+    name = "fraud-job"
+
+    def __init__(self, cfg: Config, cluster=None):
+        self.cfg = cfg
+        self.cluster = cluster if cluster is not None else local_cluster(cfg)
+
+    @staticmethod
+    def recorded() -> dict | None:
+        try:
+            return json.loads(CLUSTER_STATE.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def job_state(self) -> str | None:
+        rec = self.recorded()
+        if not rec or self.cluster.overview() is None:
+            return None
+        try:
+            return self.cluster.job_state(rec["job_id"])
+        except Exception:  # noqa: BLE001 - unknown job, REST error
+            return None
+
+    def running(self) -> bool:
+        return self.job_state() in LIVE_STATES
+
+    def submit_cmd(self) -> list[str]:
+        """The `flink run` command line `start` runs (FlinkCluster.submit builds the same)."""
+        return self.cluster.submit_cmd(FRAUD_JOB, [], CLUSTER_PARALLELISM)
+
+    def start(self) -> None:
+        local = Proc("fraud-job", [])
+        if local.running():
+            raise services.ServiceError(f"the fraud job runs on a local MiniCluster (pid {_read_pid(local.pidfile)}); "
+                                        "`make stop` it first: two jobs would share the consumer group and "
+                                        "transactional ids")
+        prev = self.recorded() or {}
+        started = not all(self.cluster.running().values())
+        if started:
+            folder = Path(self.cluster.env["PROMETHEUS_MULTIPROC_DIR"])
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+        self.cluster.up()
+        job_id = self.cluster.running_job(FRAUD_JOB_NAME)
+        if job_id:
+            log(f"fraud-job: already running on the cluster as {job_id}")
+        else:
+            job_id = self.cluster.submit(FRAUD_JOB, [], parallelism=CLUSTER_PARALLELISM)
+        CLUSTER_STATE.parent.mkdir(parents=True, exist_ok=True)
+        CLUSTER_STATE.write_text(json.dumps({
+            "job_id": job_id, "rest_url": self.cluster.rest_url,
+            "cluster_started": bool(started or (prev.get("cluster_started") and prev.get("rest_url")
+                                                == self.cluster.rest_url))}) + "\n")
+
+    def stop(self) -> None:
+        rec = self.recorded()
+        if rec is None:
+            return
+        if self.cluster.overview() is not None:
+            try:
+                if self.cluster.job_state(rec["job_id"]) in LIVE_STATES:
+                    log(f"fraud-job: cancelling {rec['job_id']} on the cluster")
+                    self.cluster.cancel(rec["job_id"], timeout=60)
+            except Exception as exc:  # noqa: BLE001 - stop what we can
+                log(f"fraud-job: could not cancel {rec['job_id']}: {exc}")
+        if rec.get("cluster_started"):
+            self.cluster.down()
+        else:
+            log(f"flink cluster at {self.cluster.rest_url}: left running (not started by `make run`)")
+        CLUSTER_STATE.unlink(missing_ok=True)
+
+    def status_line(self) -> str:
+        rec = self.recorded() or {}
+        state = self.job_state() or "DOWN"
+        return (f"  {'fraud-job':17s} {self.cluster.rest_url + ' (cluster, p=' + str(CLUSTER_PARALLELISM) + ')':40s} "
+                f"job {rec.get('job_id', '-')} {state}")
+
+
+def cluster_mode(cfg: Config, cluster: bool, job: ClusterFraudJob | None = None) -> bool:
+    """--cluster, or a fraud job that an earlier `up --cluster` started and that still runs there (a second `make run`
+    without CLUSTER=1 must not start a local copy beside it)."""
+    return cluster or (ClusterFraudJob.recorded() is not None and (job or ClusterFraudJob(cfg)).running())
 
 
 def all_topics(cfg: Config) -> tuple[list[str], list[str]]:
@@ -110,8 +224,10 @@ def _prometheus(action: str) -> str | None:
     return f"http://127.0.0.1:{cfg.metrics.prometheus_port}"
 
 
-def up(cfg: Config) -> None:
+def up(cfg: Config, cluster: bool = False) -> None:
     from pipelines import kafka_util
+
+    cluster = cluster_mode(cfg, cluster)
 
     services.ensure_flink_jars(cfg)
     if cfg.kafka.bootstrap:
@@ -128,7 +244,9 @@ def up(cfg: Config) -> None:
 
         subprocess.run([sys.executable, "-m", "pipelines.profiles", "publish", "--if-missing"], cwd=ROOT,
                        env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True)
-    for p in processes(cfg):
+    if cluster:
+        ClusterFraudJob(cfg).start()
+    for p in processes(cfg, cluster):
         p.start()
     prom = _prometheus("start")
     status(cfg, prom)
@@ -138,6 +256,7 @@ def down(cfg: Config) -> None:
     _prometheus("stop")
     for p in reversed(processes(cfg)):
         p.stop()
+    ClusterFraudJob(cfg).stop()
     if not cfg.redis.url:
         RedisServer.from_config(cfg).stop()
     if not cfg.kafka.bootstrap:
@@ -153,7 +272,10 @@ def status(cfg: Config, prom: str | None = None) -> None:
         f"  Kafka (KRaft)     {cfg.kafka.bootstrap_servers:40s} {'up' if cfg.kafka.bootstrap or k.running() else 'DOWN'}",
         f"  Redis             {cfg.redis.redis_url:40s} {'up' if cfg.redis.url or r.running() else 'DOWN'}",
     ]
-    for p in processes(cfg):
+    on_cluster = ClusterFraudJob.recorded() is not None
+    if on_cluster:
+        lines.append(ClusterFraudJob(cfg).status_line())
+    for p in processes(cfg, cluster=on_cluster and not Proc("fraud-job", []).running()):
         state = f"pid {_read_pid(p.pidfile)}" if p.running() else "DOWN"
         lines.append(f"  {p.name:17s} {p.url or str(p.logfile.relative_to(ROOT)):40s} {state}")
     if prom:
@@ -167,10 +289,15 @@ def status(cfg: Config, prom: str | None = None) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("action", choices=["up", "down", "status"])
+    ap.add_argument("--cluster", action="store_true",
+                    help="up: run the fraud job on the standalone Flink cluster (parallelism 2), not a MiniCluster")
     args = ap.parse_args(argv)
     cfg = load_config()
     try:
-        {"up": up, "down": down, "status": status}[args.action](cfg)
+        if args.action == "up":
+            up(cfg, cluster=args.cluster)
+        else:
+            {"down": down, "status": status}[args.action](cfg)
     except services.ServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
