@@ -73,12 +73,13 @@ def flink_settings(cfg: Config, *, job_name: str) -> dict[str, str]:
         "pipeline.auto-watermark-interval": f"{f.auto_watermark_interval_ms} ms",
         "parallelism.default": str(f.parallelism),
         "table.exec.source.idle-timeout": f"{cfg.fraud.idleness_ms} ms",
-        # The source's watermark is per Kafka partition; late rows are routed in Python before SQL sees them.
+        # The source's watermark is per Kafka partition; late rows are split off (udfs/routing.py) before any window.
         "table.exec.state.ttl": "0",
         # Chained operators hand rows on without a defensive copy (JFR: RowDataSerializer.copy was 14% of the
         # JVM's CPU). Safe here: every operator in our jobs is a SQL or Python-UDF operator, which never keeps or
         # mutates a row it has emitted.
         "pipeline.object-reuse": "true",
+        "state.backend.type": f.state_backend,
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": "1000",
         "restart-strategy.fixed-delay.delay": "2 s",
@@ -90,6 +91,7 @@ def flink_settings(cfg: Config, *, job_name: str) -> dict[str, str]:
             "execution.checkpointing.min-pause": f"{max(f.checkpoint_interval_ms // 4, 50)} ms",
             "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
             "execution.checkpointing.dir": checkpoint_root(cfg, job_name).resolve().as_uri(),
+            "execution.checkpointing.incremental": "true" if f.state_backend == "rocksdb" else "false",
         })
     if f.execution_mode == "thread":
         # Thread mode runs Python inside the JVM through pemja, which must find our site-packages.

@@ -223,7 +223,7 @@ def route_table(t_env, *, source_table: str, kind: str, view: str, max_future_ms
     (event time, with the source's watermark), on-time records only. Returns (late, dead) tables of (key, value)
     bytes for the raw-format Kafka sinks; late is None when `with_late` is False (late rows then stay in `view`)."""
     k = KINDS[kind]
-    suffix = view
+    suffix = view  # function names per view: a job routes several sources
     t_env.create_temporary_function(f"decode_{suffix}", _decode_udf(kind, max_future_ms, component))
     t_env.create_temporary_function(f"dead_letter_{suffix}", _dead_letter_udf(component))
     fields = ", ".join(f"d.`{f}` AS `{f}`" for f in k.fields)
