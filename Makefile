@@ -76,7 +76,7 @@ test-integration: install ## Tests against a real Kafka broker, Redis and PyFlin
 
 # -------------------------------------------------------------------------------------------------------- bench
 .PHONY: bench
-bench: install model ## Benchmarks (fraud job end to end, scorer); results with machine and settings in bench-results/
+bench: install model sentiment-model ## Benchmarks (fraud job end to end, scorer, sentiment); results with machine and settings in bench-results/
 	$(PY) -m pipelines.bench --out bench-results
 
 .PHONY: clean
