@@ -50,6 +50,7 @@ def port_map(cfg: Config) -> dict[int, int]:
     d, m = MetricsConfig(), cfg.metrics
     return {d.prometheus_port: m.prometheus_port, d.producer_port: m.producer_port, d.job_port: m.job_port,
             d.dashboard_port: m.dashboard_port, d.lag_exporter_port: m.lag_exporter_port,
+            d.sentiment_job_port: m.sentiment_job_port, d.posts_producer_port: m.posts_producer_port,
             d.flink_reporter_port: m.flink_reporter_port, d.flink_reporter_port + 1: m.flink_reporter_port + 1}
 
 

@@ -96,9 +96,14 @@ def processes(cfg: Config, cluster: bool = False) -> list[Proc]:
              url=f"http://127.0.0.1:{cfg.metrics.producer_port}/metrics"),
     ]
     if (ROOT / "jobs" / "sentiment_job.py").exists():
-        procs += [Proc("sentiment-job", [py, "jobs/sentiment_job.py"], multiprocess_metrics=True),
+        # Every process serves /metrics on its own port (infra/prometheus/prometheus.yml scrapes each): the sentiment
+        # job's Python workers read metrics.job_port from the environment, so this job gets sentiment_job_port there.
+        procs += [Proc("sentiment-job", [py, "jobs/sentiment_job.py"], multiprocess_metrics=True,
+                       env={"STREAMSCORE_METRICS__JOB_PORT": str(cfg.metrics.sentiment_job_port)}),
                   Proc("posts-producer", [py, "-m", "pipelines.replay_posts", "--rate",
-                                          os.environ.get("POSTS_RATE", "50"), "--loop"])]
+                                          os.environ.get("POSTS_RATE", "50"), "--loop",
+                                          "--metrics-port", str(cfg.metrics.posts_producer_port)],
+                       url=f"http://127.0.0.1:{cfg.metrics.posts_producer_port}/metrics")]
     if (ROOT / "dashboard" / "server.py").exists():
         procs.append(Proc("dashboard", [py, "-m", "dashboard.server"],
                           url=f"http://{cfg.dashboard.host}:{cfg.dashboard.port}/?token={cfg.dashboard.token}"))

@@ -144,10 +144,15 @@ class MetricsConfig:
     # The address every /metrics endpoint binds (pipelines/metrics.py serve): loopback by default; docker-compose
     # sets 0.0.0.0 so that Prometheus in another container can scrape it.
     host: str = "127.0.0.1"
-    producer_port: int = 9401
+    # Each process that `make run` starts has its own port (a second process on a taken port serves nothing).
+    producer_port: int = 9401  # pipelines/replay_fraud.py
+    # A job's Python workers serve `job_port` (udfs/); `make run` starts the sentiment job with
+    # STREAMSCORE_METRICS__JOB_PORT set to `sentiment_job_port`, so the two jobs' workers do not compete for one port.
     job_port: int = 9402
     dashboard_port: int = 9403
     lag_exporter_port: int = 9404
+    sentiment_job_port: int = 9405
+    posts_producer_port: int = 9406  # pipelines/replay_posts.py
     flink_reporter_port: int = 9249
     prometheus_port: int = 9090
 
@@ -279,6 +284,10 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("kafka: partitions must be >= 1")
     if not cfg.metrics.host.strip():
         raise ConfigError("metrics: host must not be empty (127.0.0.1 for loopback, 0.0.0.0 for every interface)")
+    for f in dataclasses.fields(cfg.metrics):
+        port = getattr(cfg.metrics, f.name)
+        if f.name.endswith("_port") and not 0 <= port <= 65535:
+            raise ConfigError(f"metrics: {f.name} must be a port number 0-65535 (0: no endpoint), not {port}")
     return cfg
 
 

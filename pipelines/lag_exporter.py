@@ -2,8 +2,9 @@
 
 Every ``--interval`` seconds it asks the broker, through confluent-kafka's AdminClient, for
 
-* the committed offsets of each configured consumer group (the Flink job's ``flink.group_id``, whose Kafka source
-  commits on checkpoints, the dashboard's ``streamscore-dashboard``, and any ``--group`` given), per topic and
+* the committed offsets of each configured consumer group (the fraud job's ``flink.group_id`` and the sentiment
+  job's ``streamscore-sentiment``, whose Kafka sources commit on checkpoints, the dashboard's
+  ``streamscore-dashboard``, and any ``--group`` given), per topic and
   partition, and the log-end (high-watermark) offset of those partitions: gauges
   ``streamscore_consumer_committed_offset``, ``streamscore_log_end_offset`` and ``streamscore_consumer_lag``;
 * the event-time lag of the output topics (``fraud-scores``, ``post-sentiment``): now minus the newest ``event_time``
@@ -35,6 +36,7 @@ from pipelines.serde import DecodeError, serde
 log = logging.getLogger("streamscore.lag_exporter")
 
 DASHBOARD_GROUP = "streamscore-dashboard"
+SENTIMENT_GROUP = "streamscore-sentiment"  # jobs/sentiment_job.py --group-id default
 # How many records back from the end of a partition to look for the newest event time: the tail of a topic written
 # by a transactional producer (Flink's exactly-once sink) ends in commit markers, which are offsets but not records.
 TAIL_RECORDS = 16
@@ -80,7 +82,7 @@ def default_output_topics(cfg: Config) -> dict[str, str]:
 
 def default_groups(cfg: Config, extra: Iterable[str] = ()) -> list[str]:
     out: list[str] = []
-    for g in (cfg.flink.group_id, DASHBOARD_GROUP, *extra):
+    for g in (cfg.flink.group_id, SENTIMENT_GROUP, DASHBOARD_GROUP, *extra):
         if g and g not in out:
             out.append(g)
     return out

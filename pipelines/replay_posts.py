@@ -310,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--bootstrap", default=None)
     ap.add_argument("--topic", default=None)
-    ap.add_argument("--metrics-port", type=int, default=cfg.metrics.producer_port)
+    ap.add_argument("--metrics-port", type=int, default=cfg.metrics.posts_producer_port,
+                    help="/metrics port, 0 = off (default: metrics.posts_producer_port; the fraud producer has "
+                         "metrics.producer_port)")
     a = ap.parse_args(argv)
     serve(a.metrics_port)
     base = ReplayOptions(rate=a.rate, limit=a.limit, skip=a.skip, rebase=a.rebase,

@@ -54,3 +54,20 @@ def test_metrics_host(tmp_path):
     assert load_config(f, environ={}).metrics.host == "10.0.0.5"
     with pytest.raises(ConfigError, match="metrics: host"):
         load_config(environ={"STREAMSCORE_METRICS__HOST": " "})
+
+
+def test_metrics_ports_one_per_process():
+    m = load_config(environ={}).metrics
+    assert (m.sentiment_job_port, m.posts_producer_port) == (9405, 9406)
+    ports = [m.producer_port, m.job_port, m.dashboard_port, m.lag_exporter_port, m.sentiment_job_port,
+             m.posts_producer_port, m.flink_reporter_port, m.flink_reporter_port + 1, m.prometheus_port]
+    assert len(set(ports)) == len(ports), "two default /metrics endpoints share a port"
+    env = {"STREAMSCORE_METRICS__SENTIMENT_JOB_PORT": "19405", "STREAMSCORE_METRICS__POSTS_PRODUCER_PORT": "19406"}
+    m = load_config(environ=env).metrics
+    assert (m.sentiment_job_port, m.posts_producer_port) == (19405, 19406)
+    with pytest.raises(ConfigError, match="metrics.sentiment_job_port"):
+        load_config(environ={"STREAMSCORE_METRICS__SENTIMENT_JOB_PORT": "x"})
+    with pytest.raises(ConfigError, match="unknown key metrics.sentiment_port"):
+        load_config(environ={"STREAMSCORE_METRICS__SENTIMENT_PORT": "9405"})
+    with pytest.raises(ConfigError, match="posts_producer_port must be a port"):
+        load_config(environ={"STREAMSCORE_METRICS__POSTS_PRODUCER_PORT": "70000"})
