@@ -15,7 +15,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
-STATEFUL = {"kafka", "redis", "jobmanager", "taskmanager", "prometheus", "grafana", "dashboard"}
+STATEFUL = {"kafka", "redis", "jobmanager", "taskmanager", "prometheus", "grafana", "dashboard", "lag-exporter",
+            "posts-producer"}
+ONE_SHOT = {"init", "sentiment-model"}
+SUBMITTERS = {"job-submitter": ("streamscore-fraud", "jobs/fraud_job.py"),
+              "sentiment-job-submitter": ("streamscore-sentiment", "jobs/sentiment_job.py")}
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 PORT = re.compile(r"^(?:(?:\d{1,3}\.){3}\d{1,3}:)?(\d{1,5})(?:-(\d{1,5}))?:(\d{1,5})(?:-(\d{1,5}))?(?:/(tcp|udp))?$")
 VAR = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
@@ -49,8 +53,9 @@ def test_docker_compose_config_is_valid():
 
 def test_every_service_has_an_image_or_build(compose):
     services = compose["services"]
-    assert {"kafka", "redis", "jobmanager", "taskmanager", "job-submitter", "producer", "dashboard",
-            "prometheus", "grafana"} <= set(services)
+    assert {"kafka", "redis", "jobmanager", "taskmanager", "job-submitter", "sentiment-job-submitter",
+            "sentiment-model", "producer", "posts-producer", "lag-exporter", "dashboard", "prometheus",
+            "grafana"} <= set(services)
     for name, svc in services.items():
         assert svc.get("image") or svc.get("build"), f"{name}: no image and no build"
         build = svc.get("build")
@@ -95,10 +100,21 @@ def test_depends_on_names_existing_services(compose):
                 assert spec.get("condition", "service_started") in CONDITIONS, f"{name} -> {dep}: {spec}"
                 if spec.get("condition") == "service_healthy":
                     assert services[dep].get("healthcheck"), f"{name} waits for {dep} to be healthy; it has no check"
-    # The job waits for the cluster and the broker to be healthy.
-    sub = services["job-submitter"]["depends_on"]
-    assert sub["taskmanager"]["condition"] == "service_healthy"
-    assert sub["kafka"]["condition"] == "service_healthy"
+    # The jobs wait for the cluster and the broker to be healthy; the sentiment job also for its model.
+    for name in SUBMITTERS:
+        sub = services[name]["depends_on"]
+        assert sub["taskmanager"]["condition"] == "service_healthy", name
+        assert sub["kafka"]["condition"] == "service_healthy", name
+    assert services["sentiment-job-submitter"]["depends_on"]["sentiment-model"]["condition"] == \
+        "service_completed_successfully"
+    # Producers and the lag exporter start once the topics exist.
+    for name in ("producer", "posts-producer", "lag-exporter"):
+        deps = services[name]["depends_on"]
+        assert deps["init"]["condition"] == "service_completed_successfully", name
+        assert deps["kafka"]["condition"] == "service_healthy", name
+    # Whatever waits for a one-shot service to complete must not have it restart forever.
+    for name in ONE_SHOT:
+        assert services[name]["restart"] == "no", name
 
 
 def test_mounted_local_paths_exist(compose):
@@ -119,9 +135,13 @@ def test_services_reach_each_other_by_name(compose):
         env = s[name]["environment"]
         assert env["KAFKA_BOOTSTRAP"] == "kafka:9092", name
         assert env["REDIS_URL"] == "redis://redis:6379/0", name
-    assert "infra.flink_cluster" in " ".join(s["job-submitter"]["command"])
-    assert "jobs/fraud_job.py" in s["job-submitter"]["command"]
+    for name in ("sentiment-job-submitter", "posts-producer", "lag-exporter"):
+        assert s[name]["environment"]["KAFKA_BOOTSTRAP"] == "kafka:9092", name
     assert s["producer"]["command"][-2:] == ["pipelines.replay_fraud", "--loop"]
+    assert s["posts-producer"]["command"][:3] == ["python", "-m", "pipelines.replay_posts"]
+    assert "--loop" in s["posts-producer"]["command"]
+    assert s["lag-exporter"]["command"] == ["python", "-m", "pipelines.lag_exporter"]
+    assert "pipelines.train_sentiment" in " ".join(s["sentiment-model"]["command"])
     assert s["dashboard"]["command"][-1] == "dashboard.server"
 
 
@@ -159,3 +179,50 @@ def test_compose_configs_point_at_services():
     host = yaml.safe_load((ROOT / "infra" / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
     assert ds["datasources"][0]["uid"] == host["datasources"][0]["uid"]
     assert ds["datasources"][0]["url"] == "http://prometheus:9090"
+
+
+def test_job_submitters_submit_the_unchanged_job_files(compose):
+    """Each submitter runs `python -m infra.flink_cluster --if-absent <pipeline.name> --wait N submit <job file>
+    --restore latest`: the name is the one the job registers (so a restarted submitter finds the running job), the
+    job file takes --restore, and the TaskManager has a slot for every job at the parallelism they are submitted at."""
+    import ast
+
+    s = compose["services"]
+    for svc, (job_name, job_file) in SUBMITTERS.items():
+        cmd = s[svc]["command"]
+        assert cmd[:3] == ["python", "-m", "infra.flink_cluster"], svc
+        assert cmd[cmd.index("--if-absent") + 1] == job_name, svc
+        assert float(cmd[cmd.index("--wait") + 1]) > 0, svc
+        assert cmd[cmd.index("submit") + 1:] == [job_file, "--restore", "latest"], svc
+        tree = ast.parse((ROOT / job_file).read_text())
+        names = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
+                 for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}
+        assert names.get("JOB_NAME") == job_name, f"{job_file}: JOB_NAME is {names.get('JOB_NAME')}"
+        assert '"--restore"' in (ROOT / job_file).read_text(), f"{job_file} takes no --restore"
+        vols = {v.split(":")[0] for v in s[svc]["volumes"]}
+        assert {"flink-checkpoints", "models"} <= vols, svc
+    tm = s["taskmanager"]["command"]
+    parallelism = 2  # infra.flink_cluster submit's default -p
+    assert int(tm[tm.index("--slots") + 1]) >= parallelism * len(SUBMITTERS)
+
+
+def test_every_metrics_endpoint_is_scraped(compose):
+    """Prometheus scrapes each service that serves /metrics on the port that service serves."""
+    s = compose["services"]
+    prom = yaml.safe_load((ROOT / "infra" / "docker" / "prometheus.yml").read_text())
+    targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    from pipelines.config import MetricsConfig
+
+    m = MetricsConfig()
+    expected = {f"producer:{m.producer_port}", f"taskmanager:{m.job_port}", f"dashboard:{m.dashboard_port}",
+                f"lag-exporter:{m.lag_exporter_port}", f"posts-producer:{m.posts_producer_port}",
+                f"jobmanager:{m.flink_reporter_port}", f"taskmanager:{m.flink_reporter_port}"}
+    assert expected <= targets
+    pp = s["posts-producer"]["command"]
+    assert int(pp[pp.index("--metrics-port") + 1]) == m.posts_producer_port
+    # The healthchecks of the metrics-only services probe the port Prometheus scrapes.
+    assert f":{m.posts_producer_port}/metrics" in " ".join(s["posts-producer"]["healthcheck"]["test"])
+    assert f":{m.lag_exporter_port}/metrics" in " ".join(s["lag-exporter"]["healthcheck"]["test"])
+    for t in targets:
+        host = t.split(":")[0]
+        assert host in s or host == "localhost", f"Prometheus scrapes {t}, which is no compose service"
