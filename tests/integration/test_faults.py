@@ -14,6 +14,7 @@ replay would have ended before the job even ran.)
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 import urllib.error
@@ -28,7 +29,7 @@ from jobs.common import latest_checkpoint
 from pipelines import kafka_util
 from pipelines.config import load_config
 from pipelines.features import FEATURE_NAMES, build_profiles, load_transactions
-from pipelines.profiles import REDIS_KEYS, publish
+from pipelines.profiles import REDIS_KEYS, ProfileStore, publish
 from pipelines.replay_fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
 from tests.flink_util import RunningJob, free_port_pair, job_env
@@ -237,8 +238,9 @@ def test_broker_restart_mid_stream(kafka_broker, kafka_bootstrap, redis_url, top
 # PROFILE_RETRY_S. So once Redis is down, an id still in the cache keeps its cached profile for at most PROFILE_TTL_S;
 # every other lookup is "missing": default profile features and the profile_flags bits (bit 0 customer, bit 1
 # terminal). A failed lookup caches nothing, so once Redis answers again every lookup is right.
-PROFILE_TTL_S = 2.0
-PROFILE_RETRY_S = 1.0
+_STORE_DEFAULTS = inspect.signature(ProfileStore).parameters  # the UDF builds ProfileStore(url) with its defaults
+PROFILE_TTL_S = float(_STORE_DEFAULTS["ttl_s"].default)
+PROFILE_RETRY_S = float(_STORE_DEFAULTS["retry_s"].default)
 REDIS_DOWN_S = 15.0
 # The lookups of a batch happen before its scored_at stamp: room for a slow batch on a loaded machine.
 SLACK_S = 2.0
