@@ -41,13 +41,14 @@ install: system-deps venv jars $(NATIVE_STAMP) ## Everything `run` and `test` ne
 
 # --------------------------------------------------------------------------------------------------------- model
 FRAUD_LATEST := artifacts/models/fraud/LATEST
+SENTIMENT_LATEST := artifacts/models/sentiment/LATEST
 $(FRAUD_LATEST): | $(STAMP)
 	@$(MAKE) --no-print-directory train-fraud
 
 .PHONY: train model
-train: install train-fraud ## Train every model (writes versioned artifacts and metrics under artifacts/)
+train: install train-fraud train-sentiment ## Train every model (writes versioned artifacts and metrics under artifacts/)
 
-model: $(FRAUD_LATEST) ## Train the fraud model only if no artifact exists yet
+model: $(FRAUD_LATEST) $(SENTIMENT_LATEST) ## Train the fraud and sentiment models where no artifact exists yet
 
 # ------------------------------------------------------------------------------------------------- run / stop
 .PHONY: run stop status
@@ -65,7 +66,7 @@ status: ## Show what runs where
 # ------------------------------------------------------------------------------------------------------ tests
 .PHONY: test test-unit test-integration
 PYTEST := $(PY) -m pytest
-test: install model ## Install what is missing (and train the model if none), then run every test against real services
+test: install model ## Install what is missing (and train the models if none), then run every test against real services
 	$(PYTEST) tests -p no:cacheprovider
 
 test-unit: venv ## Fast tests, no broker
@@ -76,7 +77,7 @@ test-integration: install ## Tests against a real Kafka broker, Redis and PyFlin
 
 # -------------------------------------------------------------------------------------------------------- bench
 .PHONY: bench
-bench: install model sentiment-model ## Benchmarks (fraud job end to end, scorer, sentiment); results with machine and settings in bench-results/
+bench: install model ## Benchmarks (fraud job end to end, scorer, sentiment); results with machine and settings in bench-results/
 	$(PY) -m pipelines.bench --out bench-results
 
 .PHONY: clean

@@ -2,13 +2,12 @@
 TRAIN_SENTIMENT_ARGS ?= --threads 2
 SENTIMENT_REPLAY_ARGS ?= --rate 50 --burst-rate 500 --burst-every 30 --burst-seconds 5 --loop --rebase
 
-SENTIMENT_LATEST := artifacts/models/sentiment/LATEST
 $(SENTIMENT_LATEST): | $(STAMP)
 	@$(MAKE) --no-print-directory train-sentiment
 
 .PHONY: train-sentiment sentiment-model replay-posts sentiment-job bench-sentiment
 sentiment-model: $(SENTIMENT_LATEST) ## Train the sentiment model only if no artifact exists yet
-train-sentiment: ## Train the sentiment model (frozen MiniLM + logistic head, TorchScript); writes artifacts/models/sentiment/<version> and artifacts/metrics/sentiment.json
+train-sentiment: ## Train the sentiment model (MiniLM, top 3 layers fine-tuned + calibrated head; bf16/int8 if within 0.5 pt; TorchScript); writes artifacts/models/sentiment/<version> and artifacts/metrics/sentiment.json
 	$(PY) -m pipelines.train_sentiment $(TRAIN_SENTIMENT_ARGS)
 
 replay-posts: ## Replay TweetEval + SST-2 dev texts into the posts topic (50/s with bursts of 500/s, looping)

@@ -8,7 +8,12 @@ Phase 2 (latency): posts paced at ``--latency-rate`` for ``--latency-seconds``; 
 record only after the next checkpoint commits (``flink.checkpoint_interval_ms``), reported as ``commit_interval_ms``.
 
     python -m pipelines.bench_sentiment --bootstrap 127.0.0.1:9092 --out bench-results/sentiment.json
-Without --bootstrap a private local broker is started on free ports.
+Without --bootstrap a private local broker is started on free ports. The result has the job's CPU seconds (JVM and
+Python workers) per 1,000 posts of the drain and the load average, since the machine may be shared.
+
+``--model-only``: the scorer alone (tokeniser + model, as the job's UDF calls it) on the replayed texts, in batches
+of ``--batch`` posts (the job's Arrow batch), sentences/s per wall second and per CPU second; ``--model-file``
+picks a variant in the model directory (``model_fp32.pt``, ``model_bf16.pt``, ``model_int8.pt``).
 """
 
 from __future__ import annotations
@@ -54,6 +59,28 @@ def wait_scores(bootstrap: str, topic: str, ids: set[str], timeout: float) -> li
     return list(got.values())
 
 
+def bench_model(cfg, a) -> dict:
+    from pipelines.replay_posts import load_texts
+    from udfs.sentiment import ModelSentimentScorer
+
+    s = cfg.sentiment
+    scorer = ModelSentimentScorer(cfg.path(s.model_dir), s.model_version, device=s.device, max_length=s.max_length,
+                                  threads=a.threads or s.threads, batch_size=a.sub_batch, model_file=a.model_file)
+    texts = load_texts(cfg.path(cfg.replay.sentiment_dir))
+    texts = [texts[i] for i in np.random.default_rng(0).permutation(len(texts))]  # a stream mixes both sets
+    texts = (texts * (a.n // len(texts) + 1))[:a.n]
+    scorer.predict(texts[:a.batch])  # warm-up: the TorchScript executor optimises on its first calls
+    t0, c0 = time.perf_counter(), time.process_time()
+    for i in range(0, len(texts), a.batch):
+        scorer.predict(texts[i:i + a.batch])
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"model_sentences_per_s": round(len(texts) / wall, 1),
+            "model_sentences_per_cpu_s": round(len(texts) / cpu, 1), "texts": len(texts), "batch": a.batch,
+            "sub_batch": a.sub_batch, "model_file": a.model_file, "model_version": scorer.version,
+            "precision": scorer.meta.get("precision"), "threads": a.threads or s.threads or "torch default",
+            "loadavg_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,7 +90,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-seconds", type=float, default=20.0)
     ap.add_argument("--scorer", choices=("model", "vader"), default=cfg.sentiment.scorer)
     ap.add_argument("--out", default="")
+    ap.add_argument("--model-only", action="store_true", help="the scorer alone, no Kafka or Flink")
+    ap.add_argument("--model-file", default="model.pt", help="--model-only: model file in the model directory")
+    ap.add_argument("--batch", type=int, default=cfg.flink.arrow_batch_size, help="--model-only: posts per call")
+    ap.add_argument("--sub-batch", type=int, default=64, help="--model-only: the scorer's padded sub-batch size")
+    ap.add_argument("--threads", type=int, default=0, help="--model-only: torch threads (0: sentiment.threads)")
     a = ap.parse_args(argv)
+    if a.model_only:
+        result = bench_model(cfg, a)
+        print(json.dumps(result), flush=True)
+        if a.out:
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+        return 0
 
     broker = None
     run_dir = Path(tempfile.mkdtemp(prefix="bench-sentiment-"))
@@ -99,8 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         warm = replay(50, 0, 0)  # waits for the job to start and the model to load
         if len(wait_scores(bootstrap, topics["sentiment"], {p["post_id"] for p in warm.sent_posts}, 300)) < 50:
             raise RuntimeError(f"job did not score the warm-up posts; see {run_dir / 'job.out'}")
+        from pipelines.bench import _tree_cpu_seconds
+
+        load0, cpu0 = os.getloadavg()[0], _tree_cpu_seconds([job.pid])
         bulk = replay(a.n, 0, 1_000_000)
         got = wait_scores(bootstrap, topics["sentiment"], {p["post_id"] for p in bulk.sent_posts}, 600)
+        job_cpu = _tree_cpu_seconds([job.pid]) - cpu0
+        load1 = os.getloadavg()[0]
         t = np.array([r["scored_at"] for r in got], dtype=np.int64)
         posts_per_s = len(got) / max((t.max() - t.min()) / 1000.0, 1e-3)
         n_lat = int(a.latency_rate * a.latency_seconds)
@@ -112,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                   "sentiment_p50_ms": round(float(np.percentile(lat, 50)), 1),
                   "throughput_posts": len(got), "latency_posts": len(lat_rec), "latency_rate": a.latency_rate,
                   "scorer": a.scorer, "commit_interval_ms": cfg.flink.checkpoint_interval_ms,
+                  "job_cpu_s_per_1k_posts": round(job_cpu / max(len(got), 1) * 1000, 2),
+                  "loadavg_1m": [round(load0, 2), round(load1, 2)], "model": _model_meta(cfg, a.scorer),
                   "cpus": os.cpu_count()}
         print(json.dumps(result), flush=True)
         if a.out:
@@ -128,6 +174,20 @@ def main(argv: list[str] | None = None) -> int:
         kafka_util.delete_topics(bootstrap, topics.values())
         if broker is not None:
             broker.stop()
+
+
+def _model_meta(cfg, scorer: str) -> dict | None:
+    if scorer != "model":
+        return None
+    try:
+        from udfs.sentiment import resolve_model_dir
+
+        meta = json.loads((resolve_model_dir(cfg.path(cfg.sentiment.model_dir), cfg.sentiment.model_version)
+                           / "meta.json").read_text())
+        return {"version": meta.get("version"), "precision": meta.get("precision", "fp32" if not meta.get(
+            "quantized") else "int8")}
+    except (OSError, ValueError):
+        return None
 
 
 if __name__ == "__main__":

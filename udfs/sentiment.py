@@ -41,7 +41,7 @@ def resolve_model_dir(model_dir: str | Path, version: str = "latest") -> Path:
 
 class ModelSentimentScorer:
     def __init__(self, model_dir: str | Path, version: str = "latest", *, device: str = "auto",
-                 max_length: int = 128, batch_size: int = 64, threads: int = 0):
+                 max_length: int = 128, batch_size: int = 64, threads: int = 0, model_file: str = "model.pt"):
         import streamscore_native
         from tokenizers import Tokenizer
 
@@ -55,7 +55,7 @@ class ModelSentimentScorer:
         self.tokenizer.enable_truncation(self.max_length)
         if threads > 0:
             streamscore_native.set_num_threads(threads)
-        self.model = streamscore_native.Model(str(self.dir / "model.pt"), device)
+        self.model = streamscore_native.Model(str(self.dir / model_file), device)
         self.device = self.model.device
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:

@@ -12,7 +12,7 @@ from pipelines.config import load_config
 from pipelines.replay_posts import (MALFORMED_KINDS, TOPICS, PostsOptions, PostsReplay, assign_topic, author_of,
                                     iter_posts, load_texts, malformed_post)
 from pipelines.serde import DecodeError, serde
-from pipelines.train_sentiment import fit_head, macro_recall, sst_accuracy
+from pipelines.train_sentiment import calibrate, fit_head, macro_recall, sst_accuracy
 from udfs.sentiment import LABELS, VaderSentimentScorer
 
 CFG = load_config()
@@ -96,6 +96,20 @@ def test_fit_head_folds_the_scaler():
     mu, sd = x.mean(0), x.std(0) + 1e-6
     clf = LogisticRegression(C=1.0, max_iter=3000, random_state=tc.seed).fit((x - mu) / sd, y)
     assert np.allclose(x @ W.T + b, clf.decision_function((x - mu) / sd), atol=1e-3)
+
+
+def test_calibration_is_folded_into_the_head():
+    """calibrate() fits a balanced LR on the head's logits and folds it in: W' x + b' == A (W x + b) + c."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 6))
+    W, b = rng.normal(size=(3, 6)).astype(np.float32), rng.normal(size=3).astype(np.float32)
+    z = x @ W.T + b
+    y = np.where(z[:, 2] > 1.0, 2, np.where(z[:, 0] > 1.0, 0, 1))  # a shifted decision rule to correct
+    W2, b2, info = calibrate(z, y, W, b, seed=0)
+    A, c = np.asarray(info["A"]), np.asarray(info["c"])
+    assert W2.shape == W.shape and b2.shape == b.shape and info["n"] == 400
+    assert np.allclose(x @ W2.T + b2, z @ A.T + c, atol=1e-2)  # A, c are rounded to 4 places in info
+    assert macro_recall(y, (x @ W2.T + b2).argmax(1)) >= macro_recall(y, z.argmax(1))
 
 
 def _model_dir() -> Path | None:
