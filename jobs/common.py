@@ -71,6 +71,7 @@ def flink_settings(cfg: Config, *, job_name: str) -> dict[str, str]:
         "python.fn-execution.bundle.time": str(f.bundle_time_ms),
         "python.fn-execution.arrow.batch.size": str(f.arrow_batch_size),
         "pipeline.auto-watermark-interval": f"{f.auto_watermark_interval_ms} ms",
+        "execution.buffer-timeout": f"{f.buffer_timeout_ms} ms",
         "parallelism.default": str(f.parallelism),
         "table.exec.source.idle-timeout": f"{cfg.fraud.idleness_ms} ms",
         # The source's watermark is per Kafka partition; late rows are split off (udfs/routing.py) before any window.

@@ -1,0 +1,16 @@
+"""The benchmark's arithmetic, without a broker."""
+
+from __future__ import annotations
+
+from pipelines.bench import latency_split
+
+
+def test_latency_split_legs_add_up_to_end_to_end():
+    # (arrival, produced_at, scored_at, kafka timestamp) per score
+    got = [(1000 + i, 100 + i, 700 + i, 760 + i) for i in range(100)]
+    legs = latency_split(got)
+    assert legs["producer_to_scorer"]["p50"] == 600
+    assert legs["scorer_to_kafka"]["p50"] == 60
+    assert legs["kafka_to_consumer"]["p50"] == 240
+    assert sum(v["p50"] for v in legs.values()) == 900  # arrival - produced_at
+    assert latency_split([]) == {"producer_to_scorer": None, "scorer_to_kafka": None, "kafka_to_consumer": None}
