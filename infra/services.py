@@ -279,7 +279,8 @@ class KafkaBroker:
             import base64
             cid = base64.urlsafe_b64encode(cluster_id).decode().rstrip("=")
             log(f"kafka: formatting storage in {self.data_dir / 'data'}")
-            subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cid, "-c", str(props),
+            # "--cluster-id=": a base64 id starts with "-" one time in 64, which argparse would read as an option.
+            subprocess.run(self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cid}", "-c", str(props),
                                       "--ignore-formatted"), check=True, stdout=subprocess.DEVNULL)
         pid = _spawn(self._java("kafka.Kafka", str(props)), self.logfile, self.pidfile)
         log(f"kafka: started pid {pid}, waiting for {self.bootstrap}")
