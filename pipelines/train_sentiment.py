@@ -13,7 +13,8 @@ head, as ONE TorchScript file.
   training text is computed ONCE (cached under ``.cache/sentiment/`` by content hash, float16) and only the top
   layers + a linear head are trained on it (AdamW, one-cycle LR, ``finetune_epochs`` over SST-2 + the TweetEval
   training texts, TweetEval rows weighted ``tweet_weight`` x class-balanced, since they are in-domain and the only
-  neutral examples). This runs on the CPU (about 6 min for one epoch on 2 cores) or CUDA. ``finetune_layers`` = 0:
+  neutral examples). This runs on the CPU (about 6 min for one epoch on 2 cores) or CUDA, where
+  ``finetune_layers_cuda`` (default: all 6 layers) applies instead. ``finetune_layers`` = 0:
   the old frozen encoder + logistic-regression head (scaler folded into one Linear).
 * Calibration: a class-balanced multinomial logistic regression on the model's 3 logits of the ``tweet_calib``
   texts (C by 5-fold CV, balanced accuracy = macro-recall), folded into the head's Linear. SST-2 and TweetEval
@@ -68,6 +69,7 @@ class TrainConfig:
     max_length: int = 128
     batch_size: int = 64             # inference batches (embedding, evaluation)
     finetune_layers: int = 3         # top encoder layers trained; 0 = frozen encoder + logistic-regression head
+    finetune_layers_cuda: int = 6    # the same when training on CUDA: the whole encoder (MiniLM has 6 layers)
     finetune_epochs: float = 1.0
     lr: float = 1.5e-4               # peak LR of the encoder layers (one-cycle, 10% warm-up, linear decay)
     head_lr: float = 1e-3
@@ -341,7 +343,7 @@ def finetune_top(encoder, tok, splits: Splits, tc: TrainConfig, cache_dir: Path 
     torch = _torch()
     bert = encoder.bert
     n_layers = len(bert.encoder.layer)
-    k = min(tc.finetune_layers, n_layers)
+    k = min(tc.finetune_layers_cuda if str(device).startswith("cuda") else tc.finetune_layers, n_layers)
     split = n_layers - k
     t0 = time.perf_counter()
     h, offs, lens = lower_states(bert, tok, splits.train_texts, split, tc, cache_dir, device)
