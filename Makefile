@@ -32,7 +32,7 @@ jars: $(STAMP) ## Fetch the Kafka broker and the Flink Kafka connector from Mave
 	@$(PY) -m infra.services flink-jars >/dev/null
 
 NATIVE_STAMP := $(VENV)/.native
-NATIVE_SRC := $(shell find cpp_ext -path cpp_ext/build -prune -o -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.py' -o -name '*.pyi' -o -name CMakeLists.txt -o -name pyproject.toml \) -print)
+NATIVE_SRC := $(shell find cpp_ext -path cpp_ext/build -prune -o -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.hpp' -o -name '*.py' -o -name '*.pyi' -o -name CMakeLists.txt -o -name pyproject.toml \) -print)
 $(NATIVE_STAMP): $(STAMP) $(NATIVE_SRC)
 	@$(MAKE) --no-print-directory native
 	@touch $@

@@ -1,12 +1,12 @@
-"""Scorer benchmark: CPU cost per event of the native (C++/LibTorch) and the numpy reference scorer.
+"""Scorer benchmark: CPU cost per event of the native (C++) and the numpy reference scorer.
 
 ``python -m pipelines.bench_scorer --out bench-results/scorer.json``
 
 * Per-event cost at batch sizes 1, 64 and 1024 for both scorers, through the ``udfs.scoring`` classes the job uses
   (metrics recording included): the median over ``--repeats`` runs of ``--calls`` calls each.
-  The reference is measured twice: with numpy's BLAS as configured (``reference``) and limited to one thread
-  (``reference_blas1``, the like-for-like comparison with the native scorer, which runs LibTorch on one
-  intra-op thread).
+  The native scorer runs its own single-threaded CPU kernels (``native``, ISA in ``native.kernel``) and, for
+  comparison, LibTorch's matmuls on one intra-op thread (``native_aten``). The reference is measured twice: with
+  numpy's BLAS as configured (``reference``) and limited to one thread (``reference_blas1``, like for like).
 * ``native_speedup_b64`` = reference / native cost at batch 64 (``native_speedup_b64_blas1`` for the 1-thread
   reference); ``target_5x_met`` judges the 1-thread figure.
 * RSS at the start and the end of a ``--loop-events`` (10 million) event loop at batch 1024 on the native scorer.
@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model_dir, source = _model(args, Path(tmp))
         meta = S.load_meta(model_dir)
         native = S.NativeScorer(model_dir, meta, device="cpu", threads=args.threads)
+        # The same scorer with LibTorch's matmuls instead of our CPU kernels (what the kernels replaced).
+        native_aten = S.NativeScorer(model_dir, meta, device="cpu", threads=args.threads, cpu_kernel="aten")
         reference = S.ReferenceScorer(model_dir, meta)
         results: dict[str, Any] = {
             "model": {"dir": str(model_dir), "source": source, "version": meta["version"],
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       "layers": [list(w.T.shape) for w, _ in reference._layers]},
             "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
                      "load_avg": os.getloadavg()},
-            "native": {"device": native.device, "fused_path": native.fast_path, "torch_threads": args.threads},
+            "native": {"device": native.device, "fused_path": native.fast_path, "kernel": native.kernel,
+                       "torch_threads": args.threads},
             "blas": [{k: i.get(k) for k in ("internal_api", "num_threads", "architecture")}
                      for i in threadpool_info()],
             "per_event": {},
@@ -123,6 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for n in BATCH_SIZES:
             cols = _columns(meta, n, seed=n)
             np.testing.assert_allclose(native.score(cols), reference.score(cols), atol=1e-5, rtol=0)
+            np.testing.assert_allclose(native_aten.score(cols), reference.score(cols), atol=1e-5, rtol=0)
             for _ in range(3):
                 native.score(cols)
                 reference.score(cols)
@@ -137,6 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             one = max(min(probes), 1e-6)
             calls = max(20, min(20000, int(args.budget_s / one)))
             row = {"native": _per_event(native.score, cols, n, calls, args.repeats),
+                   "native_aten": _per_event(native_aten.score, cols, n, calls, args.repeats),
                    "reference": _per_event(reference.score, cols, n, calls, args.repeats)}
             if threadpool_limits is not None:
                 with threadpool_limits(limits=1, user_api="blas"):

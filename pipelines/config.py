@@ -118,6 +118,8 @@ class FraudConfig:
     model_dir: str = "artifacts/models/fraud"
     model_version: str = "latest"
     device: str = "auto"  # auto | cpu | cuda
+    # What runs the MLP on the CPU: auto (our kernels, best ISA) | avx512 | avx2 | generic | aten (LibTorch).
+    cpu_kernel: str = "auto"
     max_batch: int = 1024
     max_wait_ms: float = 5.0
 

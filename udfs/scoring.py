@@ -6,7 +6,7 @@
   arrays, wrong dtype) or ValueError (wrong number of columns, a 2-D column, lengths that differ, a non-contiguous
   column, NaN/inf), with the same message from both implementations.
 * :class:`NativeScorer` wraps ``streamscore_native.FraudScorer`` (build it with ``make native``): preprocessing
-  and the MLP run in C++ with the GIL released, on CPU or CUDA.
+  and the MLP run in C++ with the GIL released, on CPU (our vectorised kernels) or CUDA (LibTorch).
 * :class:`ReferenceScorer` needs only numpy: ``weights.npz`` + ``meta.json``.
 * :func:`load_scorer` resolves ``fraud.model_dir`` / ``fraud.model_version`` ("latest" reads ``LATEST``) and picks
   the implementation from ``fraud.scorer``.
@@ -314,12 +314,14 @@ class NativeScorer(_Timed):
     ``threads`` sets LibTorch's intra-op threads (process-wide; 1 suits a Flink Python worker scoring small
     batches); None leaves it alone. ``device`` is "auto", "cpu", "cuda" or "cuda:N". ``fused`` lets the scorer run
     the Linear/ReLU chain directly (checked against ``forward()`` at load); False always calls ``forward()``.
+    ``cpu_kernel`` picks what runs that chain on the CPU: "auto" (our kernels, the best ISA this CPU has), "avx512",
+    "avx2", "generic", or "aten" (LibTorch's matmuls).
     """
 
     backend = "native"
 
     def __init__(self, model_dir: str | Path, meta: dict[str, Any] | None = None, device: str = "auto",
-                 threads: int | None = 1, fused: bool = True) -> None:
+                 threads: int | None = 1, fused: bool = True, cpu_kernel: str = "auto") -> None:
         try:
             import streamscore_native
         except ImportError as exc:
@@ -333,7 +335,7 @@ class NativeScorer(_Timed):
         self._impl = streamscore_native.FraudScorer(
             str(self.model_dir / "model.pt"), self.features, [bool(v) for v in self.meta["log1p"]],
             [float(v) for v in self.meta["mean"]], [float(v) for v in self.meta["std"]], float(self.meta["clip"]),
-            device=device, fused=fused)
+            device=device, fused=fused, cpu_kernel=cpu_kernel)
         self._score = self._impl.score
         self._init_metrics(str(self.meta["name"]))
 
@@ -348,6 +350,11 @@ class NativeScorer(_Timed):
     @property
     def fast_path(self) -> bool:
         return bool(self._impl.fast_path)
+
+    @property
+    def kernel(self) -> str:
+        """What runs the MLP: a CPU ISA ("avx512", "avx2", "generic"), "aten" or "torchscript"."""
+        return str(self._impl.kernel)
 
     def preprocess(self, columns: Sequence[np.ndarray]) -> np.ndarray:
         return self._impl.preprocess(columns)
@@ -367,7 +374,7 @@ def load_scorer(cfg: Config, kind: str | None = None) -> Scorer:
     model_dir = resolve_model_dir(cfg)
     meta = load_meta(model_dir)
     if kind == "native":
-        return NativeScorer(model_dir, meta, device=cfg.fraud.device)
+        return NativeScorer(model_dir, meta, device=cfg.fraud.device, cpu_kernel=cfg.fraud.cpu_kernel)
     return ReferenceScorer(model_dir, meta)
 
 

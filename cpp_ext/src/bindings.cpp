@@ -269,6 +269,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("set_num_threads", &ss::set_num_threads, py::arg("n"),
         "Sets LibTorch's intra-op thread count (process-wide; shared with `torch` if it is imported).");
   m.def("get_num_threads", &ss::get_num_threads);
+  m.def("cpu_kernels", &ss::cpu::available_isas,
+        "The CPU kernel instruction sets this machine runs, best first (FraudScorer(cpu_kernel=...)).");
   m.def("resolve_device", [](const std::string& spec) { return ss::resolve_device(spec).str(); }, py::arg("spec"));
 
   py::class_<ss::Model>(m, "Model",
@@ -287,13 +289,13 @@ PYBIND11_MODULE(_core, m) {
                               "called from several threads at once; it releases the GIL.")
       .def(py::init([](const std::string& model_path, std::vector<std::string> features, std::vector<bool> log1p,
                        std::vector<double> mean, std::vector<double> std, double clip, const std::string& device,
-                       bool fused) {
+                       bool fused, const std::string& cpu_kernel) {
              ss::FeatureSpec spec{std::move(features), std::move(log1p), std::move(mean), std::move(std), clip};
              py::gil_scoped_release release;
-             return std::make_unique<ss::FraudScorer>(model_path, std::move(spec), device, fused);
+             return std::make_unique<ss::FraudScorer>(model_path, std::move(spec), device, fused, cpu_kernel);
            }),
            py::arg("model_path"), py::arg("features"), py::arg("log1p"), py::arg("mean"), py::arg("std"),
-           py::arg("clip"), py::arg("device") = "auto", py::arg("fused") = true)
+           py::arg("clip"), py::arg("device") = "auto", py::arg("fused") = true, py::arg("cpu_kernel") = "auto")
       .def("score", &fraud_score, py::arg("columns"),
            "Scores n events: columns is a sequence of d 1-D contiguous float32/int64 arrays of equal length n, in "
            "feature order. Returns float32 probabilities [n]; an empty batch returns an empty array.")
@@ -304,5 +306,10 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("model_path", [](const ss::FraudScorer& s) { return s.model().path(); })
       .def_property_readonly("device", [](const ss::FraudScorer& s) { return s.model().device_str(); })
       .def_property_readonly("fast_path", &ss::FraudScorer::fast_path,
-                             "True when the Linear/ReLU chain runs fused (verified against forward() at load).");
+                             "True when the Linear/ReLU chain runs fused (verified against forward() at load).")
+      .def_property_readonly("kernel", &ss::FraudScorer::kernel,
+                             "What runs the MLP: a CPU ISA ('avx512', 'avx2', 'generic': our kernels), 'aten' "
+                             "(LibTorch matmuls) or 'torchscript' (the module's forward()).")
+      .def_property_readonly("probe_max_diff", &ss::FraudScorer::probe_max_diff,
+                             "Largest |difference| from forward() on the probe batch checked at load.");
 }

@@ -20,6 +20,8 @@
 
 #include <torch/script.h>
 
+#include "cpu_kernels.hpp"
+
 namespace ss {
 
 // Error kinds the Python layer maps to builtin exceptions.
@@ -79,9 +81,13 @@ struct FeatureSpec {
   double clip = 0.0;
 };
 
+// The scorer: preprocessing (cpu_kernels, vectorised) and the MLP. On the CPU a Linear/ReLU chain runs on our own
+// kernels (`cpu_kernel`: "auto" = the best ISA, or "avx512" / "avx2" / "generic"), or on LibTorch's matmuls with
+// "aten"; on CUDA always through LibTorch. Any other module (or allow_fused = false) runs through forward().
 class FraudScorer {
  public:
-  FraudScorer(const std::string& model_path, FeatureSpec spec, const std::string& device, bool allow_fused = true);
+  FraudScorer(const std::string& model_path, FeatureSpec spec, const std::string& device, bool allow_fused = true,
+              const std::string& cpu_kernel = "auto");
   ~FraudScorer();
 
   // Scores `n` rows given d columns (d = number of features, already validated by the caller to be of length n),
@@ -94,7 +100,11 @@ class FraudScorer {
   int64_t input_width() const { return static_cast<int64_t>(spec_.names.size()); }
   const FeatureSpec& spec() const { return spec_; }
   const Model& model() const { return model_; }
-  bool fast_path() const { return fast_; }
+  bool fast_path() const { return fast_ || own_; }
+  // What runs the MLP: an ISA name (our CPU kernels), "aten" (LibTorch matmuls) or "torchscript" (forward()).
+  std::string kernel() const { return own_ ? kern_->isa : (fast_ ? "aten" : "torchscript"); }
+  // Largest |difference| from forward() on the probe batch at load (the check that enabled the fast path).
+  double probe_max_diff() const { return probe_diff_; }
 
  private:
   struct Staging;
@@ -102,6 +112,10 @@ class FraudScorer {
   std::unique_ptr<Staging> acquire(int64_t n) const;
   void release(std::unique_ptr<Staging> s) const;
   at::Tensor run_mlp(const at::Tensor& x, Staging& st) const;  // x: [n, d] on device
+  // Our CPU kernels on n preprocessed rows, x(r, k) = in[r * rs + k * cs].
+  void cpu_forward(const float* in, int64_t rs, int64_t cs, int64_t n, Staging& st, float* out) const;
+  // Feature-major preprocessing into xcol [d][ld].
+  void preprocess_cols(const std::vector<Column>& columns, int64_t n, float* xcol, int64_t ld) const;
   void probe();
 
   FeatureSpec spec_;
@@ -111,6 +125,15 @@ class FraudScorer {
   // module's parameters form a Linear/ReLU chain and the fused result matches module.forward() on a probe batch.
   bool allow_fused_ = true;
   bool fast_ = false;
+  // Our CPU kernels: the hidden layers, the output layer as a padded weight vector, and the activations' stride.
+  const cpu::Kernels* kern_ = nullptr;
+  bool want_own_ = false;
+  bool own_ = false;
+  std::vector<cpu::Layer> layers_;
+  std::vector<float> out_w_;
+  float out_b_ = 0.0f;
+  int64_t hidden_ld_ = 0;
+  double probe_diff_ = 0.0;
   std::vector<at::Tensor> weights_t_;  // W_k^T, [in, out], contiguous, on device
   std::vector<at::Tensor> biases_;     // b_k, [out], on device
   mutable std::mutex pool_mu_;

@@ -6,7 +6,9 @@
 * :class:`FraudScorer` -- the fraud MLP with its preprocessing (per feature: optional ``log1p(max(v, 0))``,
   standardise, clip) done in C++ on the caller's column buffers: ``score([col_0, ..., col_{d-1}])`` with 1-D
   C-contiguous float32/int64 arrays of equal length n returns float32 probabilities [n]. An empty batch returns an
-  empty array. Bad input raises TypeError/ValueError with a message naming the column; a missing model file raises
+  empty array. On the CPU the MLP runs on our own kernels (AVX-512, AVX2 or SSE2, picked at run time;
+  :func:`cpu_kernels` lists them; ``cpu_kernel="aten"`` uses LibTorch's matmuls instead), on CUDA through LibTorch;
+  either way only after matching ``forward()`` on a probe batch at load. Bad input raises TypeError/ValueError with a message naming the column; a missing model file raises
   FileNotFoundError, a corrupt one RuntimeError, a model that does not take meta.json's input width ValueError
   (checked at load with a probe forward).
 * :func:`load_fraud_scorer` builds a FraudScorer from a model version directory (model.pt + meta.json).
@@ -30,6 +32,7 @@ from ._core import (
     Model,
     __version__,
     built_with_torch,
+    cpu_kernels,
     cuda_available,
     cuda_device_count,
     get_num_threads,
@@ -42,6 +45,7 @@ __all__ = [
     "Model",
     "__version__",
     "built_with_torch",
+    "cpu_kernels",
     "cuda_available",
     "cuda_device_count",
     "get_num_threads",
@@ -51,7 +55,8 @@ __all__ = [
 ]
 
 
-def load_fraud_scorer(model_dir: str | PathLike[str], device: str = "auto", fused: bool = True) -> FraudScorer:
+def load_fraud_scorer(model_dir: str | PathLike[str], device: str = "auto", fused: bool = True,
+                      cpu_kernel: str = "auto") -> FraudScorer:
     """A FraudScorer for ``<model_dir>/model.pt`` with the preprocessing in ``<model_dir>/meta.json``."""
     d = Path(model_dir)
     meta = json.loads((d / "meta.json").read_text())
@@ -61,4 +66,4 @@ def load_fraud_scorer(model_dir: str | PathLike[str], device: str = "auto", fuse
                          f"{len(features)} features")
     return FraudScorer(str(d / "model.pt"), features, [bool(v) for v in meta["log1p"]],
                        [float(v) for v in meta["mean"]], [float(v) for v in meta["std"]], float(meta["clip"]),
-                       device=device, fused=fused)
+                       device=device, fused=fused, cpu_kernel=cpu_kernel)

@@ -119,6 +119,50 @@ def test_fused_path_matches_forward(model_dir):
         np.testing.assert_allclose(fused.score(cols), plain.score(cols), atol=1e-6, rtol=0)
 
 
+def test_cpu_kernels_are_listed_and_auto_picks_the_best(model_dir):
+    isas = sn.cpu_kernels()
+    assert isas and isas[-1] == "generic" and set(isas) <= {"avx512", "avx2", "generic"}
+    assert S.NativeScorer(model_dir, device="cpu").kernel == isas[0]
+    assert S.NativeScorer(model_dir, device="cpu", cpu_kernel="aten").kernel == "aten"
+    assert S.NativeScorer(model_dir, device="cpu", fused=False).kernel == "torchscript"
+
+
+@pytest.mark.parametrize("kernel", sn.cpu_kernels() + ["aten"])
+@pytest.mark.parametrize("hidden", [(16, 8), (5, 3), (), (256, 128, 64), (33,)])
+def test_every_cpu_kernel_matches_reference(tmp_path, kernel, hidden):
+    # Widths that are not multiples of the vector lanes, a logistic regression (no hidden layer), the production
+    # shape; batch sizes that leave remainder rows after the register tiles (8, 6, 4 rows).
+    d = len(FEATURES)
+    rng = np.random.default_rng(4)
+    S.write_mlp_artifact(tmp_path, S.random_mlp_weights(d, hidden, seed=2), FEATURES, LOG1P,
+                         rng.normal(0.5, 1.0, d), rng.uniform(0.5, 2.0, d), 5.0, version="k")
+    nat = S.NativeScorer(tmp_path, device="cpu", cpu_kernel=kernel)
+    ref = S.ReferenceScorer(tmp_path)
+    assert nat.kernel == kernel and nat._impl.probe_max_diff <= 1e-5
+    for n in (1, 5, 7, 13, 64, 1001):
+        cols = _columns(n, seed=n + 5)
+        np.testing.assert_allclose(nat.score(cols), ref.score(cols), atol=ATOL, rtol=0)
+        np.testing.assert_allclose(nat.preprocess(cols), ref.preprocess(cols), atol=1e-6, rtol=0)
+
+
+def test_vectorised_log1p_matches_numpy_bit_for_bit(tmp_path):
+    # The kernels' branch-free log1p against numpy's, over 16 decades and the edges; no clipping (clip 1e30).
+    d = 1
+    S.write_mlp_artifact(tmp_path, S.random_mlp_weights(d, (4,), seed=1), ["x"], [True], [0.0], [1.0], 1e30,
+                         version="log1p")
+    vals = np.concatenate([np.array([0.0, 1e-45, 1e-30, 1e-8, 0.5, 1.0, 2.0, 3.0e38, -5.0], np.float32),
+                           (10.0 ** np.random.default_rng(0).uniform(-8, 8, 20000)).astype(np.float32)])
+    for kernel in sn.cpu_kernels():
+        got = S.NativeScorer(tmp_path, device="cpu", cpu_kernel=kernel).preprocess([vals])[:, 0]
+        want = np.log1p(np.maximum(vals.astype(np.float64), 0.0)).astype(np.float32)
+        assert np.array_equal(got, want), (kernel, np.flatnonzero(got != want)[:5])
+
+
+def test_unknown_cpu_kernel_is_a_clear_error(model_dir):
+    with pytest.raises(ValueError, match="CPU kernel 'avx9000' is not available on this machine"):
+        S.NativeScorer(model_dir, device="cpu", cpu_kernel="avx9000")
+
+
 def test_non_mlp_module_uses_forward(tmp_path):
     # A module whose parameters are not a Linear chain (a tanh in between): the fused path must not be used.
     import torch
