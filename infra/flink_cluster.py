@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:
 
 from infra.services import (ServiceError, _pid_alive, _read_pid, _spawn, _stop_pid, log,  # noqa: E402
                             port_open)
+from jobs.common import site_packages  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 
 
@@ -183,8 +184,9 @@ class FlinkCluster:
             "FLINK_CONF_DIR": str(self.conf_dir),
             "FLINK_LOG_DIR": str(self.log_dir),
             "FLINK_PID_DIR": str(self.pid_dir),
-            # Workers import our packages from the checkout.
-            "PYTHONPATH": os.pathsep.join(p for p in [str(ROOT), env.get("PYTHONPATH", "")] if p),
+            # Workers import our packages from the checkout; in thread mode the TaskManager's embedded Python
+            # (pemja) also needs the venv's site-packages.
+            "PYTHONPATH": os.pathsep.join(p for p in [str(ROOT), site_packages(), env.get("PYTHONPATH", "")] if p),
             "PYFLINK_PYTHON": self.python,
             "PYTHONUNBUFFERED": "1",
         })

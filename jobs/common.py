@@ -29,6 +29,11 @@ def connector_jars(cfg: Config) -> list[str]:
     return [j.resolve().as_uri() for j in [*jars, ensure_udf_jar()]]
 
 
+def site_packages() -> str:
+    """This interpreter's site-packages: thread mode's embedded Python (pemja) imports from it via PYTHONPATH."""
+    return next((p for p in sys.path if p.endswith("site-packages")), "")
+
+
 def _python() -> str:
     return os.environ.get("PYFLINK_PYTHON", sys.executable)
 
@@ -58,15 +63,17 @@ def restore_settings(cfg: Config, job_name: str, restore: str) -> dict[str, str]
     return {"execution.state-recovery.path": path}
 
 
-def flink_settings(cfg: Config, *, job_name: str) -> dict[str, str]:
+def flink_settings(cfg: Config, *, job_name: str, execution_mode: str | None = None) -> dict[str, str]:
+    """`execution_mode` overrides flink.execution_mode for one job (the fraud job's fraud.execution_mode)."""
     f = cfg.flink
+    mode = execution_mode or f.execution_mode
     py = _python()
     settings = {
         "pipeline.name": job_name,
         "pipeline.jars": ";".join(connector_jars(cfg)),
         "python.executable": py,
         "python.client.executable": py,
-        "python.execution-mode": f.execution_mode,
+        "python.execution-mode": mode,
         "python.fn-execution.bundle.size": str(f.bundle_size),
         "python.fn-execution.bundle.time": str(f.bundle_time_ms),
         "python.fn-execution.arrow.batch.size": str(f.arrow_batch_size),
@@ -94,10 +101,9 @@ def flink_settings(cfg: Config, *, job_name: str) -> dict[str, str]:
             "execution.checkpointing.dir": checkpoint_root(cfg, job_name).resolve().as_uri(),
             "execution.checkpointing.incremental": "true" if f.state_backend == "rocksdb" else "false",
         })
-    if f.execution_mode == "thread":
+    if mode == "thread":
         # Thread mode runs Python inside the JVM through pemja, which must find our site-packages.
-        site = next(p for p in sys.path if p.endswith("site-packages"))
-        os.environ["PYTHONPATH"] = os.pathsep.join([site, str(ROOT), os.environ.get("PYTHONPATH", "")])
+        os.environ["PYTHONPATH"] = os.pathsep.join([site_packages(), str(ROOT), os.environ.get("PYTHONPATH", "")])
     return settings
 
 
@@ -110,14 +116,15 @@ def prepare_process_env(cfg: Config) -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)
 
 
-def create_envs(cfg: Config, *, job_name: str, extra: dict[str, str] | None = None):
+def create_envs(cfg: Config, *, job_name: str, extra: dict[str, str] | None = None,
+                execution_mode: str | None = None):
     """Returns (StreamExecutionEnvironment, StreamTableEnvironment) configured from cfg (plus `extra`)."""
     prepare_process_env(cfg)
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import EnvironmentSettings, StreamTableEnvironment
 
-    settings = {**flink_settings(cfg, job_name=job_name), **(extra or {})}
+    settings = {**flink_settings(cfg, job_name=job_name, execution_mode=execution_mode), **(extra or {})}
     conf = Configuration()
     for k, v in settings.items():
         conf.set_string(k, v)

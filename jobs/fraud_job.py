@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--restore", default="", help="'latest' or a checkpoint path to resume from")
     args, _ = ap.parse_known_args(argv)
     extra = restore_settings(cfg, JOB_NAME, args.restore)
-    env, t_env = create_envs(cfg, job_name=JOB_NAME, extra=extra)
+    env, t_env = create_envs(cfg, job_name=JOB_NAME, extra=extra, execution_mode=cfg.fraud.execution_mode)
     build(t_env, cfg, args).execute().wait()
     return 0
 

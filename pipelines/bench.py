@@ -335,8 +335,16 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = ROOT / args.out
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    from pipelines.config import load_config
+
+    cfg = load_config()
     result: dict = {"machine": machine(), "settings": {"rates": args.rates, "seconds_per_rate": args.seconds,
-                                                       "parallelism": 1, "execution_mode": "process"},
+                                                       "parallelism": cfg.flink.parallelism,
+                                                       "execution_mode": cfg.fraud.execution_mode,
+                                                       "fraud_cpu_kernel": cfg.fraud.cpu_kernel,
+                                                       "auto_watermark_interval_ms": cfg.flink.auto_watermark_interval_ms,
+                                                       "bundle_time_ms": cfg.flink.bundle_time_ms,
+                                                       "buffer_timeout_ms": cfg.flink.buffer_timeout_ms},
                     "started": stamp}
     rates = [float(r) for r in args.rates.split(",")]
     with tempfile.TemporaryDirectory(prefix="streamscore-bench-", dir=str(ROOT / ".run")

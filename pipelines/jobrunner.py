@@ -19,8 +19,6 @@ def job_env(tmp_path: Path, extra: dict[str, str] | None = None) -> dict[str, st
     env["STREAMSCORE_FLINK__LOG_DIR"] = str(tmp_path / "flink-logs")
     env["STREAMSCORE_FLINK__CHECKPOINT_DIR"] = str(tmp_path / "checkpoints")
     env["STREAMSCORE_FLINK__CHECKPOINT_INTERVAL_MS"] = env.get("STREAMSCORE_FLINK__CHECKPOINT_INTERVAL_MS", "1000")
-    env["STREAMSCORE_FLINK__AUTO_WATERMARK_INTERVAL_MS"] = "50"
-    env["STREAMSCORE_FLINK__BUNDLE_TIME_MS"] = "20"
     # Jobs in tests export no Prometheus endpoint of their own (ports would clash between tests).
     env["STREAMSCORE_METRICS__JOB_PORT"] = "0"
     env.update(extra or {})
