@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jobs.common import create_envs, kafka_sink_ddl, kafka_source_ddl, restore_settings  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
-from udfs.features_sql import FINAL_COLUMNS, feature_views, register_functions, sql_type  # noqa: E402
+from udfs.features_sql import (FINAL_COLUMNS, UNKNOWN_LABELS_VIEW, feature_views, register_functions,  # noqa: E402
+                                sql_type)
 from udfs.fraud_scoring import make_udf, make_unknown_label_counter  # noqa: E402
 from udfs.routing import route_table  # noqa: E402
 
@@ -50,15 +51,11 @@ def build(t_env, cfg, args):
         t_env.execute_sql(s)
 
     # A label whose transaction the job never scored (unknown, or routed away as late) still counts towards its
-    # terminal's risk above; here it is only counted. An interval join keeps label_delay + 1 day of transactions.
-    window_days = int(cfg.fraud.label_delay_days) + 1
-    t_env.create_temporary_function("count_unknown_label", make_unknown_label_counter())
+    # terminal's risk above; here it is only counted. The terminal window finds them (udfs/java TerminalWindows).
+    t_env.create_temporary_function("count_unknown_labels", make_unknown_label_counter())
     t_env.execute_sql("CREATE TEMPORARY TABLE unknown_labels_sink (n BIGINT) WITH ('connector' = 'blackhole')")
     unknown = t_env.sql_query(
-        f"SELECT count_unknown_label(l.transaction_id) AS n FROM label_v l LEFT JOIN tx_v t "
-        f"ON l.transaction_id = t.transaction_id "
-        f"AND t.rowtime BETWEEN l.rowtime - INTERVAL '{window_days}' DAY AND l.rowtime "
-        f"WHERE t.transaction_id IS NULL")
+        f"SELECT count_unknown_labels(terminal_id, label_time, unknown_labels) AS n FROM {UNKNOWN_LABELS_VIEW}")
 
     t_env.create_temporary_function("score_fraud", make_udf())
     args_sql = ", ".join(f"CAST({c} AS {sql_type(c)})" for c in FINAL_COLUMNS)

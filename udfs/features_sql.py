@@ -23,6 +23,9 @@ CUSTOMER_COLUMNS = ([f"cust_{k}_{w}" for w in CUSTOMER_WINDOWS for k in ("cnt", 
                     + ["cust_same_ts", "cust_prev_ts"])
 TERMINAL_COLUMNS = [f"term_{k}_{w}" for w in TERMINAL_WINDOWS for k in ("cnt", "nlabels", "nfraud")]
 FINAL_COLUMNS = TX_COLUMNS + CUSTOMER_COLUMNS + TERMINAL_COLUMNS
+# Label rows that found no transaction of theirs in the terminal window: (terminal_id, label_time, unknown_labels),
+# one row per label row of a (terminal, label time) that has any; see TerminalWindows.
+UNKNOWN_LABELS_VIEW = "f_unknown_labels"
 
 JAVA_FUNCTIONS = {"customer_windows": "io.streamscore.udfs.CustomerWindows",
                   "terminal_windows": "io.streamscore.udfs.TerminalWindows"}
@@ -67,8 +70,10 @@ def feature_views(tx_view: str, label_view: str) -> tuple[list[str], str]:
     term_fields = ", ".join(f"tw.{col.split('_', 1)[1]} AS {col}" for col in TERMINAL_COLUMNS)
     stmts += [
         f"CREATE TEMPORARY VIEW f_term_agg AS SELECT {cols}, is_tx, "
-        f"terminal_windows(event_time, is_tx, is_label, is_fraud) OVER w AS tw, rowtime FROM f_union "
+        f"terminal_windows(event_time, is_tx, is_label, is_fraud, transaction_id) OVER w AS tw, rowtime FROM f_union "
         f"WINDOW w AS ({_range('terminal_id')})",
         f"CREATE TEMPORARY VIEW f_final AS SELECT {cols}, {term_fields} FROM f_term_agg WHERE is_tx = 1",
+        f"CREATE TEMPORARY VIEW {UNKNOWN_LABELS_VIEW} AS SELECT terminal_id, event_time AS label_time, "
+        f"tw.unknown_labels AS unknown_labels FROM f_term_agg WHERE is_tx = 0 AND tw.unknown_labels > 0",
     ]
     return stmts, "f_final"

@@ -103,20 +103,29 @@ def make_udf():
 
 
 def make_unknown_label_counter():
-    """Counts labels for transactions the job has not scored (streamscore_unknown_labels_total)."""
+    """Counts labels for transactions the job has not scored (streamscore_unknown_labels_total).
+
+    Takes the rows of features_sql.UNKNOWN_LABELS_VIEW: each label row of a (terminal, label time) carries the count
+    for all of them, and they arrive one after another from the window operator, so a repeat of the previous
+    (terminal, label time) is skipped."""
     from pyflink.table import DataTypes
     from pyflink.table.udf import ScalarFunction, udf
 
-    class CountUnknownLabel(ScalarFunction):
+    class CountUnknownLabels(ScalarFunction):
         def open(self, function_context):
             from pipelines import metrics
             from pipelines.config import load_config
 
             self.counter = metrics.UNKNOWN_LABELS
+            self.last = None
             metrics.serve(load_config().metrics.job_port)
 
-        def eval(self, transaction_id):
-            self.counter.inc()
-            return transaction_id
+        def eval(self, terminal_id, label_time, unknown):
+            if (terminal_id, label_time) == self.last:
+                return 0
+            self.last = (terminal_id, label_time)
+            self.counter.inc(unknown)
+            return unknown
 
-    return udf(CountUnknownLabel(), input_types=[DataTypes.BIGINT()], result_type=DataTypes.BIGINT())
+    return udf(CountUnknownLabels(), input_types=[DataTypes.BIGINT(), DataTypes.BIGINT(), DataTypes.BIGINT()],
+               result_type=DataTypes.BIGINT())

@@ -7,7 +7,8 @@ each endpoint must report what the test injected and reads back from Kafka (read
 
 * producer: records written per topic, exactly what the replay sent;
 * job: records read per input, dead letters per reason and late events per reason, exactly what was injected;
-  records scored (= scorer batch sizes summed); inference and end-to-end latency histograms; the model version.
+  records scored (= scorer batch sizes summed); inference and end-to-end latency histograms; the model version;
+  labels for unknown transactions (here: the labels of the late ones).
   The job's Python functions live in several Python worker processes (the decode/route function of each source,
   the scoring UDF, the unknown-label counter); the one that binds the port serves all of their values
   (prometheus_client multiprocess mode, see pipelines/metrics.py), which is what makes the router's dead-letter and
@@ -159,6 +160,22 @@ def test_every_metrics_endpoint_after_a_short_run(kafka_bootstrap, redis_url, to
             info = select(s, "streamscore_model_info")
             assert [x.labels.get("fraud_model_version") for x in info] == [TEST_MODEL], info
             assert info[0].value == 1 and info[0].labels.get("fraud_scorer")
+            # Labels of the late transactions find no transaction in their terminal's window: counted, and nothing
+            # else is (every on-time transaction was scored). A label counts once the watermark passes its label
+            # time, so the newest ones may not be counted yet.
+            late_labels = [r for r in (serde("transaction_label").decode(m.value())
+                                       for m in kafka_util.read_topic(kafka_bootstrap, lb_t, idle=1, timeout=30))
+                           if r["transaction_id"] in late_ids]
+            settled = sum(1 for r in late_labels if r["label_time"] < rep.last_event_time - 60_000)
+            assert settled > 0, "the replay should label some late transactions before its end"
+
+            def unknown_labels_counted():
+                n = total(scrape(job_port), "streamscore_unknown_labels_total") or 0
+                if not settled <= n <= len(late_labels):
+                    raise AssertionError(f"unknown labels counted: {n}; expected {settled} to {len(late_labels)}")
+                return True
+
+            eventually(unknown_labels_counted, max(left(), 30), "the labels of late transactions to be counted")
 
             # -- the producer's endpoint
             p = scrape(producer_port)

@@ -1,7 +1,7 @@
 package io.streamscore.udfs;
 
 /**
- * The rows of one key's OVER window, oldest first: timestamps plus one value and one flag byte per row.
+ * The rows of one key's OVER window, oldest first: timestamps plus one value, one flag byte and one id per row.
  *
  * <p>Flink's RANGE OVER operator accumulates rows in timestamp order and retracts the oldest ones as the window
  * moves, so appends go to the end and retractions almost always hit the front. Public fields with a default
@@ -11,16 +11,23 @@ public class WindowRows {
     public long[] ts = new long[8];
     public double[] value = new double[8];
     public byte[] flags = new byte[8];
+    /** The row's event id where the aggregate needs it (TerminalWindows: the transaction id), else 0. */
+    public long[] id = new long[8];
     public int n = 0;
     /** Newest timestamp that has left the window (-1: none): "previous event" when the window holds no older row. */
     public long lastRetracted = -1L;
 
     public void add(long t, double v, byte f) {
+        add(t, v, f, 0L);
+    }
+
+    public void add(long t, double v, byte f, long rowId) {
         if (n == ts.length) {
             int cap = Math.max(8, n * 2);
             ts = java.util.Arrays.copyOf(ts, cap);
             value = java.util.Arrays.copyOf(value, cap);
             flags = java.util.Arrays.copyOf(flags, cap);
+            id = java.util.Arrays.copyOf(id, cap);
         }
         // Keep timestamp order even if a row arrives out of order (the operator sorts by rowtime, so rarely).
         int i = n;
@@ -28,20 +35,27 @@ public class WindowRows {
             ts[i] = ts[i - 1];
             value[i] = value[i - 1];
             flags[i] = flags[i - 1];
+            id[i] = id[i - 1];
             i--;
         }
         ts[i] = t;
         value[i] = v;
         flags[i] = f;
+        id[i] = rowId;
         n++;
     }
 
     public void remove(long t, double v, byte f) {
+        remove(t, v, f, 0L);
+    }
+
+    public void remove(long t, double v, byte f, long rowId) {
         for (int i = 0; i < n; i++) {
-            if (ts[i] == t && flags[i] == f && Double.compare(value[i], v) == 0) {
+            if (ts[i] == t && flags[i] == f && id[i] == rowId && Double.compare(value[i], v) == 0) {
                 System.arraycopy(ts, i + 1, ts, i, n - i - 1);
                 System.arraycopy(value, i + 1, value, i, n - i - 1);
                 System.arraycopy(flags, i + 1, flags, i, n - i - 1);
+                System.arraycopy(id, i + 1, id, i, n - i - 1);
                 n--;
                 lastRetracted = Math.max(lastRetracted, t);
                 return;
