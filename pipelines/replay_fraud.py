@@ -103,6 +103,7 @@ def iter_csv(path: str | Path, on_error: Callable[[CsvRowError], None] | None = 
 @dataclass
 class ReplayOptions:
     rate: float = 2000.0                 # events/s; 0 = as fast as possible
+    pace_labels: bool = True             # labels count towards `rate`; False: transactions only, labels on top
     speedup: float = 0.0                 # event time runs this many times faster than wall time; 0 = ignore gaps
     limit: int | None = None             # transactions to send
     skip: int = 0                        # rows to skip first
@@ -123,6 +124,11 @@ class ReplayOptions:
     progress_every_s: float = 5.0
     shift_ms: int = 0                    # added to every event time (used by --loop so time keeps moving forward)
     id_offset: int = 0                   # added to transaction ids (used by --loop so ids stay unique)
+    # With `skip`: also send the labels of skipped transactions that fall due after the first row sent, i.e. the
+    # ones a replay of the skipped rows left unsent. Replays of consecutive ranges then carry one unbroken label
+    # stream; without it the label topic falls silent for `label_delay_days` of event time after each restart and
+    # holds the job's watermark back until the idle timeout.
+    resume_labels: bool = False
 
 
 @dataclass
@@ -216,7 +222,8 @@ class FraudReplay:
         def pace(event_time: int) -> None:
             targets = []
             if o.rate > 0:
-                targets.append(t_start + (rep.sent + rep.labels + rep.malformed) / o.rate)
+                paced = rep.sent + rep.malformed + (rep.labels if o.pace_labels else 0)
+                targets.append(t_start + paced / o.rate)
             if o.speedup > 0 and ev0 is not None:
                 targets.append(t_start + (event_time - ev0) / 1000.0 / o.speedup)
             if targets:
@@ -257,6 +264,14 @@ class FraudReplay:
         tail: list[CsvTransaction] = []
         for i, tx in enumerate(iter_csv(self.csv_path, on_row_error)):
             if i < o.skip:
+                if o.resume_labels and o.labels:
+                    if o.id_offset:
+                        tx = dataclasses.replace(tx, transaction_id=tx.transaction_id + o.id_offset)
+                    # Labels of skipped rows that fell due before this row were the earlier replay's to send.
+                    while heap and heap[0][0] <= tx.event_time:
+                        heapq.heappop(heap)
+                    heapq.heappush(heap, (tx.event_time + label_delay_ms, seq, "label", tx))
+                    seq += 1
                 continue
             if o.id_offset:
                 tx = dataclasses.replace(tx, transaction_id=tx.transaction_id + o.id_offset)

@@ -50,3 +50,49 @@ def test_every_injected_malformed_kind_is_rejected_by_decode_or_rules():
         except DecodeError:
             continue
         assert check_transaction(rec, now, 86_400_000) is not None, kind
+
+
+class _RecordingProducer:
+    """Stands in for confluent-kafka's Producer: keeps what FraudReplay.run produces, in order."""
+
+    def __init__(self):
+        self.sent: list[tuple[str, bytes, int]] = []
+
+    def produce(self, topic, value=None, key=None, timestamp=None, on_delivery=None):
+        self.sent.append((topic, value, timestamp))
+
+    def poll(self, timeout=0):
+        return 0
+
+    def flush(self, timeout=None):
+        return 0
+
+
+def test_resumed_replays_send_the_labels_of_one_replay(tmp_path, monkeypatch):
+    """A replay that skips the rows an earlier one sent (resume_labels) sends the labels the earlier one left
+    unsent: the two together send exactly what one replay of both ranges does (the benchmark's phases rely on it)."""
+    from pipelines import replay_fraud
+    from pipelines.config import load_config
+    from pipelines.replay_fraud import FraudReplay, ReplayOptions
+
+    lines = [f"{i},2018-04-01 {i // 60:02d}:{i % 60:02d}:00,{i % 7},{i % 5},{10 + i}.00,{i * 60},{i % 2},{i % 2},0"
+             for i in range(600)]
+    csv = write(tmp_path, lines)
+
+    def run(**opts):
+        prod = _RecordingProducer()
+        monkeypatch.setattr(replay_fraud.kafka_util, "producer", lambda *a, **k: prod)
+        FraudReplay(load_config(), ReplayOptions(rate=0, label_delay_days=0.05, **opts), bootstrap="unused:1",
+                    tx_topic="tx", label_topic="lb", csv_path=str(csv)).run()
+        label = serde("transaction_label")
+        return ([label.decode(v)["transaction_id"] for t, v, _ in prod.sent if t == "lb"],
+                [serde("transaction").decode(v)["transaction_id"] for t, v, _ in prod.sent if t == "tx"])
+
+    whole_labels, whole_tx = run(limit=500)
+    first_labels, first_tx = run(limit=250)
+    rest_labels, rest_tx = run(limit=250, skip=250, resume_labels=True)
+    assert first_tx + rest_tx == whole_tx == list(range(500))
+    assert first_labels + rest_labels == whole_labels
+    assert len(whole_labels) == 500 - 72  # labels come 72 minutes (72 rows here) after their transaction
+    # Without resume_labels the second replay's label stream starts over, label_delay_days later.
+    assert run(limit=250, skip=250)[0][0] == 250
