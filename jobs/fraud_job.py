@@ -3,7 +3,7 @@
     Kafka (raw bytes, per-partition watermarks on the record time)
       -> pandas UDF: decode + validate a batch at a time; SQL splits off dead letters, and late events by
          comparing each event's own time with CURRENT_WATERMARK (SQL would drop them silently further on)
-      -> Flink SQL: one 30-day OVER window per customer, then per terminal over transactions and labels, each
+      -> Flink SQL: one 30-day OVER window per terminal over transactions and labels, then per customer, each
          with a Java aggregate (udfs/java) computing every shorter window in the same pass
       -> pandas UDF: profile lookup (Redis), derived features, batched scoring (C++ scorer by default)
       -> Kafka `fraud-scores` (transactional, committed on checkpoints)

@@ -47,33 +47,33 @@ def sql_type(col: str) -> str:
 
 def feature_views(tx_view: str, label_view: str) -> tuple[list[str], str]:
     """Returns (CREATE VIEW statements, name of the final view with FINAL_COLUMNS). `tx_view` has TX_COLUMNS +
-    rowtime; `label_view` has (transaction_id, customer_id, terminal_id, label, tx_time, label_time, rowtime)."""
+    rowtime; `label_view` has (transaction_id, customer_id, terminal_id, label, tx_time, label_time, rowtime).
+
+    The terminal window comes first, over the narrow transaction and label rows: an OVER operator keeps every row
+    of its 30 days in state (and a heap-backend checkpoint copies them all), so the wide rows go to the customer
+    window, which holds transactions only."""
     tx = ", ".join(TX_COLUMNS)
-    cust_fields = ", ".join(f"cw.{col.split('_', 1)[1]} AS {col}" for col in CUSTOMER_COLUMNS)
-    stmts = [
-        f"CREATE TEMPORARY VIEW f_cust_agg AS SELECT {tx}, customer_windows(event_time, amount) OVER w AS cw, "
-        f"rowtime FROM {tx_view} WINDOW w AS ({_range('customer_id')})",
-        f"CREATE TEMPORARY VIEW f_cust AS SELECT {tx}, {cust_fields}, rowtime FROM f_cust_agg",
-    ]
     # Labels join the terminal window as rows of their own (is_tx = 0) at their label time: the handbook's terminal
     # risk "as known at t", with the label delay built into the data rather than into the query.
-    carried = TX_COLUMNS + CUSTOMER_COLUMNS
     label_exprs = {"transaction_id": "transaction_id", "customer_id": "customer_id", "terminal_id": "terminal_id",
                    "event_time": "label_time"}
     label_cols = ", ".join(f"{label_exprs[c]} AS {c}" if c in label_exprs else f"CAST(NULL AS {sql_type(c)}) AS {c}"
-                           for c in carried)
-    cols = ", ".join(carried)
-    stmts.append(
-        f"CREATE TEMPORARY VIEW f_union AS "
-        f"SELECT {cols}, 1 AS is_tx, 0 AS is_label, 0 AS is_fraud, rowtime FROM f_cust "
-        f"UNION ALL SELECT {label_cols}, 0 AS is_tx, 1 AS is_label, label AS is_fraud, rowtime FROM {label_view}")
+                           for c in TX_COLUMNS)
     term_fields = ", ".join(f"tw.{col.split('_', 1)[1]} AS {col}" for col in TERMINAL_COLUMNS)
-    stmts += [
-        f"CREATE TEMPORARY VIEW f_term_agg AS SELECT {cols}, is_tx, "
+    cust_fields = ", ".join(f"cw.{col.split('_', 1)[1]} AS {col}" for col in CUSTOMER_COLUMNS)
+    with_term = ", ".join(TX_COLUMNS + TERMINAL_COLUMNS)
+    stmts = [
+        f"CREATE TEMPORARY VIEW f_union AS "
+        f"SELECT {tx}, 1 AS is_tx, 0 AS is_label, 0 AS is_fraud, rowtime FROM {tx_view} "
+        f"UNION ALL SELECT {label_cols}, 0 AS is_tx, 1 AS is_label, label AS is_fraud, rowtime FROM {label_view}",
+        f"CREATE TEMPORARY VIEW f_term_agg AS SELECT {tx}, is_tx, "
         f"terminal_windows(event_time, is_tx, is_label, is_fraud, transaction_id) OVER w AS tw, rowtime FROM f_union "
         f"WINDOW w AS ({_range('terminal_id')})",
-        f"CREATE TEMPORARY VIEW f_final AS SELECT {cols}, {term_fields} FROM f_term_agg WHERE is_tx = 1",
+        f"CREATE TEMPORARY VIEW f_term AS SELECT {tx}, {term_fields}, rowtime FROM f_term_agg WHERE is_tx = 1",
         f"CREATE TEMPORARY VIEW {UNKNOWN_LABELS_VIEW} AS SELECT terminal_id, event_time AS label_time, "
         f"tw.unknown_labels AS unknown_labels FROM f_term_agg WHERE is_tx = 0 AND tw.unknown_labels > 0",
+        f"CREATE TEMPORARY VIEW f_cust_agg AS SELECT {with_term}, customer_windows(event_time, amount) OVER w AS cw, "
+        f"rowtime FROM f_term WINDOW w AS ({_range('customer_id')})",
+        f"CREATE TEMPORARY VIEW f_final AS SELECT {with_term}, {cust_fields} FROM f_cust_agg",
     ]
     return stmts, "f_final"
