@@ -148,7 +148,7 @@ def bench_fraud(rates: list[float], seconds: float, delivery: str, checkpoint_ms
         with RunningJob("jobs/fraud_job.py", workdir, "--bootstrap", b, "--source-topic", "tx", "--labels-topic",
                         "labels", "--out-topic", "scores", "--late-topic", "late", "--dead-topic", "dead",
                         "--group-id", "bench", env=env) as job:
-            # Warm-up, paced like the first rate: the first minute pays for JVM and Python start-up, model loading
+            # Warm-up at 2,000 transactions/s: the first minute pays for JVM and Python start-up, model loading
             # and the JIT (C2 compiled for about 60 s at 2,000/s, taking a third of a core from the job).
             warm = FraudReplay(cfg, ReplayOptions(rate=2000, limit=max(int(2000 * warmup_s), 4000), rebase=False,
                                                   pace_labels=False, progress_every_s=60),

@@ -48,7 +48,8 @@ CSV_ROWS_REJECTED = Counter(f"{PREFIX}_csv_rows_rejected_total", "Malformed sour
                             ["source", "reason"])
 PROFILE_LOOKUPS = Counter(f"{PREFIX}_profile_lookups_total", "Profile lookups by kind and result",
                           ["kind", "result"])
-UNKNOWN_LABELS = Counter(f"{PREFIX}_unknown_labels_total", "Labels whose transaction the job has not scored in the 30 days before the label", [])
+UNKNOWN_LABELS = Counter(f"{PREFIX}_unknown_labels_total",
+                         "Labels whose transaction the job has not scored in the 30 days before the label", [])
 
 SCORER_BATCH_SIZE = Histogram(f"{PREFIX}_scorer_batch_size", "Events per scorer call", ["model", "backend"],
                               buckets=BATCH_BUCKETS)

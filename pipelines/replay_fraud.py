@@ -263,18 +263,18 @@ class FraudReplay:
         held_late: list[CsvTransaction] = []
         tail: list[CsvTransaction] = []
         for i, tx in enumerate(iter_csv(self.csv_path, on_row_error)):
-            if i < o.skip:
-                if o.resume_labels and o.labels:
-                    if o.id_offset:
-                        tx = dataclasses.replace(tx, transaction_id=tx.transaction_id + o.id_offset)
-                    # Labels of skipped rows that fell due before this row were the earlier replay's to send.
-                    while heap and heap[0][0] <= tx.event_time:
-                        heapq.heappop(heap)
-                    heapq.heappush(heap, (tx.event_time + label_delay_ms, seq, "label", tx))
-                    seq += 1
+            skipped = i < o.skip
+            if skipped and not (o.resume_labels and o.labels):
                 continue
             if o.id_offset:
                 tx = dataclasses.replace(tx, transaction_id=tx.transaction_id + o.id_offset)
+            if skipped:
+                # Labels of skipped rows that fell due before this row were the earlier replay's to send.
+                while heap and heap[0][0] <= tx.event_time:
+                    heapq.heappop(heap)
+                heapq.heappush(heap, (tx.event_time + label_delay_ms, seq, "label", tx))
+                seq += 1
+                continue
             if o.limit is not None and taken >= o.limit:
                 if len(tail) < o.tail:
                     tail.append(tx)
