@@ -149,9 +149,11 @@ def ensure_flink_jars(cfg: Config | None = None) -> Path:
 
 def ensure_udf_jar() -> Path:
     """Compiles our Java SQL functions (udfs/java) against the Flink jars PyFlink ships; rebuilt when a source
-    changes. Java is used only where per-row speed matters: the rolling-window aggregates."""
+    changes. Java is used only where per-row speed matters: the rolling-window aggregates and the Avro decoders."""
     sources = sorted(UDF_SRC.rglob("*.java"))
-    if UDF_JAR.exists() and all(s.stat().st_mtime <= UDF_JAR.stat().st_mtime for s in sources):
+    # The decoders' schema index is derived from the .avsc files (and serde.py's fingerprints): rebuild on those too.
+    inputs = [*sources, *sorted((ROOT / "schemas").rglob("*.avsc")), ROOT / "pipelines" / "serde.py"]
+    if UDF_JAR.exists() and all(s.stat().st_mtime <= UDF_JAR.stat().st_mtime for s in inputs):
         return UDF_JAR
     import pyflink
 
@@ -165,6 +167,9 @@ def ensure_udf_jar() -> Path:
     log(f"compiling {len(sources)} Java sources in {UDF_SRC.relative_to(ROOT)}")
     subprocess.run(["javac", "--release", "11", "-nowarn", "-cp", cp, "-d", str(classes), *map(str, sources)],
                    check=True)
+    from pipelines.serde import java_schema_index
+
+    (classes / "io" / "streamscore" / "udfs" / "avro-writers.tsv").write_text(java_schema_index())
     tmp = UDF_JAR.with_suffix(".partial")
     subprocess.run(["jar", "cf", str(tmp), "-C", str(classes), "."], check=True)
     tmp.rename(UDF_JAR)

@@ -64,6 +64,23 @@ def _fingerprint(parsed: dict) -> bytes:
     return struct.pack("<Q", value)
 
 
+def java_schema_index() -> str:
+    """Every shipped writer schema (schemas/ and schemas/history/) as a line for the JVM decoders
+    (udfs/java AvroDecoder): the fingerprint as hex of its bytes on the wire, the record's full name, then
+    ``name:type`` per field, comma-separated (a field of a non-primitive type is written as ``other``). The UDF jar
+    build writes it next to the classes, so the JVM reads the same .avsc files through the same fingerprints."""
+    primitives = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
+    lines = ["# fingerprint\tfull name\tfields (generated from schemas/**/*.avsc by pipelines/serde.py)"]
+    for fp, parsed in sorted(_known_writers().items()):
+        fields = []
+        for f in parsed.get("fields", []):
+            t = f["type"]
+            t = t if isinstance(t, str) else t.get("type") if isinstance(t, dict) else "other"
+            fields.append(f"{f['name']}:{t if t in primitives else 'other'}")
+        lines.append(f"{fp.hex()}\t{parsed['name']}\t{','.join(fields)}")
+    return "\n".join(lines) + "\n"
+
+
 class AvroSerde:
     """Encodes and decodes one record type. ``name`` is the .avsc file's stem (``transaction``)."""
 
