@@ -1,7 +1,7 @@
 """The fraud job: `transactions` + `transaction-labels` -> features -> score -> `fraud-scores`.
 
     Kafka (raw bytes, per-partition watermarks on the record time)
-      -> pandas UDF: decode + validate a batch at a time; SQL splits off dead letters, and late events by
+      -> Java function: decode + validate (udfs/java AvroDecoder); SQL splits off dead letters, and late events by
          comparing each event's own time with CURRENT_WATERMARK (SQL would drop them silently further on)
       -> Flink SQL: one 30-day OVER window per terminal over transactions and labels, then per customer, each
          with a Java aggregate (udfs/java) computing every shorter window in the same pass
@@ -25,7 +25,7 @@ from pipelines.config import load_config  # noqa: E402
 from udfs.features_sql import (FINAL_COLUMNS, UNKNOWN_LABELS_VIEW, feature_views, register_functions,  # noqa: E402
                                 sql_type)
 from udfs.fraud_scoring import make_udf, make_unknown_label_counter  # noqa: E402
-from udfs.routing import route_table  # noqa: E402
+from udfs.routing import add_counters, route_table  # noqa: E402
 
 JOB_NAME = "streamscore-fraud"
 
@@ -42,9 +42,8 @@ def build(t_env, cfg, args):
                                          txn_prefix=f"{args.group_id}-{table}"))
 
     common = dict(max_future_ms=cfg.fraud.max_future_ms, component="fraud-job")
-    tx_late, tx_dead = route_table(t_env, source_table="tx_source", kind="transaction", view="tx_v", **common)
-    lb_late, lb_dead = route_table(t_env, source_table="label_source", kind="transaction_label", view="label_v",
-                                   **common)
+    tx = route_table(t_env, source_table="tx_source", kind="transaction", view="tx_v", **common)
+    lb = route_table(t_env, source_table="label_source", kind="transaction_label", view="label_v", **common)
     register_functions(t_env)
     stmts, final = feature_views("tx_v", "label_v")
     for s in stmts:
@@ -53,7 +52,6 @@ def build(t_env, cfg, args):
     # A label whose transaction the job never scored (unknown, or routed away as late) still counts towards its
     # terminal's risk above; here it is only counted. The terminal window finds them (udfs/java TerminalWindows).
     t_env.create_temporary_function("count_unknown_labels", make_unknown_label_counter())
-    t_env.execute_sql("CREATE TEMPORARY TABLE unknown_labels_sink (n BIGINT) WITH ('connector' = 'blackhole')")
     unknown = t_env.sql_query(
         f"SELECT count_unknown_labels(terminal_id, label_time, unknown_labels) AS n FROM {UNKNOWN_LABELS_VIEW}")
 
@@ -64,9 +62,9 @@ def build(t_env, cfg, args):
         f"FROM {final}")
     st = t_env.create_statement_set()
     st.add_insert("scores_sink", scores)
-    st.add_insert("late_sink", tx_late.union_all(lb_late))
-    st.add_insert("dead_sink", tx_dead.union_all(lb_dead))
-    st.add_insert("unknown_labels_sink", unknown)
+    st.add_insert("late_sink", tx.late.union_all(lb.late))
+    st.add_insert("dead_sink", tx.dead.union_all(lb.dead))
+    add_counters(t_env, st, unknown, tx.counted, lb.counted)
     return st
 
 

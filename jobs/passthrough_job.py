@@ -18,7 +18,7 @@ from pyflink.datastream import MapFunction  # noqa: E402
 
 from jobs.common import create_envs, kafka_sink_ddl, kafka_source_ddl  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
-from udfs.routing import KINDS, kv_type, route_table, to_kv_table  # noqa: E402
+from udfs.routing import KINDS, add_counters, kv_type, route_table, to_kv_table  # noqa: E402
 
 
 class EncodeTransaction(MapFunction):
@@ -44,13 +44,14 @@ def build(t_env, cfg, *, bootstrap: str, source_topic: str, out_topic: str, dead
                                      txn_prefix=f"{group_id}-out"))
     t_env.execute_sql(kafka_sink_ddl(cfg, table="dead_out", topic=dead_topic, bootstrap=bootstrap,
                                      txn_prefix=f"{group_id}-dead"))
-    _, dead = route_table(t_env, source_table="tx_source", kind="transaction", view="tx_v",
-                          max_future_ms=cfg.fraud.max_future_ms, component="passthrough-job", with_late=False)
+    routes = route_table(t_env, source_table="tx_source", kind="transaction", view="tx_v",
+                         max_future_ms=cfg.fraud.max_future_ms, component="passthrough-job", with_late=False)
     ok = t_env.to_data_stream(t_env.from_path("tx_v"))  # the kind's fields, then rowtime
     encoded = ok.map(EncodeTransaction(), output_type=kv_type()).name("encode-transaction")
     stmts = t_env.create_statement_set()
     stmts.add_insert("tx_out", to_kv_table(t_env, encoded))
-    stmts.add_insert("dead_out", dead)
+    stmts.add_insert("dead_out", routes.dead)
+    add_counters(t_env, stmts, routes.counted)
     return stmts
 
 

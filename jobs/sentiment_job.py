@@ -40,8 +40,8 @@ def build(t_env, cfg, args):
         t_env.execute_sql(kafka_sink_ddl(cfg, table=table, topic=topic, bootstrap=bootstrap,
                                          txn_prefix=f"{args.group_id}-{table}"))
 
-    late, dead = route_table(t_env, source_table="posts_source", kind="social_post", view="posts_v",
-                             max_future_ms=cfg.fraud.max_future_ms, component="sentiment-job")
+    late, dead, _ = route_table(t_env, source_table="posts_source", kind="social_post", view="posts_v",
+                                max_future_ms=cfg.fraud.max_future_ms, component="sentiment-job")
 
     t_env.create_temporary_function("score_sentiment", make_score_udf())
     t_env.create_temporary_function("encode_trend", make_trend_udf())

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from pyflink.common import Types
 
@@ -101,10 +101,10 @@ class BatchDecoder:
         self.max_future_ms = max_future_ms
         self.sql_types = _kind_sql_types(self.kind)
 
-    def __call__(self, values) -> "pd.DataFrame":
+    def __call__(self, values, now_ms: int | None = None) -> "pd.DataFrame":
         import pandas as pd
 
-        now_ms = int(time.time() * 1000)
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         fields = self.kind.fields
         cols: dict[str, list] = {f: [] for f in fields}
         reasons: list = []
@@ -205,35 +205,94 @@ def _late_udf(component: str):
                result_type=DataTypes.BYTES())
 
 
-def typed_view(t_env, stream, name: str, time_field: str) -> None:
+def typed_view(t_env, stream, name: str, time_field: str, proctime: bool = False) -> None:
     """Registers a stream as a table whose rowtime is the event's own time (epoch ms in `time_field`) and whose
-    watermark is the stream's own (the Kafka source's, per partition)."""
+    watermark is the stream's own (the Kafka source's, per partition); with `proctime`, also a `proctime` column."""
     from pyflink.table import Schema
 
-    schema = (Schema.new_builder()
-              .column_by_expression("rowtime", f"TO_TIMESTAMP_LTZ({time_field}, 3)")
-              .watermark("rowtime", "SOURCE_WATERMARK()")
-              .build())
+    builder = Schema.new_builder().column_by_expression("rowtime", f"TO_TIMESTAMP_LTZ({time_field}, 3)")
+    if proctime:
+        builder = builder.column_by_expression("proctime", "PROCTIME()")
+    schema = builder.watermark("rowtime", "SOURCE_WATERMARK()").build()
     t_env.create_temporary_view(name, t_env.from_data_stream(stream, schema))
 
 
+# Kinds decoded in the JVM (udfs/java AvroDecoder; BatchDecoder above is their reference, and the tests compare the
+# two): the records then reach the SQL windows without a Python hop. Other kinds use the pandas UDF.
+JAVA_DECODERS = {"transaction": "io.streamscore.udfs.DecodeTransaction",
+                 "transaction_label": "io.streamscore.udfs.DecodeLabel"}
+
+
+class Routes(NamedTuple):
+    """What route_table returns beside the view: tables for the job's sinks."""
+    late: object | None  # (key, value) rows for the late topic; None without `with_late`
+    dead: object  # (key, value) rows for the dead-letter topic
+    counted: object | None  # (n) rows for a blackhole sink (see add_counters); None when the decoder counts itself
+
+
+def _input_counter_udf(component: str, schema: str):
+    from pyflink.table import DataTypes
+    from pyflink.table.udf import ScalarFunction, udf
+
+    class CountInput(ScalarFunction):
+        def open(self, function_context):
+            from pipelines import metrics
+            from pipelines.config import load_config
+
+            self.counter = metrics.EVENTS_IN.labels(component, schema)
+            metrics.serve(load_config().metrics.job_port)
+
+        def eval(self, n):
+            self.counter.inc(n)
+            return n
+
+    return udf(CountInput(), input_types=[DataTypes.BIGINT()], result_type=DataTypes.BIGINT())
+
+
+def add_counters(t_env, statements, *tables) -> None:
+    """Sends rows that exist only to drive a Python counter (Routes.counted, ...) to a blackhole sink."""
+    tables = [t for t in tables if t is not None]
+    if not tables:
+        return
+    t_env.execute_sql("CREATE TEMPORARY TABLE IF NOT EXISTS counters_sink (n BIGINT) WITH ('connector' = 'blackhole')")
+    union = tables[0]
+    for t in tables[1:]:
+        union = union.union_all(t)
+    statements.add_insert("counters_sink", union)
+
+
 def route_table(t_env, *, source_table: str, kind: str, view: str, max_future_ms: int, component: str,
-                with_late: bool = True):
+                with_late: bool = True) -> Routes:
     """Reads `source_table` (jobs.common.kafka_source_ddl) and registers `view`: the kind's fields plus `rowtime`
-    (event time, with the source's watermark), on-time records only. Returns (late, dead) tables of (key, value)
-    bytes for the raw-format Kafka sinks; late is None when `with_late` is False (late rows then stay in `view`)."""
+    (event time, with the source's watermark), on-time records only. Returns the late and dead tables of (key,
+    value) bytes for the raw-format Kafka sinks (late rows stay in `view` when `with_late` is False), and, for a
+    kind decoded in the JVM, the input counts for add_counters."""
     k = KINDS[kind]
     suffix = view  # function names per view: a job routes several sources
-    t_env.create_temporary_function(f"decode_{suffix}", _decode_udf(kind, max_future_ms, component))
+    java = JAVA_DECODERS.get(kind)
+    if java:
+        t_env.execute_sql(f"CREATE TEMPORARY FUNCTION IF NOT EXISTS decode_{suffix} AS '{java}' LANGUAGE JAVA")
+        call = f"decode_{suffix}(`value`, CAST({int(max_future_ms)} AS BIGINT))"
+    else:
+        t_env.create_temporary_function(f"decode_{suffix}", _decode_udf(kind, max_future_ms, component))
+        call = f"decode_{suffix}(`value`)"
     t_env.create_temporary_function(f"dead_letter_{suffix}", _dead_letter_udf(component))
     fields = ", ".join(f"d.`{f}` AS `{f}`" for f in k.fields)
     decoded = t_env.sql_query(
         f"SELECT `key`, `value`, `topic`, `partition`, `offset`, d.reason AS reason, d.error AS error, {fields} "
-        f"FROM (SELECT `key`, `value`, `topic`, `partition`, `offset`, decode_{suffix}(`value`) AS d "
-        f"FROM {source_table})")
+        f"FROM (SELECT `key`, `value`, `topic`, `partition`, `offset`, {call} AS d FROM {source_table})")
     # One DataStream for every branch below: the decoder runs once per record whatever the planner does with the
     # three queries, and watermarks pass through to_data_stream.
-    typed_view(t_env, t_env.to_data_stream(decoded), f"{view}_all", k.time_field)
+    typed_view(t_env, t_env.to_data_stream(decoded), f"{view}_all", k.time_field, proctime=bool(java))
+    counted = None
+    if java:
+        # The pandas decoder counts the records it reads; the JVM one cannot reach our Prometheus registry, so a
+        # count per second of processing time goes to a Python counter instead (a row a second, not one per event).
+        # Per Kafka partition: a global count would run at parallelism 1 whatever the job's parallelism.
+        t_env.create_temporary_function(f"count_in_{suffix}", _input_counter_udf(component, k.schema))
+        counted = t_env.sql_query(f"SELECT count_in_{suffix}(n) AS n FROM (SELECT COUNT(*) AS n FROM TABLE(TUMBLE("
+                                  f"TABLE {view}_all, DESCRIPTOR(proctime), INTERVAL '1' SECOND)) "
+                                  f"GROUP BY window_start, window_end, `partition`)")
     cols = ", ".join(f"`{f}`" for f in k.fields)
     on_time = "(CURRENT_WATERMARK(rowtime) IS NULL OR rowtime > CURRENT_WATERMARK(rowtime))" if with_late else "TRUE"
     t_env.create_temporary_view(view, t_env.sql_query(
@@ -251,4 +310,4 @@ def route_table(t_env, *, source_table: str, kind: str, view: str, max_future_ms
             f"`partition`, `offset`, CAST(`{k.id_field}` AS STRING), `{k.time_field}`, {wm_ms}) AS `value` "
             f"FROM {view}_all WHERE reason IS NULL AND CURRENT_WATERMARK(rowtime) IS NOT NULL "
             f"AND rowtime <= CURRENT_WATERMARK(rowtime)")
-    return late, dead
+    return Routes(late, dead, counted)
