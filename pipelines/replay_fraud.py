@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from pipelines import kafka_util
 from pipelines.config import Config, load_config
@@ -62,8 +62,10 @@ class CsvTransaction:
 
 
 def _parse_time(text: str) -> int:
-    dt = datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
-    return int(dt.timestamp() * 1000)
+    """``YYYY-MM-DD HH:MM:SS`` in UTC. fromisoformat is C code: strptime was 40% of the replay's CPU."""
+    if len(text) != 19 or text[10] != " ":
+        raise ValueError(f"time {text!r} is not YYYY-MM-DD HH:MM:SS")
+    return int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp() * 1000)
 
 
 def parse_row(line: int, row: list[str]) -> CsvTransaction:
@@ -193,6 +195,7 @@ class FraudReplay:
         self.label_serde = serde("transaction_label")
         self.report = ReplayReport()
         self._errors: list[str] = []
+        self._sent_counters: dict[str, Any] = {}  # per topic; labels() is a lock and a dict lookup per call
 
     def _on_delivery(self, err, msg) -> None:
         if err is not None:
@@ -344,7 +347,10 @@ class FraudReplay:
                 break
             except BufferError:
                 producer.poll(0.05)
-        EVENTS_OUT.labels(COMPONENT, topic).inc()
+        counter = self._sent_counters.get(topic)
+        if counter is None:
+            counter = self._sent_counters[topic] = EVENTS_OUT.labels(COMPONENT, topic)
+        counter.inc()
 
     def _progress(self, final: bool = False) -> None:
         rep = self.report
