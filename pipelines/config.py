@@ -106,6 +106,9 @@ class FlinkConfig:
     # "hashmap" keeps state as objects on the heap (fastest per event) but snapshots all of it at every checkpoint;
     # "rocksdb" pays serialisation per access and checkpoints incrementally (large windows, frequent checkpoints).
     state_backend: str = "hashmap"
+    # Changelog (FLIP-158): each checkpoint uploads only the state changes since the last one, and the full state
+    # is written in the background every few minutes; for frequent checkpoints over large windows.
+    state_changelog: bool = False
 
 
 @dataclass(frozen=True)

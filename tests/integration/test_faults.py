@@ -163,9 +163,12 @@ def check_exactly_once(got: Counter, tail: set[int], late: set[int]) -> None:
     assert not missing, f"{len(missing)} transactions never scored, e.g. {sorted(missing)[:10]}"
 
 
+@pytest.mark.parametrize("changelog", [False, True], ids=["heap", "heap-changelog"])
 def test_job_killed_mid_stream_resumes_from_checkpoint(kafka_bootstrap, redis_url, topic_factory, tmp_path,
-                                                       model_dir):
+                                                       model_dir, changelog):
     s = Setup(kafka_bootstrap, redis_url, topic_factory, tmp_path, model_dir)
+    if changelog:  # the restore reads the materialized state plus the changelog written since
+        s.env["STREAMSCORE_FLINK__STATE_CHANGELOG"] = "true"
     first = s.job()
     replay = Replay(kafka_bootstrap, s.tx, s.lb)
     second = None

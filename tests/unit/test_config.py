@@ -71,3 +71,17 @@ def test_metrics_ports_one_per_process():
         load_config(environ={"STREAMSCORE_METRICS__SENTIMENT_PORT": "9405"})
     with pytest.raises(ConfigError, match="posts_producer_port must be a port"):
         load_config(environ={"STREAMSCORE_METRICS__POSTS_PRODUCER_PORT": "70000"})
+
+
+def test_checkpoint_settings_follow_the_config(monkeypatch, tmp_path):
+    from jobs import common
+
+    monkeypatch.setattr(common, "connector_jars", lambda cfg: [])
+    env = {"STREAMSCORE_FLINK__CHECKPOINT_DIR": str(tmp_path)}
+    plain = common.flink_settings(load_config(environ=env), job_name="j")
+    assert plain["execution.checkpointing.interval"] == "2000 ms"
+    assert not any(k.startswith("state.changelog") for k in plain)
+    cfg = load_config(environ={**env, "STREAMSCORE_FLINK__STATE_CHANGELOG": "true"})
+    s = common.flink_settings(cfg, job_name="j")
+    assert s["state.changelog.enabled"] == "true"
+    assert s["state.changelog.dstl.dfs.base-path"] == (tmp_path / "j" / "changelog").as_uri()
