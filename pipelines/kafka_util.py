@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -17,15 +17,18 @@ def admin(bootstrap: str) -> AdminClient:
 
 
 def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 4, compacted: Iterable[str] = (),
-                  timeout: float = 30.0) -> None:
-    """Creates the topics that do not exist yet (idempotent). `compacted` ones get cleanup.policy=compact."""
+                  timeout: float = 30.0, extra_config: Mapping[str, Mapping[str, str]] | None = None) -> None:
+    """Creates the topics that do not exist yet (idempotent). `compacted` ones get cleanup.policy=compact;
+    `extra_config` adds topic settings by topic name."""
     client = admin(bootstrap)
     compacted = set(compacted)
     existing = set(client.list_topics(timeout=timeout).topics)
     # Record timestamps are event times, which for replays lie years back: retain by size, never by time.
     base = {"retention.ms": "-1", "retention.bytes": str(1 << 30)}
+    extra_config = extra_config or {}
     new = [NewTopic(t, num_partitions=partitions, replication_factor=1,
-                    config={**base, "cleanup.policy": "compact"} if t in compacted else base)
+                    config={**base, **({"cleanup.policy": "compact"} if t in compacted else {}),
+                            **extra_config.get(t, {})})
            for t in topics if t not in existing]
     if not new:
         return
