@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -119,6 +120,22 @@ def latency_split(got: list[tuple[int, int, int, int]]) -> dict:
             for k, v in legs.items()}
 
 
+def wait_settled(count: Callable[[], int], *, polls: int, every_s: float, timeout_s: float, at_least: float = 0,
+                 check: Callable[[], None] = lambda: None) -> int:
+    """Polls `count` until it is at least `at_least` and unchanged for `polls` polls in a row (the output has
+    settled), or `timeout_s` passed; `check` runs before each poll (to fail fast on a dead job). Returns the count."""
+    deadline = time.time() + timeout_s
+    last, stable = -1, 0
+    while True:
+        check()
+        cur = count()
+        stable = stable + 1 if cur == last else 0
+        last = cur
+        if (cur >= at_least and stable >= polls) or time.time() >= deadline:
+            return cur
+        time.sleep(every_s)
+
+
 def bench_fraud(rates: list[float], seconds: float, delivery: str, checkpoint_ms: int, model_env: dict,
                 workdir: Path, warmup_s: float = 60.0) -> dict:
     from infra import services
@@ -160,14 +177,11 @@ def bench_fraud(rates: list[float], seconds: float, delivery: str, checkpoint_ms
             # The warm-up runs at about the job's capacity, so it ends with a backlog: let the job catch up (all but
             # the last rows, which wait for a later watermark) before a phase measures, or the first phase's
             # latencies are the warm-up's queue.
-            deadline = time.time() + 180
-            last, stable = -1, 0
-            while time.time() < deadline and (len(watcher.samples) < 0.999 * warm.sent or stable < 3):
+            def alive() -> None:
                 assert job.alive(), job.output()
-                cur = len(watcher.samples)
-                stable = stable + 1 if cur == last else 0
-                last = cur
-                time.sleep(1)
+
+            wait_settled(lambda: len(watcher.samples), at_least=0.999 * warm.sent, polls=3, every_s=1.0,
+                         timeout_s=180, check=alive)
             for rate in rates:
                 n = int(rate * seconds) if rate else 120_000
                 t0 = int(time.time() * 1000)
@@ -178,13 +192,7 @@ def bench_fraud(rates: list[float], seconds: float, delivery: str, checkpoint_ms
                                   bootstrap=b, tx_topic="tx", label_topic="labels").run()
                 t1 = int(time.time() * 1000)
                 skip += n
-                # Wait for the output to settle.
-                last, stable = -1, 0
-                while stable < 4 and time.time() * 1000 - t1 < 120_000:
-                    cur = len(watcher.window(t0, t1 + 1))
-                    stable = stable + 1 if cur == last else 0
-                    last = cur
-                    time.sleep(0.5)
+                wait_settled(lambda: len(watcher.window(t0, t1 + 1)), polls=4, every_s=0.5, timeout_s=120)
                 got = watcher.window(t0, t1 + 1)
                 lat = np.array([x[0] - x[1] for x in got], dtype=np.float64)
                 lat_topic = np.array([x[3] - x[1] for x in got], dtype=np.float64)

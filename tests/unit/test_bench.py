@@ -14,3 +14,11 @@ def test_latency_split_legs_add_up_to_end_to_end():
     assert legs["kafka_to_consumer"]["p50"] == 240
     assert sum(v["p50"] for v in legs.values()) == 900  # arrival - produced_at
     assert latency_split([]) == {"producer_to_scorer": None, "scorer_to_kafka": None, "kafka_to_consumer": None}
+
+
+def test_wait_settled_needs_the_minimum_and_a_stable_count():
+    from pipelines.bench import wait_settled
+
+    seq = iter([1, 2, 2, 2, 5, 5, 5, 5, 5])
+    assert wait_settled(lambda: next(seq), at_least=5, polls=2, every_s=0, timeout_s=10) == 5
+    assert wait_settled(lambda: 1, at_least=5, polls=2, every_s=0.01, timeout_s=0.05) == 1  # gives up in time
