@@ -8,7 +8,6 @@
 #include <pybind11/stl.h>
 
 #include <optional>
-#include <sstream>
 
 #include "scorer.hpp"
 
@@ -26,12 +25,7 @@ namespace {
 std::string type_name(py::handle o) { return py::str(py::type::handle_of(o).attr("__name__")); }
 
 std::string shape_str(const std::vector<py::ssize_t>& shape) {
-  std::ostringstream s;
-  s << "(";
-  for (size_t i = 0; i < shape.size(); ++i) s << (i ? ", " : "") << shape[i];
-  if (shape.size() == 1) s << ",";
-  s << ")";
-  return s.str();
+  return "(" + ss::join_ints(shape.begin(), shape.end()) + (shape.size() == 1 ? ",)" : ")");
 }
 
 // Native-endian single-character struct format code, or 0 for anything else ('>f', 'Zf', ...).

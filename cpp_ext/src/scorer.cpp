@@ -8,9 +8,16 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <sstream>
+#include <cstdio>
 
 namespace ss {
+
+std::string format_double(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);  // what an ostream's default (6 significant digits) would print
+  return buf;
+}
+
 
 namespace {
 
@@ -208,10 +215,9 @@ FraudScorer::FraudScorer(const std::string& model_path, FeatureSpec spec, const 
   const size_t d = spec_.names.size();
   if (d == 0) throw ValueError("the feature list is empty");
   if (spec_.log1p.size() != d || spec_.mean.size() != d || spec_.std.size() != d) {
-    std::ostringstream m;
-    m << "meta fields disagree on the input width: " << d << " features, " << spec_.log1p.size() << " log1p, "
-      << spec_.mean.size() << " mean, " << spec_.std.size() << " std";
-    throw ValueError(m.str());
+    throw ValueError("meta fields disagree on the input width: " + std::to_string(d) + " features, " +
+                     std::to_string(spec_.log1p.size()) + " log1p, " + std::to_string(spec_.mean.size()) +
+                     " mean, " + std::to_string(spec_.std.size()) + " std");
   }
   for (size_t i = 0; i < d; ++i) {
     if (!std::isfinite(spec_.mean[i]))
@@ -245,20 +251,19 @@ void FraudScorer::probe() {
                      " (the number of features in meta.json): " + torch_message(e));
   }
   if (ref.numel() != rows || !(ref.dim() == 1 || (ref.dim() == 2 && ref.size(1) == 1))) {
-    std::ostringstream m;
-    m << "model " << model_.path() << " returned shape " << ref.sizes() << " for input [" << rows << ", " << d
-      << "]; expected [" << rows << "]";
-    throw ValueError(m.str());
+    const auto sizes = ref.sizes();
+    throw ValueError("model " + model_.path() + " returned shape [" + join_ints(sizes.begin(), sizes.end()) +
+                     "] for input [" + std::to_string(rows) + ", " + std::to_string(d) + "]; expected [" +
+                     std::to_string(rows) + "]");
   }
   ref = to_cpu(ref.reshape({rows}));
   if (ref.scalar_type() != at::kFloat) ref = ref.to(at::kFloat);
   {
     const double lo = ref.min().item<double>(), hi = ref.max().item<double>();
     if (!(lo >= 0.0 && hi <= 1.0)) {  // also catches NaN
-      std::ostringstream m;
-      m << "model " << model_.path() << " does not output probabilities: forward() returned values in [" << lo
-        << ", " << hi << "] on a probe batch (is the sigmoid missing from forward()?)";
-      throw ValueError(m.str());
+      throw ValueError("model " + model_.path() + " does not output probabilities: forward() returned values in [" +
+                       format_double(lo) + ", " + format_double(hi) +
+                       "] on a probe batch (is the sigmoid missing from forward()?)");
     }
   }
 

@@ -24,6 +24,17 @@
 
 namespace ss {
 
+// Error messages are built with std::to_string and snprintf, never iostreams: on an H100 host (Python 3.12, numpy
+// 2.5.2, torch 2.11) writing an integer to a std::ostringstream in this module crashed the process, so a malformed
+// column killed the caller instead of raising ValueError.
+template <class It>
+std::string join_ints(It begin, It end) {
+  std::string s;
+  for (It i = begin; i != end; ++i) s += (i == begin ? "" : ", ") + std::to_string(*i);
+  return s;
+}
+std::string format_double(double v);
+
 // Error kinds the Python layer maps to builtin exceptions.
 struct TypeError : std::runtime_error {        // -> TypeError
   using std::runtime_error::runtime_error;

@@ -17,15 +17,25 @@ Both classes release the GIL while they work, and one instance may be used from 
 module is read-only after loading and each call takes its own staging buffer from a pool. On CUDA the input is
 staged in pinned host memory and copied with ``non_blocking``; results come back synchronously.
 
-LibTorch is the one in the installed ``torch`` wheel (linked by RPATH); importing this package does not import the
-``torch`` Python package. :func:`set_num_threads` sets LibTorch's intra-op threads for the whole process.
+LibTorch is the one in the installed ``torch`` wheel (linked by RPATH); importing this package imports the ``torch``
+Python package first on a GPU host only (see below). :func:`set_num_threads` sets LibTorch's intra-op threads for the whole process.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from os import PathLike
 from pathlib import Path
+
+# On a GPU host LibTorch's CUDA libraries must be loaded the way the torch package loads them: with torch
+# 2.11+cu130 on an H100, `import torch` after this extension had loaded them crashed the process (segfault). CPU-only
+# hosts skip the import (about 2 s and 200 MB in every Flink Python worker).
+if os.path.exists("/dev/nvidiactl"):
+    try:
+        import torch  # noqa: F401
+    except ImportError:  # pragma: no cover - the extension itself needs the torch wheel's libraries
+        pass
 
 from ._core import (
     FraudScorer,
