@@ -315,13 +315,15 @@ class NativeScorer(_Timed):
     batches); None leaves it alone. ``device`` is "auto", "cpu", "cuda" or "cuda:N". ``fused`` lets the scorer run
     the Linear/ReLU chain directly (checked against ``forward()`` at load); False always calls ``forward()``.
     ``cpu_kernel`` picks what runs that chain on the CPU: "auto" (our kernels, the best ISA this CPU has), "avx512",
-    "avx2", "generic", or "aten" (LibTorch's matmuls).
+    "avx2", "generic", or "aten" (LibTorch's matmuls). On CUDA, batches of fewer than ``cuda_min_batch`` events
+    go to a second scorer on the CPU (the same model; see ``fraud.cuda_min_batch``); 0 keeps all on the GPU.
     """
 
     backend = "native"
 
     def __init__(self, model_dir: str | Path, meta: dict[str, Any] | None = None, device: str = "auto",
-                 threads: int | None = 1, fused: bool = True, cpu_kernel: str = "auto") -> None:
+                 threads: int | None = 1, fused: bool = True, cpu_kernel: str = "auto",
+                 cuda_min_batch: int = 0) -> None:
         try:
             import streamscore_native
         except ImportError as exc:
@@ -337,7 +339,22 @@ class NativeScorer(_Timed):
             [float(v) for v in self.meta["mean"]], [float(v) for v in self.meta["std"]], float(self.meta["clip"]),
             device=device, fused=fused, cpu_kernel=cpu_kernel)
         self._score = self._impl.score
+        self._cpu_impl = None
+        self.cuda_min_batch = int(cuda_min_batch)
+        if self.cuda_min_batch > 0 and str(self._impl.device).startswith("cuda"):
+            self._cpu_impl = streamscore_native.FraudScorer(
+                str(self.model_dir / "model.pt"), self.features, [bool(v) for v in self.meta["log1p"]],
+                [float(v) for v in self.meta["mean"]], [float(v) for v in self.meta["std"]],
+                float(self.meta["clip"]), device="cpu", fused=fused, cpu_kernel=cpu_kernel)
+            self._score = self._routed
         self._init_metrics(str(self.meta["name"]))
+
+    def _routed(self, columns: Sequence[np.ndarray]) -> np.ndarray:
+        try:
+            small = len(columns[0]) < self.cuda_min_batch  # type: ignore[index]
+        except (TypeError, IndexError, KeyError):
+            small = False  # not columns: the GPU scorer raises the same error the CPU one would
+        return (self._cpu_impl if small else self._impl).score(columns)
 
     @property
     def version(self) -> str:
@@ -374,7 +391,8 @@ def load_scorer(cfg: Config, kind: str | None = None) -> Scorer:
     model_dir = resolve_model_dir(cfg)
     meta = load_meta(model_dir)
     if kind == "native":
-        return NativeScorer(model_dir, meta, device=cfg.fraud.device, cpu_kernel=cfg.fraud.cpu_kernel)
+        return NativeScorer(model_dir, meta, device=cfg.fraud.device, cpu_kernel=cfg.fraud.cpu_kernel,
+                            cuda_min_batch=cfg.fraud.cuda_min_batch)
     return ReferenceScorer(model_dir, meta)
 
 

@@ -39,6 +39,8 @@ def test_bad_values():
         load_config(environ={"STREAMSCORE_FRAUD__SCORER": "magic"})
     with pytest.raises(ConfigError, match="threshold"):
         load_config(environ={"STREAMSCORE_FRAUD__REVIEW_THRESHOLD": "0.95"})
+    with pytest.raises(ConfigError, match="cuda_min_batch"):
+        load_config(environ={"STREAMSCORE_FRAUD__CUDA_MIN_BATCH": "-1"})
 
 
 def test_missing_explicit_file(tmp_path):

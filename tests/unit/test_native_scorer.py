@@ -511,6 +511,14 @@ def test_model_run_tuple_and_dict_outputs(tmp_path):
     np.testing.assert_array_equal(out[1]["sum"], [3.0, 3.0])
 
 
+def test_cuda_min_batch_needs_a_gpu(model_dir, reference):
+    # On the CPU there is nothing to route: one scorer, as without the setting.
+    s = S.NativeScorer(model_dir, device="cpu", cuda_min_batch=128)
+    assert s._cpu_impl is None and s.cuda_min_batch == 128
+    cols = _columns(10)
+    np.testing.assert_allclose(s.score(cols), reference.score(cols), atol=ATOL, rtol=0)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # CUDA: skipped only when there is no CUDA device
 
@@ -552,6 +560,15 @@ def test_cuda_scorer_matches_cpu(model_dir, token_model):
     [t.start() for t in ts]
     [t.join() for t in ts]
     assert results == [True] * 4
+    # Small batches on the CPU twin, large ones on the GPU; the same scores and the same errors either way.
+    routed = S.NativeScorer(model_dir, device="cuda", cuda_min_batch=128)
+    assert routed._cpu_impl is not None and routed.device == "cuda:0"
+    for n in (1, 127, 128, 5000):
+        cols = _columns(n, seed=n)
+        np.testing.assert_allclose(routed.score(cols), ref.score(cols), atol=ATOL, rtol=0)
+    for columns, exc, pattern in BAD.values():
+        with pytest.raises(exc, match=pattern):
+            routed.score(columns)
     # The generic Model on CUDA.
     path, _ = token_model
     ids = np.arange(12, dtype=np.int64).reshape(2, 6)
