@@ -18,7 +18,6 @@ std::string format_double(double v) {
   return buf;
 }
 
-
 namespace {
 
 // c10::Error messages carry a C++ backtrace, and errors raised inside the TorchScript interpreter (which are not

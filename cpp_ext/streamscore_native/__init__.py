@@ -18,7 +18,8 @@ module is read-only after loading and each call takes its own staging buffer fro
 staged in pinned host memory and copied with ``non_blocking``; results come back synchronously.
 
 LibTorch is the one in the installed ``torch`` wheel (linked by RPATH); importing this package imports the ``torch``
-Python package first on a GPU host only (see below). :func:`set_num_threads` sets LibTorch's intra-op threads for the whole process.
+Python package first on a GPU host only (see below). :func:`set_num_threads` sets LibTorch's intra-op threads for the
+whole process.
 """
 
 from __future__ import annotations
