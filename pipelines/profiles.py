@@ -96,10 +96,12 @@ class ProfileBatch:
 class ProfileStore:
     """Batch lookups against Redis with a short TTL cache; a Redis outage gives 'missing' (defaults + flag)."""
 
-    def __init__(self, redis_url: str, ttl_s: float = 2.0, retry_s: float = 1.0):
+    def __init__(self, redis_url: str, ttl_s: float = 2.0, retry_s: float = 1.0, timeout_s: float = 1.0):
         import redis
 
-        self._redis = redis.Redis.from_url(redis_url, socket_timeout=0.2, socket_connect_timeout=0.2)
+        # A stopped Redis refuses the connection at once; the timeout is for a slow answer. At 0.2 s a loaded
+        # 2-core machine timed out mid-test, and a second of lookups (1,706 events) came out as "missing".
+        self._redis = redis.Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self.ttl_s = ttl_s
         self.retry_s = retry_s
         self._cache: dict[str, dict[int, tuple[float, float, float] | None]] = {"customer": {}, "terminal": {}}
