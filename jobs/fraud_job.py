@@ -3,8 +3,8 @@
     Kafka (raw bytes, per-partition watermarks on the record time)
       -> Java function: decode + validate (udfs/java AvroDecoder); SQL splits off dead letters, and late events by
          comparing each event's own time with CURRENT_WATERMARK (SQL would drop them silently further on)
-      -> Flink SQL: one 30-day OVER window per terminal over transactions and labels, then per customer, each
-         with a Java aggregate (udfs/java) computing every shorter window in the same pass
+      -> Flink SQL over two Java process table functions (udfs/java): per terminal over transactions and labels,
+         then per customer, each computing all its windows once the watermark passes an event's time
       -> pandas UDF: profile lookup (Redis), derived features, batched scoring (C++ scorer by default)
       -> Kafka `fraud-scores` (transactional, committed on checkpoints)
 
@@ -50,7 +50,7 @@ def build(t_env, cfg, args):
         t_env.execute_sql(s)
 
     # A label whose transaction the job never scored (unknown, or routed away as late) still counts towards its
-    # terminal's risk above; here it is only counted. The terminal window finds them (udfs/java TerminalWindows).
+    # terminal's risk above; here it is only counted. The terminal function finds them (udfs/java TerminalFeatures).
     t_env.create_temporary_function("count_unknown_labels", make_unknown_label_counter())
     unknown = t_env.sql_query(
         f"SELECT count_unknown_labels(terminal_id, label_time, unknown_labels) AS n FROM {UNKNOWN_LABELS_VIEW}")

@@ -105,9 +105,8 @@ def make_udf():
 def make_unknown_label_counter():
     """Counts labels for transactions the job has not scored (streamscore_unknown_labels_total).
 
-    Takes the rows of features_sql.UNKNOWN_LABELS_VIEW: each label row of a (terminal, label time) carries the count
-    for all of them, and they arrive one after another from the window operator, so a repeat of the previous
-    (terminal, label time) is skipped."""
+    Takes the rows of features_sql.UNKNOWN_LABELS_VIEW: one per (terminal, label time) with the count of its labels
+    for unknown transactions; a repeat of the previous (terminal, label time) is skipped all the same."""
     from pyflink.table import DataTypes
     from pyflink.table.udf import ScalarFunction, udf
 

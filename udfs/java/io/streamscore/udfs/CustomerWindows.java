@@ -1,46 +1,27 @@
 package io.streamscore.udfs;
 
-import org.apache.flink.table.annotation.DataTypeHint;
-import org.apache.flink.table.annotation.FunctionHint;
-import org.apache.flink.table.functions.AggregateFunction;
 import org.apache.flink.types.Row;
 
 /**
- * All per-customer rolling features from one RANGE OVER window (the longest, 30 days).
+ * All per-customer rolling features from the rows of the longest window (30 days), computed in one pass
+ * ({@link CustomerFeatures} keeps the rows and calls this once per timestamp).
  *
- * <p>A chain of one OVER operator per window costs a keyed exchange, a state lookup and timers per window; this
- * computes every window in one pass over the rows the 30-day window already holds. Windows include rows exactly W
- * earlier and every row sharing the current timestamp, as Flink's RANGE windows and pipelines/features.py do.
- * {@code prev_ts} is the newest timestamp before the current one (-1 if none) and {@code same_ts} counts rows at
- * the current timestamp (more than one: "seconds since previous" is 0).
+ * <p>Windows include rows exactly W earlier and every row sharing the current timestamp, as Flink's RANGE OVER
+ * windows and pipelines/features.py (the pandas reference) do. {@code prev_ts} is the newest timestamp before the
+ * current one (-1 if none) and {@code same_ts} counts rows at the current timestamp (more than one: "seconds since
+ * previous" is 0).
+ *
+ * <p>Result: ROW(cnt_5m, sum_5m, cnt_1h, sum_1h, cnt_1d, sum_1d, cnt_7d, sum_7d, cnt_30d, sum_30d, same_ts, prev_ts).
  */
-@FunctionHint(output = @DataTypeHint(
-        "ROW<cnt_5m BIGINT, sum_5m DOUBLE, cnt_1h BIGINT, sum_1h DOUBLE, cnt_1d BIGINT, sum_1d DOUBLE, "
-                + "cnt_7d BIGINT, sum_7d DOUBLE, cnt_30d BIGINT, sum_30d DOUBLE, same_ts BIGINT, prev_ts BIGINT>"))
-public class CustomerWindows extends AggregateFunction<Row, WindowRows> {
-    private static final long serialVersionUID = 1L;
-    /** Ascending; the longest must equal the OVER window's range. */
+final class CustomerWindows {
+    /** Ascending; the rows older than the longest leave the window. */
     static final long[] WINDOWS_MS = {300_000L, 3_600_000L, 86_400_000L, 7 * 86_400_000L, 30 * 86_400_000L};
 
-    @Override
-    public WindowRows createAccumulator() {
-        return new WindowRows();
+    private CustomerWindows() {
     }
 
-    public void accumulate(WindowRows acc, Long ts, Double amount) {
-        acc.add(ts, amount, (byte) 0);
-    }
-
-    public void retract(WindowRows acc, Long ts, Double amount) {
-        acc.remove(ts, amount, (byte) 0);
-    }
-
-    public void resetAccumulator(WindowRows acc) {
-        acc.clear();
-    }
-
-    @Override
-    public Row getValue(WindowRows acc) {
+    /** The features of the window's newest timestamp. */
+    static Row features(WindowRows acc) {
         int k = WINDOWS_MS.length;
         long[] cnt = new long[k];
         double[] sum = new double[k];

@@ -1,55 +1,31 @@
 package io.streamscore.udfs;
 
-import org.apache.flink.table.annotation.DataTypeHint;
-import org.apache.flink.table.annotation.FunctionHint;
-import org.apache.flink.table.functions.AggregateFunction;
 import org.apache.flink.types.Row;
 
 /**
- * Per-terminal features from one RANGE OVER window (30 days) over transactions and fraud labels together: for 1,
- * 7 and 30 days, the number of transactions, of labels known, and of those labels that say fraud (the Fraud
- * Detection Handbook's terminal risk, "as known at t": a label counts from its label time).
+ * Per-terminal features from the rows of the last 30 days, transactions and fraud labels together: for 1, 7 and 30
+ * days, the number of transactions, of labels known, and of those labels that say fraud (the Fraud Detection
+ * Handbook's terminal risk, "as known at t": a label counts from its label time). {@link TerminalFeatures} keeps
+ * the rows and calls this once per timestamp.
  *
  * <p>It also finds labels for transactions the window has not seen (never sent, or routed away as late): the
  * labelled transaction is at the same terminal at most the label delay earlier, so it is still in the 30-day window
- * if the job scored it. A RANGE window gives every row of one timestamp the same value, so the count is of the
- * unknown labels at the newest timestamp, reported on each of its rows; the job counts it once per (terminal,
- * timestamp). This replaced an interval join of labels with transactions that cost 11% of the JVM's time.
+ * if the job scored it. This replaced an interval join of labels with transactions that cost 11% of the JVM's time.
+ *
+ * <p>Result: ROW(cnt_1d, nlabels_1d, nfraud_1d, cnt_7d, nlabels_7d, nfraud_7d, cnt_30d, nlabels_30d, nfraud_30d,
+ * unknown_labels at the newest timestamp).
  */
-@FunctionHint(output = @DataTypeHint(
-        "ROW<cnt_1d BIGINT, nlabels_1d BIGINT, nfraud_1d BIGINT, cnt_7d BIGINT, nlabels_7d BIGINT, "
-                + "nfraud_7d BIGINT, cnt_30d BIGINT, nlabels_30d BIGINT, nfraud_30d BIGINT, unknown_labels BIGINT>"))
-public class TerminalWindows extends AggregateFunction<Row, WindowRows> {
-    private static final long serialVersionUID = 1L;
+final class TerminalWindows {
     static final long[] WINDOWS_MS = {86_400_000L, 7 * 86_400_000L, 30 * 86_400_000L};
     static final byte TX = 1;
     static final byte LABEL = 2;
     static final byte FRAUD = 4;
 
-    @Override
-    public WindowRows createAccumulator() {
-        return new WindowRows();
+    private TerminalWindows() {
     }
 
-    private static byte flags(Integer isTx, Integer isLabel, Integer isFraud) {
-        return (byte) ((isTx != null && isTx != 0 ? TX : 0) | (isLabel != null && isLabel != 0 ? LABEL : 0)
-                | (isFraud != null && isFraud != 0 ? FRAUD : 0));
-    }
-
-    public void accumulate(WindowRows acc, Long ts, Integer isTx, Integer isLabel, Integer isFraud, Long txId) {
-        acc.add(ts, 0.0, flags(isTx, isLabel, isFraud), txId == null ? 0L : txId);
-    }
-
-    public void retract(WindowRows acc, Long ts, Integer isTx, Integer isLabel, Integer isFraud, Long txId) {
-        acc.remove(ts, 0.0, flags(isTx, isLabel, isFraud), txId == null ? 0L : txId);
-    }
-
-    public void resetAccumulator(WindowRows acc) {
-        acc.clear();
-    }
-
-    @Override
-    public Row getValue(WindowRows acc) {
+    /** The features of the window's newest timestamp. */
+    static Row features(WindowRows acc) {
         int k = WINDOWS_MS.length;
         long[] cnt = new long[k];
         long[] labels = new long[k];

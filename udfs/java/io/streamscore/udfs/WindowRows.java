@@ -1,11 +1,11 @@
 package io.streamscore.udfs;
 
 /**
- * The rows of one key's OVER window, oldest first: timestamps plus one value, one flag byte and one id per row.
+ * The rows of one key's 30-day window, oldest first: timestamps plus one value, one flag byte and one id per row.
  *
- * <p>Flink's RANGE OVER operator accumulates rows in timestamp order and retracts the oldest ones as the window
- * moves, so appends go to the end and retractions almost always hit the front. Public fields with a default
- * constructor make this a structured type Flink can keep in state and checkpoint.
+ * <p>Rows join in timestamp order (the feature functions release them as the watermark passes) and leave from the
+ * front as the window moves. Public fields with a default constructor make this a structured type Flink keeps in
+ * keyed state and checkpoints.
  */
 public class WindowRows {
     public long[] ts = new long[8];
@@ -29,7 +29,7 @@ public class WindowRows {
             flags = java.util.Arrays.copyOf(flags, cap);
             id = java.util.Arrays.copyOf(id, cap);
         }
-        // Keep timestamp order even if a row arrives out of order (the operator sorts by rowtime, so rarely).
+        // Keep timestamp order whatever the caller does (the feature functions add in timestamp order).
         int i = n;
         while (i > 0 && ts[i - 1] > t) {
             ts[i] = ts[i - 1];
@@ -45,31 +45,25 @@ public class WindowRows {
         n++;
     }
 
-    public void remove(long t, double v, byte f) {
-        remove(t, v, f, 0L);
-    }
-
-    public void remove(long t, double v, byte f, long rowId) {
-        for (int i = 0; i < n; i++) {
-            if (ts[i] == t && flags[i] == f && id[i] == rowId && Double.compare(value[i], v) == 0) {
-                System.arraycopy(ts, i + 1, ts, i, n - i - 1);
-                System.arraycopy(value, i + 1, value, i, n - i - 1);
-                System.arraycopy(flags, i + 1, flags, i, n - i - 1);
-                System.arraycopy(id, i + 1, id, i, n - i - 1);
-                n--;
-                lastRetracted = Math.max(lastRetracted, t);
-                return;
-            }
+    /** Drops the rows older than {@code limit} (the oldest come first), as a RANGE window retracts them. */
+    public void evictBefore(long limit) {
+        int k = 0;
+        while (k < n && ts[k] < limit) {
+            k++;
         }
+        if (k == 0) {
+            return;
+        }
+        lastRetracted = Math.max(lastRetracted, ts[k - 1]);
+        System.arraycopy(ts, k, ts, 0, n - k);
+        System.arraycopy(value, k, value, 0, n - k);
+        System.arraycopy(flags, k, flags, 0, n - k);
+        System.arraycopy(id, k, id, 0, n - k);
+        n -= k;
     }
 
     /** The window's upper bound: the current row's timestamp (RANGE ... AND CURRENT ROW). */
     public long newest() {
         return n == 0 ? Long.MIN_VALUE : ts[n - 1];
-    }
-
-    public void clear() {
-        n = 0;
-        lastRetracted = -1L;
     }
 }

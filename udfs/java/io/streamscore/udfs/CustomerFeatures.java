@@ -1,0 +1,87 @@
+package io.streamscore.udfs;
+
+import org.apache.flink.table.annotation.ArgumentHint;
+import org.apache.flink.table.annotation.ArgumentTrait;
+import org.apache.flink.table.annotation.DataTypeHint;
+import org.apache.flink.table.annotation.FunctionHint;
+import org.apache.flink.table.annotation.StateHint;
+import org.apache.flink.table.functions.ProcessTableFunction;
+import org.apache.flink.types.Row;
+
+/**
+ * Per-customer rolling features (see {@link CustomerWindows}) as a process table function partitioned by customer,
+ * over the transaction rows {@link TerminalFeatures} emits: the same event-time RANGE semantics, with the rows
+ * waiting for the watermark in {@link PendingRows} and the window's timestamps and amounts in {@link WindowRows}.
+ * Each row goes out with its own columns, its terminal features and its customer features.
+ */
+@FunctionHint(output = @DataTypeHint(
+        "ROW<transaction_id BIGINT, terminal_id BIGINT, amount DOUBLE, event_time BIGINT, produced_at BIGINT, "
+                + "ingest_ms BIGINT, term_cnt_1d BIGINT, term_nlabels_1d BIGINT, term_nfraud_1d BIGINT, "
+                + "term_cnt_7d BIGINT, term_nlabels_7d BIGINT, term_nfraud_7d BIGINT, term_cnt_30d BIGINT, "
+                + "term_nlabels_30d BIGINT, term_nfraud_30d BIGINT, cust_cnt_5m BIGINT, cust_sum_5m DOUBLE, "
+                + "cust_cnt_1h BIGINT, cust_sum_1h DOUBLE, cust_cnt_1d BIGINT, cust_sum_1d DOUBLE, "
+                + "cust_cnt_7d BIGINT, cust_sum_7d DOUBLE, cust_cnt_30d BIGINT, cust_sum_30d DOUBLE, "
+                + "cust_same_ts BIGINT, cust_prev_ts BIGINT>"))
+public class CustomerFeatures extends ProcessTableFunction<Row> {
+    private static final long serialVersionUID = 1L;
+    /** The input's long columns kept while a row waits, in output order (the terminal features included). */
+    static final String[] LONG_COLUMNS = {"transaction_id", "terminal_id", "event_time", "produced_at", "ingest_ms",
+        "term_cnt_1d", "term_nlabels_1d", "term_nfraud_1d", "term_cnt_7d", "term_nlabels_7d", "term_nfraud_7d",
+        "term_cnt_30d", "term_nlabels_30d", "term_nfraud_30d"};
+    private static final int NL = LONG_COLUMNS.length;
+    private static final int ND = 1;  // amount
+
+    public static class State {
+        public WindowRows rows = new WindowRows();
+        public PendingRows pending = new PendingRows();
+    }
+
+    private final long[] longs = new long[NL];  // scratch (serialised with the function: transient would be null)
+    private final double[] doubles = new double[ND];
+    private transient PendingRows.Taken taken;
+
+    public void eval(Context ctx, @StateHint(name = "state") State state,
+                     @ArgumentHint(name = "input", value = {ArgumentTrait.SET_SEMANTIC_TABLE, ArgumentTrait.REQUIRE_ON_TIME}) Row input) {
+        TimeContext<Long> time = ctx.timeContext(Long.class);
+        long t = time.time();
+        for (int j = 0; j < NL; j++) {
+            longs[j] = TerminalFeatures.orNull(input.getField(LONG_COLUMNS[j]));
+        }
+        Double amount = input.getFieldAs("amount");
+        doubles[0] = amount == null ? Double.NaN : amount;
+        state.pending.add(t, longs, doubles);
+        time.registerOnTime(t);
+    }
+
+    public void onTimer(OnTimerContext ctx, State state) {
+        long t = ctx.timeContext(Long.class).time();
+        if (taken == null) {
+            taken = new PendingRows.Taken();
+        }
+        int k = state.pending.take(t, NL, ND, taken);
+        if (k == 0) {
+            return;
+        }
+        WindowRows rows = state.rows;
+        for (int i = 0; i < k; i++) {
+            rows.add(t, taken.d[i * ND], (byte) 0);
+        }
+        rows.evictBefore(t - CustomerWindows.WINDOWS_MS[CustomerWindows.WINDOWS_MS.length - 1]);
+        Row c = CustomerWindows.features(rows);
+        int nc = c.getArity();
+        for (int i = 0; i < k; i++) {
+            Object[] out = new Object[NL + 1 + nc];
+            int o = i * NL;
+            out[0] = taken.l[o];
+            out[1] = taken.l[o + 1];
+            out[2] = taken.d[i * ND];
+            for (int j = 2; j < NL; j++) {
+                out[j + 1] = TerminalFeatures.nullable(taken.l[o + j]);
+            }
+            for (int j = 0; j < nc; j++) {
+                out[NL + 1 + j] = c.getField(j);
+            }
+            collect(Row.of(out));
+        }
+    }
+}
