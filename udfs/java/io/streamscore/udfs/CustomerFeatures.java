@@ -41,7 +41,8 @@ public class CustomerFeatures extends ProcessTableFunction<Row> {
     private transient PendingRows.Taken taken;
 
     public void eval(Context ctx, @StateHint(name = "state") State state,
-                     @ArgumentHint(name = "input", value = {ArgumentTrait.SET_SEMANTIC_TABLE, ArgumentTrait.REQUIRE_ON_TIME}) Row input) {
+                     @ArgumentHint(name = "input",
+                             value = {ArgumentTrait.SET_SEMANTIC_TABLE, ArgumentTrait.REQUIRE_ON_TIME}) Row input) {
         TimeContext<Long> time = ctx.timeContext(Long.class);
         long t = time.time();
         for (int j = 0; j < NL; j++) {

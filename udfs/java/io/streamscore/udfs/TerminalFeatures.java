@@ -45,7 +45,8 @@ public class TerminalFeatures extends ProcessTableFunction<Row> {
     private transient PendingRows.Taken taken;
 
     public void eval(Context ctx, @StateHint(name = "state") State state,
-                     @ArgumentHint(name = "input", value = {ArgumentTrait.SET_SEMANTIC_TABLE, ArgumentTrait.REQUIRE_ON_TIME}) Row input) {
+                     @ArgumentHint(name = "input",
+                             value = {ArgumentTrait.SET_SEMANTIC_TABLE, ArgumentTrait.REQUIRE_ON_TIME}) Row input) {
         TimeContext<Long> time = ctx.timeContext(Long.class);
         long t = time.time();
         Integer isTx = input.getFieldAs("is_tx");
