@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from typing import Iterable, Iterator, Mapping
 
@@ -55,10 +56,11 @@ def _wait_for_leaders(client: AdminClient, topics: list[str], timeout: float) ->
 def delete_topics(bootstrap: str, topics: Iterable[str]) -> None:
     topics = list(topics)
     if topics:
-        for fut in admin(bootstrap).delete_topics(topics, operation_timeout=30).values():
+        # Best effort, and bounded: a test's teardown once waited on a deletion future until its timeout struck.
+        for fut in admin(bootstrap).delete_topics(topics, operation_timeout=30, request_timeout=30).values():
             try:
-                fut.result()
-            except KafkaException:
+                fut.result(timeout=60)
+            except (KafkaException, concurrent.futures.TimeoutError):
                 pass
 
 
