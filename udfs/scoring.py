@@ -334,18 +334,18 @@ class NativeScorer(_Timed):
         self.features: list[str] = list(self.meta["features"])
         if threads is not None:
             streamscore_native.set_num_threads(threads)
-        self._impl = streamscore_native.FraudScorer(
-            str(self.model_dir / "model.pt"), self.features, [bool(v) for v in self.meta["log1p"]],
-            [float(v) for v in self.meta["mean"]], [float(v) for v in self.meta["std"]], float(self.meta["clip"]),
-            device=device, fused=fused, cpu_kernel=cpu_kernel)
+        def load(on: str):
+            return streamscore_native.FraudScorer(
+                str(self.model_dir / "model.pt"), self.features, [bool(v) for v in self.meta["log1p"]],
+                [float(v) for v in self.meta["mean"]], [float(v) for v in self.meta["std"]],
+                float(self.meta["clip"]), device=on, fused=fused, cpu_kernel=cpu_kernel)
+
+        self._impl = load(device)
         self._score = self._impl.score
         self._cpu_impl = None
         self.cuda_min_batch = int(cuda_min_batch)
         if self.cuda_min_batch > 0 and str(self._impl.device).startswith("cuda"):
-            self._cpu_impl = streamscore_native.FraudScorer(
-                str(self.model_dir / "model.pt"), self.features, [bool(v) for v in self.meta["log1p"]],
-                [float(v) for v in self.meta["mean"]], [float(v) for v in self.meta["std"]],
-                float(self.meta["clip"]), device="cpu", fused=fused, cpu_kernel=cpu_kernel)
+            self._cpu_impl = load("cpu")
             self._score = self._routed
         self._init_metrics(str(self.meta["name"]))
 
