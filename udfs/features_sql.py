@@ -16,9 +16,9 @@ previous one and keeps `rowtime`.
 
 from __future__ import annotations
 
-CUSTOMER_WINDOWS = {"5m": "INTERVAL '5' MINUTE", "1h": "INTERVAL '1' HOUR", "1d": "INTERVAL '1' DAY",
-                    "7d": "INTERVAL '7' DAY", "30d": "INTERVAL '30' DAY"}
-TERMINAL_WINDOWS = {"1d": "INTERVAL '1' DAY", "7d": "INTERVAL '7' DAY", "30d": "INTERVAL '30' DAY"}
+# The window names; their widths are in the Java functions (CustomerWindows, TerminalWindows) and, for the
+# reference, in pipelines/features.py.
+from pipelines.features import CUSTOMER_WINDOWS, TERMINAL_WINDOWS
 
 TX_COLUMNS = ["transaction_id", "customer_id", "terminal_id", "amount", "event_time", "produced_at", "ingest_ms"]
 CUSTOMER_COLUMNS = ([f"cust_{k}_{w}" for w in CUSTOMER_WINDOWS for k in ("cnt", "sum")]

@@ -13,7 +13,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from udfs.features_sql import CUSTOMER_WINDOWS, FINAL_COLUMNS, TERMINAL_WINDOWS, sql_type
+from pipelines.features import CUSTOMER_WINDOWS, TERMINAL_WINDOWS
+from udfs.features_sql import FINAL_COLUMNS, sql_type
 
 DECISIONS = ("APPROVE", "REVIEW", "DECLINE")  # the FraudScore enum's symbols, in order
 

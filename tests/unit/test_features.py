@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,6 +36,18 @@ def test_feature_names_order():
                                     "cust_profile_missing"]
     assert FEATURE_NAMES[-3:] == ["hour_of_day", "is_weekend", "is_night"]
     assert len(FEATURE_NAMES) == len(set(FEATURE_NAMES)) == 15 + 5 + 3 + 6 + 3
+
+
+@pytest.mark.parametrize("java_class,windows", [("CustomerWindows", CUSTOMER_WINDOWS),
+                                                ("TerminalWindows", TERMINAL_WINDOWS)])
+def test_java_functions_use_the_reference_windows(java_class, windows):
+    """The job's windows (udfs/java) are written as Java constants: they must be the reference's, in its order."""
+    src = (Path(__file__).resolve().parents[2] / "udfs" / "java" / "io" / "streamscore" / "udfs"
+           / f"{java_class}.java").read_text()
+    body = re.search(r"WINDOWS_MS\s*=\s*\{([^}]*)\}", src).group(1)
+    java_ms = [math.prod(int(f.strip().rstrip("L").replace("_", "")) for f in term.split("*"))
+               for term in body.split(",")]
+    assert java_ms == list(windows.values())
 
 
 def test_ties_count_together_and_secs_since_prev():

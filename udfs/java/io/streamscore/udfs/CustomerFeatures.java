@@ -5,7 +5,6 @@ import org.apache.flink.table.annotation.ArgumentTrait;
 import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.annotation.FunctionHint;
 import org.apache.flink.table.annotation.StateHint;
-import org.apache.flink.table.functions.ProcessTableFunction;
 import org.apache.flink.types.Row;
 
 /**
@@ -22,7 +21,7 @@ import org.apache.flink.types.Row;
                 + "cust_cnt_1h BIGINT, cust_sum_1h DOUBLE, cust_cnt_1d BIGINT, cust_sum_1d DOUBLE, "
                 + "cust_cnt_7d BIGINT, cust_sum_7d DOUBLE, cust_cnt_30d BIGINT, cust_sum_30d DOUBLE, "
                 + "cust_same_ts BIGINT, cust_prev_ts BIGINT>"))
-public class CustomerFeatures extends ProcessTableFunction<Row> {
+public class CustomerFeatures extends RollingFeatures {
     private static final long serialVersionUID = 1L;
     /** The input's long columns kept while a row waits, in output order (the terminal features included). */
     static final String[] LONG_COLUMNS = {"transaction_id", "terminal_id", "event_time", "produced_at", "ingest_ms",
@@ -31,44 +30,32 @@ public class CustomerFeatures extends ProcessTableFunction<Row> {
     private static final int NL = LONG_COLUMNS.length;
     private static final int ND = 1;  // amount
 
-    public static class State {
-        public WindowRows rows = new WindowRows();
-        public PendingRows pending = new PendingRows();
+    public CustomerFeatures() {
+        super(NL, ND, CustomerWindows.WINDOWS_MS[CustomerWindows.WINDOWS_MS.length - 1]);
     }
 
-    private final long[] longs = new long[NL];  // scratch (serialised with the function: transient would be null)
-    private final double[] doubles = new double[ND];
-    private transient PendingRows.Taken taken;
-
-    public void eval(Context ctx, @StateHint(name = "state") State state,
+    public void eval(Context ctx, @StateHint(name = "state", ttl = NO_TTL) FeatureState state,
                      @ArgumentHint(name = "input",
                              value = {ArgumentTrait.SET_SEMANTIC_TABLE, ArgumentTrait.REQUIRE_ON_TIME}) Row input) {
-        TimeContext<Long> time = ctx.timeContext(Long.class);
-        long t = time.time();
         for (int j = 0; j < NL; j++) {
-            longs[j] = TerminalFeatures.orNull(input.getField(LONG_COLUMNS[j]));
+            longs[j] = orNull(input.getField(LONG_COLUMNS[j]));
         }
         Double amount = input.getFieldAs("amount");
         doubles[0] = amount == null ? Double.NaN : amount;
-        state.pending.add(t, longs, doubles);
-        time.registerOnTime(t);
+        hold(ctx, state);
     }
 
-    public void onTimer(OnTimerContext ctx, State state) {
-        long t = ctx.timeContext(Long.class).time();
-        if (taken == null) {
-            taken = new PendingRows.Taken();
-        }
-        int k = state.pending.take(t, NL, ND, taken);
+    public void onTimer(OnTimerContext ctx, FeatureState state) {
+        int k = release(ctx, state);
         if (k == 0) {
             return;
         }
-        WindowRows rows = state.rows;
+        long t = ctx.timeContext(Long.class).time();
         for (int i = 0; i < k; i++) {
-            rows.add(t, taken.d[i * ND], (byte) 0);
+            state.rows.add(t, taken.d[i * ND], (byte) 0);
         }
-        rows.evictBefore(t - CustomerWindows.WINDOWS_MS[CustomerWindows.WINDOWS_MS.length - 1]);
-        Row c = CustomerWindows.features(rows);
+        evict(state, t);
+        Row c = CustomerWindows.features(state.rows);
         int nc = c.getArity();
         for (int i = 0; i < k; i++) {
             Object[] out = new Object[NL + 1 + nc];
@@ -77,7 +64,7 @@ public class CustomerFeatures extends ProcessTableFunction<Row> {
             out[1] = taken.l[o + 1];
             out[2] = taken.d[i * ND];
             for (int j = 2; j < NL; j++) {
-                out[j + 1] = TerminalFeatures.nullable(taken.l[o + j]);
+                out[j + 1] = nullable(taken.l[o + j]);
             }
             for (int j = 0; j < nc; j++) {
                 out[NL + 1 + j] = c.getField(j);

@@ -5,7 +5,6 @@ import org.apache.flink.table.annotation.ArgumentTrait;
 import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.annotation.FunctionHint;
 import org.apache.flink.table.annotation.StateHint;
-import org.apache.flink.table.functions.ProcessTableFunction;
 import org.apache.flink.types.Row;
 
 /**
@@ -27,28 +26,19 @@ import org.apache.flink.types.Row;
                 + "ingest_ms BIGINT, is_tx INT, cnt_1d BIGINT, nlabels_1d BIGINT, nfraud_1d BIGINT, cnt_7d BIGINT, "
                 + "nlabels_7d BIGINT, nfraud_7d BIGINT, cnt_30d BIGINT, nlabels_30d BIGINT, nfraud_30d BIGINT, "
                 + "unknown_labels BIGINT>"))
-public class TerminalFeatures extends ProcessTableFunction<Row> {
+public class TerminalFeatures extends RollingFeatures {
     private static final long serialVersionUID = 1L;
     // Pending row layout: longs, then doubles.
     private static final int TX_ID = 0, CUSTOMER = 1, EVENT_TIME = 2, PRODUCED = 3, INGEST = 4, FLAGS = 5, NL = 6;
     private static final int AMOUNT = 0, ND = 1;
-    /** Marks a null produced_at / ingest_ms (label rows have none). */
-    private static final long NULL_LONG = Long.MIN_VALUE;
 
-    public static class State {
-        public WindowRows rows = new WindowRows();
-        public PendingRows pending = new PendingRows();
+    public TerminalFeatures() {
+        super(NL, ND, TerminalWindows.WINDOWS_MS[TerminalWindows.WINDOWS_MS.length - 1]);
     }
 
-    private final long[] longs = new long[NL];  // scratch (serialised with the function: transient would be null)
-    private final double[] doubles = new double[ND];
-    private transient PendingRows.Taken taken;
-
-    public void eval(Context ctx, @StateHint(name = "state") State state,
+    public void eval(Context ctx, @StateHint(name = "state", ttl = NO_TTL) FeatureState state,
                      @ArgumentHint(name = "input",
                              value = {ArgumentTrait.SET_SEMANTIC_TABLE, ArgumentTrait.REQUIRE_ON_TIME}) Row input) {
-        TimeContext<Long> time = ctx.timeContext(Long.class);
-        long t = time.time();
         Integer isTx = input.getFieldAs("is_tx");
         Integer isLabel = input.getFieldAs("is_label");
         Integer isFraud = input.getFieldAs("is_fraud");
@@ -60,25 +50,20 @@ public class TerminalFeatures extends ProcessTableFunction<Row> {
         longs[INGEST] = orNull(input.getFieldAs("ingest_ms"));
         longs[FLAGS] = flags(isTx, isLabel, isFraud);
         doubles[AMOUNT] = amount == null ? Double.NaN : amount;
-        state.pending.add(t, longs, doubles);
-        time.registerOnTime(t);
+        hold(ctx, state);
     }
 
-    public void onTimer(OnTimerContext ctx, State state) {
-        long t = ctx.timeContext(Long.class).time();
-        if (taken == null) {
-            taken = new PendingRows.Taken();
-        }
-        int k = state.pending.take(t, NL, ND, taken);
+    public void onTimer(OnTimerContext ctx, FeatureState state) {
+        int k = release(ctx, state);
         if (k == 0) {
             return;
         }
-        WindowRows rows = state.rows;
+        long t = ctx.timeContext(Long.class).time();
         for (int i = 0; i < k; i++) {
-            rows.add(t, 0.0, (byte) taken.l[i * NL + FLAGS], taken.l[i * NL + TX_ID]);
+            state.rows.add(t, 0.0, (byte) taken.l[i * NL + FLAGS], taken.l[i * NL + TX_ID]);
         }
-        rows.evictBefore(t - TerminalWindows.WINDOWS_MS[TerminalWindows.WINDOWS_MS.length - 1]);
-        Row f = TerminalWindows.features(rows);
+        evict(state, t);
+        Row f = TerminalWindows.features(state.rows);
         long unknown = (Long) f.getField(9);
         for (int i = 0; i < k; i++) {
             int o = i * NL;
@@ -94,14 +79,6 @@ public class TerminalFeatures extends ProcessTableFunction<Row> {
             collect(Row.of(null, null, null, t, null, null, 0, null, null, null, null, null, null, null, null, null,
                     unknown));
         }
-    }
-
-    static long orNull(Object v) {
-        return v == null ? NULL_LONG : ((Number) v).longValue();
-    }
-
-    static Long nullable(long v) {
-        return v == NULL_LONG ? null : v;
     }
 
     private static long flags(Integer isTx, Integer isLabel, Integer isFraud) {
