@@ -145,6 +145,8 @@ class FlinkCluster:
             "restart-strategy.fixed-delay.delay": "2 s",
             "web.submit.enable": "true",
             "web.cancel.enable": "true",
+            # The operators run in the TaskManager (why these options: FlinkConfig.jvm_opts).
+            "env.java.opts.taskmanager": load_config().flink.jvm_opts,
         })
         s.update(self.conf)
         return s

@@ -122,7 +122,7 @@ def prepare_process_env(cfg: Config) -> None:
     log_dir = cfg.path(cfg.flink.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FLINK_LOG_DIR", str(log_dir))
-    os.environ.setdefault("JVM_ARGS", f"-Xmx{cfg.flink.jvm_heap}")
+    os.environ.setdefault("JVM_ARGS", f"-Xmx{cfg.flink.jvm_heap} {cfg.flink.jvm_opts}".strip())
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)
 
 
