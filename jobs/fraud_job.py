@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--group-id", default=cfg.flink.group_id)
     ap.add_argument("--restore", default="", help="'latest' or a checkpoint path to resume from")
     args, _ = ap.parse_known_args(argv)
-    extra = restore_settings(cfg, JOB_NAME, args.restore)
+    extra = {"python.fn-execution.bundle.size": str(cfg.fraud.bundle_size),
+             "python.fn-execution.arrow.batch.size": str(cfg.fraud.bundle_size),
+             **restore_settings(cfg, JOB_NAME, args.restore)}
     env, t_env = create_envs(cfg, job_name=JOB_NAME, extra=extra, execution_mode=cfg.fraud.execution_mode)
     build(t_env, cfg, args).execute().wait()
     return 0

@@ -372,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
                                                        "fraud_cpu_kernel": cfg.fraud.cpu_kernel,
                                                        "auto_watermark_interval_ms": cfg.flink.auto_watermark_interval_ms,
                                                        "bundle_time_ms": cfg.flink.bundle_time_ms,
+                                                       "fraud_bundle_size": cfg.fraud.bundle_size,
+                                                       "jvm_opts": cfg.flink.jvm_opts,
                                                        "buffer_timeout_ms": cfg.flink.buffer_timeout_ms},
                     "started": stamp}
     rates = [float(r) for r in args.rates.split(",")]

@@ -131,6 +131,11 @@ class FraudConfig:
     # flink.execution_mode.
     execution_mode: str = "thread"
     scorer: str = "native"  # native | reference
+    # Rows per call of the scoring UDF (Flink's bundle and Arrow batch size for this job; flink.bundle_time_ms still
+    # closes a bundle, so latency at a few thousand events/s is unchanged). The UDF runs in a Python worker (pandas
+    # UDFs have no thread mode) and the operator waits for each bundle's results: 5,000 against 1,000, two 300k
+    # drains, 8.4k/7.8k and 13.6k/10.7k events/s, 1.72/1.92 and 1.18/1.31 CPU s per 10k events.
+    bundle_size: int = 5000
     model_dir: str = "artifacts/models/fraud"
     model_version: str = "latest"
     device: str = "auto"  # auto | cpu | cuda
@@ -300,8 +305,8 @@ def _validate(cfg: Config) -> Config:
     f = cfg.fraud
     if not 0.0 <= f.review_threshold <= f.decline_threshold <= 1.0:
         raise ConfigError("fraud: need 0 <= review_threshold <= decline_threshold <= 1")
-    if f.max_batch < 1 or f.max_wait_ms < 0 or f.cuda_min_batch < 0:
-        raise ConfigError("fraud: max_batch must be >= 1, max_wait_ms >= 0 and cuda_min_batch >= 0")
+    if f.max_batch < 1 or f.max_wait_ms < 0 or f.cuda_min_batch < 0 or f.bundle_size < 1:
+        raise ConfigError("fraud: max_batch and bundle_size must be >= 1, max_wait_ms >= 0 and cuda_min_batch >= 0")
     s = cfg.sentiment
     if not 1 <= s.max_length <= 512 or s.threads < 0 or s.window_minutes < 1:
         raise ConfigError("sentiment: need 1 <= max_length <= 512, threads >= 0 and window_minutes >= 1")
