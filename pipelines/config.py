@@ -95,8 +95,8 @@ class FlinkConfig:
     jvm_heap: str = "1g"
     # Extra options for the JVM that runs the operators (the MiniCluster's, a cluster's TaskManagers). C2 inlines a
     # whole chain of Flink operators into one method and recompiles those 50 kB methods for minutes (JFR: 13 s of
-    # compilation in 20 s, 0.5-0.9 of our 2 cores for the job's first minute). Shallower inlining: two 300k drains
-    # each, 8.1-8.7k against 7.6k events/s, 1.7-1.9 against 2.2 CPU s per 10k events.
+    # compilation in 20 s, 0.5-0.9 of our 2 cores for the job's first minute). Shallower inlining: 300k drains used
+    # 1.56-1.92 CPU s per 10k events (6 runs) against 2.15-2.24 (3 runs). infra/k8s repeats these options.
     jvm_opts: str = "-XX:MaxInlineLevel=4 -XX:InlineSmallCode=500"
     log_dir: str = ".run/logs/flink"
     # Where `infra/flink_jars.py` puts the Kafka connector; jobs add every jar found there to `pipeline.jars`.

@@ -82,3 +82,10 @@ def test_services_by_name(deployment):
     assert env["REDIS_URL"].startswith("redis://redis:")
     # The job file sets its parallelism from its config, which must match the deployment's.
     assert int(env["STREAMSCORE_FLINK__PARALLELISM"]) == int(deployment["spec"]["job"]["parallelism"])
+
+
+def test_taskmanager_jvm_options_are_the_configs(deployment):
+    """The manifest cannot read our config: its TaskManager JVM options are written out and must stay the same."""
+    from pipelines.config import FlinkConfig
+
+    assert deployment["spec"]["flinkConfiguration"]["env.java.opts.taskmanager"] == FlinkConfig().jvm_opts
