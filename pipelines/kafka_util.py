@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
+import sys
 import time
-from typing import Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -69,6 +71,92 @@ def producer(bootstrap: str, **extra) -> Producer:
             "enable.idempotence": True, "compression.type": "lz4", **QUIET}
     conf.update(extra)
     return Producer(conf)
+
+
+class ProduceError(RuntimeError):
+    """Messages that failed, or that were still undelivered when the producer stopped waiting."""
+
+
+class TrackedProducer:
+    """The replays' producer: counts what it sends and what fails (with the component's metrics), and `drain`
+    waits until every message is delivered or has failed. librdkafka keeps retrying through a broker outage until
+    `message.timeout.ms`, so a fixed flush timeout shorter than that gave up on messages still on their way (a
+    broker restart under a loaded CI machine). When it does give up, the error says what librdkafka saw."""
+
+    STATS_INTERVAL_MS = 5000
+
+    def __init__(self, bootstrap: str, component: str, **extra):
+        from pipelines.metrics import EVENTS_OUT, PRODUCE_ERRORS
+
+        self.component = component
+        self.errors = 0
+        self.error_samples: list[str] = []
+        self.client_errors: list[str] = []  # error_cb: transport trouble, fatal idempotence errors
+        self._stats: dict[str, Any] | None = None
+        self._events_out = EVENTS_OUT
+        self._produce_errors = PRODUCE_ERRORS
+        self._sent_counters: dict[str, Any] = {}  # per topic; labels() is a lock and a dict lookup per call
+        conf = {"error_cb": self._on_error, "stats_cb": self._on_stats,
+                "statistics.interval.ms": self.STATS_INTERVAL_MS, **extra}
+        self.message_timeout_s = int(conf.get("message.timeout.ms", 300_000)) / 1000
+        self.producer = producer(bootstrap, **conf)
+
+    def _on_delivery(self, err, msg) -> None:
+        if err is not None:
+            self.errors += 1
+            self._produce_errors.labels(self.component, msg.topic()).inc()
+            if len(self.error_samples) < 10:
+                self.error_samples.append(str(err))
+
+    def _on_error(self, err: KafkaError) -> None:
+        text = f"{'FATAL ' if err.fatal() else ''}{err.str()}"
+        if text not in self.client_errors:
+            self.client_errors = (self.client_errors + [text])[-5:]
+
+    def _on_stats(self, stats: str) -> None:
+        self._stats = json.loads(stats)
+
+    def produce(self, topic: str, key: bytes, value: bytes, ts: int) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, timestamp=ts, on_delivery=self._on_delivery)
+                break
+            except BufferError:
+                self.producer.poll(0.05)
+        counter = self._sent_counters.get(topic)
+        if counter is None:
+            counter = self._sent_counters[topic] = self._events_out.labels(self.component, topic)
+        counter.inc()
+
+    def poll(self, timeout: float = 0.0) -> None:
+        self.producer.poll(timeout)
+
+    def describe(self) -> str:
+        """librdkafka's view at the last statistics tick: idempotence state, brokers, partitions holding messages."""
+        s = self._stats
+        if s is None:
+            return f"no statistics yet; client errors {self.client_errors}"
+        eos = s.get("eos", {})
+        brokers = ", ".join(f"{n} {b.get('state')}" for n, b in s.get("brokers", {}).items()) or "none"
+        queued = [f"{t}[{p}]={q['msgq_cnt'] + q['xmit_msgq_cnt']} (leader {q.get('leader')})"
+                  for t, ts in s.get("topics", {}).items() for p, q in ts.get("partitions", {}).items()
+                  if p != "-1" and q.get("msgq_cnt", 0) + q.get("xmit_msgq_cnt", 0)]
+        return (f"{s.get('msg_cnt', '?')} in queue; idempotence {eos.get('idemp_state', '-')} "
+                f"(producer id {eos.get('producer_id', '-')}); brokers: {brokers}; queued by partition: "
+                f"{', '.join(queued[:8]) or 'none'}; client errors {self.client_errors}")
+
+    def drain(self, progress_every_s: float = 10.0) -> None:
+        """Waits until every message is delivered or failed (librdkafka fails them after message.timeout.ms);
+        raises ProduceError if any failed or, past that timeout and a margin, some are still queued."""
+        deadline = time.monotonic() + self.message_timeout_s + 30
+        remaining = self.producer.flush(progress_every_s)
+        while remaining and time.monotonic() < deadline:
+            print(f"[{self.component}] waiting for {remaining} undelivered messages: {self.describe()}",
+                  file=sys.stderr, flush=True)
+            remaining = self.producer.flush(progress_every_s)
+        if remaining or self.errors:
+            raise ProduceError(f"{self.errors} delivery errors {self.error_samples}, {remaining} undelivered; "
+                               f"{self.describe()}")
 
 
 def consumer(bootstrap: str, group: str, *, read_committed: bool = True, **extra) -> Consumer:

@@ -26,11 +26,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 from pipelines import kafka_util
 from pipelines.config import Config, load_config
-from pipelines.metrics import CSV_ROWS_REJECTED, EVENTS_OUT, PRODUCE_ERRORS, serve
+from pipelines.metrics import CSV_ROWS_REJECTED, serve
 from pipelines.serde import serde
 
 COMPONENT = "replay-fraud"
@@ -194,21 +194,12 @@ class FraudReplay:
         self.tx_serde = serde("transaction")
         self.label_serde = serde("transaction_label")
         self.report = ReplayReport()
-        self._errors: list[str] = []
-        self._sent_counters: dict[str, Any] = {}  # per topic; labels() is a lock and a dict lookup per call
-
-    def _on_delivery(self, err, msg) -> None:
-        if err is not None:
-            self.report.errors += 1
-            PRODUCE_ERRORS.labels(COMPONENT, msg.topic()).inc()
-            if len(self._errors) < 10:
-                self._errors.append(str(err))
 
     def run(self, stop: Callable[[], bool] | None = None,
             before_late: Callable[[], None] | None = None) -> ReplayReport:
         o = self.opts
         rng = random.Random(o.seed)
-        producer = kafka_util.producer(self.bootstrap)
+        producer = kafka_util.TrackedProducer(self.bootstrap, COMPONENT)
         heap: list[tuple[int, int, str, CsvTransaction]] = []
         seq = 0
         shift = 0
@@ -244,7 +235,7 @@ class FraudReplay:
                     "transaction_id": tx.transaction_id, "customer_id": tx.customer_id,
                     "terminal_id": tx.terminal_id, "label": tx.fraud, "tx_time": et,
                     "label_time": label_time, "produced_at": now_ms})
-                self._produce(producer, self.label_topic, str(tx.terminal_id).encode(), value, label_time)
+                producer.produce(self.label_topic, str(tx.terminal_id).encode(), value, label_time)
                 rep.labels += 1
             else:
                 pace(et)
@@ -253,7 +244,7 @@ class FraudReplay:
                     "transaction_id": tx.transaction_id, "customer_id": tx.customer_id,
                     "terminal_id": tx.terminal_id, "amount": tx.amount, "event_time": et,
                     "produced_at": now_ms, "currency": "EUR"})
-                self._produce(producer, self.tx_topic, str(tx.customer_id).encode(), value, et)
+                producer.produce(self.tx_topic, str(tx.customer_id).encode(), value, et)
                 rep.sent += 1
                 rep.first_event_time = et if rep.first_event_time is None else rep.first_event_time
                 rep.last_event_time = et
@@ -313,11 +304,11 @@ class FraudReplay:
             if o.malformed_frac and rng.random() < o.malformed_frac:
                 kind = MALFORMED_KINDS[rep.malformed % len(MALFORMED_KINDS)]
                 value = malformed_value(kind, tx, rng, int(time.time() * 1000))
-                self._produce(producer, self.tx_topic, str(tx.customer_id).encode(), value,
+                producer.produce(self.tx_topic, str(tx.customer_id).encode(), value,
                               tx.event_time + shift)
                 rep.malformed += 1
                 rep.malformed_kinds[kind] = rep.malformed_kinds.get(kind, 0) + 1
-            producer.poll(0)
+            producer.poll()
         # Held transactions (late / out of order) are always sent; labels beyond the replayed range are not,
         # since in the real world they would not have arrived yet.
         while heap:
@@ -325,7 +316,7 @@ class FraudReplay:
             if kind == "tx":
                 emit(kind, held)
         if held_late:
-            producer.flush(60)
+            producer.drain()  # the late ones must reach the job after everything before them
             if before_late is not None:
                 before_late()
             for held in held_late:
@@ -333,24 +324,13 @@ class FraudReplay:
         for tx in tail:
             emit("tx", tx)
             rep.tail_ids.append(tx.transaction_id)
-        remaining = producer.flush(60)
-        rep.seconds = time.perf_counter() - t_start
-        self._progress(final=True)
-        if remaining or rep.errors:
-            raise RuntimeError(f"{rep.errors} delivery errors, {remaining} unflushed: {self._errors}")
+        try:
+            producer.drain()
+        finally:
+            rep.errors = producer.errors
+            rep.seconds = time.perf_counter() - t_start
+            self._progress(final=True)
         return rep
-
-    def _produce(self, producer, topic: str, key: bytes, value: bytes, ts: int) -> None:
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key, timestamp=ts, on_delivery=self._on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        counter = self._sent_counters.get(topic)
-        if counter is None:
-            counter = self._sent_counters[topic] = EVENTS_OUT.labels(COMPONENT, topic)
-        counter.inc()
 
     def _progress(self, final: bool = False) -> None:
         rep = self.report

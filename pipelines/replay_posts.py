@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 
 from pipelines import kafka_util
 from pipelines.config import Config, load_config
-from pipelines.metrics import EVENTS_OUT, PRODUCE_ERRORS, serve
+from pipelines.metrics import serve
 from pipelines.replay_fraud import DAY_MS, ReplayOptions, ReplayReport
 from pipelines.serde import serde
 
@@ -150,14 +150,6 @@ class PostsReplay:
         self.report = ReplayReport()
         self.sent_posts: list[dict] = []   # every valid post sent (tests compare against these)
         self.keep_sent = True
-        self._errors: list[str] = []
-
-    def _on_delivery(self, err, msg) -> None:
-        if err is not None:
-            self.report.errors += 1
-            PRODUCE_ERRORS.labels(COMPONENT, msg.topic()).inc()
-            if len(self._errors) < 10:
-                self._errors.append(str(err))
 
     def _rate_now(self, elapsed: float) -> float:
         o = self.opts
@@ -169,7 +161,7 @@ class PostsReplay:
             before_late: Callable[[], None] | None = None) -> ReplayReport:
         o, b = self.opts, self.opts.base
         rng = random.Random(b.seed)
-        producer = kafka_util.producer(self.bootstrap)
+        producer = kafka_util.TrackedProducer(self.bootstrap, COMPONENT)
         rep = self.report
         t_start = time.perf_counter()
         next_send = t_start
@@ -199,7 +191,7 @@ class PostsReplay:
             pace()
             rec = record(p)
             rec["produced_at"] = int(time.time() * 1000)
-            self._produce(producer, rec["topic"].encode(), self.serde.encode(rec), rec["event_time"])
+            producer.produce(self.topic, rec["topic"].encode(), self.serde.encode(rec), rec["event_time"])
             rep.sent += 1
             rep.first_event_time = rec["event_time"] if rep.first_event_time is None else rep.first_event_time
             rep.last_event_time = rec["event_time"]
@@ -240,11 +232,11 @@ class PostsReplay:
             if b.malformed_frac and rng.random() < b.malformed_frac:
                 kind = MALFORMED_KINDS[rep.malformed % len(MALFORMED_KINDS)]
                 rec = record(p)
-                self._produce(producer, rec["topic"].encode(), malformed_post(kind, rec, rng, int(time.time() * 1000)),
-                              rec["event_time"])
+                producer.produce(self.topic, rec["topic"].encode(),
+                                 malformed_post(kind, rec, rng, int(time.time() * 1000)), rec["event_time"])
                 rep.malformed += 1
                 rep.malformed_kinds[kind] = rep.malformed_kinds.get(kind, 0) + 1
-            producer.poll(0)
+            producer.poll()
         while heap:
             emit(heapq.heappop(heap)[2])
         if shift is None:
@@ -258,28 +250,20 @@ class PostsReplay:
         if o.late_after_tail:
             send_tail()
         if held_late:
-            producer.flush(60)
+            producer.drain()  # the late ones must reach the job after everything before them
             if before_late is not None:
                 before_late()
             for p in held_late:
                 emit(p)
         if not o.late_after_tail:
             send_tail()
-        remaining = producer.flush(60)
-        rep.seconds = time.perf_counter() - t_start
-        self._progress(final=True)
-        if remaining or rep.errors:
-            raise RuntimeError(f"{rep.errors} delivery errors, {remaining} unflushed: {self._errors}")
+        try:
+            producer.drain()
+        finally:
+            rep.errors = producer.errors
+            rep.seconds = time.perf_counter() - t_start
+            self._progress(final=True)
         return rep
-
-    def _produce(self, producer, key: bytes, value: bytes, ts: int) -> None:
-        while True:
-            try:
-                producer.produce(self.topic, value=value, key=key, timestamp=ts, on_delivery=self._on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        EVENTS_OUT.labels(COMPONENT, self.topic).inc()
 
     def _progress(self, final: bool = False) -> None:
         rep = self.report

@@ -218,12 +218,23 @@ def test_broker_restart_mid_stream(kafka_broker, kafka_bootstrap, redis_url, top
         time.sleep(3)
         assert replay.is_alive(), "the replay ended before the fault"
         port = kafka_broker.port
+        t = time.monotonic()
         kafka_broker.stop()
         assert not kafka_broker.running()
+        stopped_s = time.monotonic() - t
         time.sleep(5)
+        t = time.monotonic()
         kafka_broker.start(timeout=120)
         assert kafka_broker.port == port and kafka_broker.bootstrap == kafka_bootstrap
-        got, tail = s.wait_all_scored(job, replay)
+        # Printed, so a failure below shows how long the broker was away (a CI run once lost the replay's
+        # producer across this restart, with no trace of why).
+        print(f"broker stopped in {stopped_s:.1f}s, back after 5 s + {time.monotonic() - t:.1f}s")
+        try:
+            got, tail = s.wait_all_scored(job, replay)
+        except BaseException:
+            log = kafka_broker.logfile.read_text(errors="replace") if kafka_broker.logfile.exists() else ""
+            print("last broker log lines:\n" + "\n".join(log.splitlines()[-60:]))
+            raise
         check_exactly_once(got, tail, s.late_ids())
         print(f"broker restarted on port {port}; all {N} scored exactly once after {time.time() - s.t0:.0f}s")
     finally:

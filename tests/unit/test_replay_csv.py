@@ -96,3 +96,20 @@ def test_resumed_replays_send_the_labels_of_one_replay(tmp_path, monkeypatch):
     assert len(whole_labels) == 500 - 72  # labels come 72 minutes (72 rows here) after their transaction
     # Without resume_labels the second replay's label stream starts over, label_delay_days later.
     assert run(limit=250, skip=250)[0][0] == 250
+
+
+def test_tracked_producer_reports_what_it_could_not_deliver():
+    """No broker answers: drain waits for librdkafka's message timeout, then names the failures and what the
+    client saw, instead of a bare flush count."""
+    from pipelines import kafka_util
+    from pipelines.metrics import PRODUCE_ERRORS
+
+    before = PRODUCE_ERRORS.labels("unit-test", "nowhere")._value.get()
+    out = kafka_util.TrackedProducer("127.0.0.1:1", "unit-test", **{"message.timeout.ms": 1500,
+                                                                    "statistics.interval.ms": 200})
+    for i in range(3):
+        out.produce("nowhere", b"k", b"v%d" % i, 0)
+    with pytest.raises(kafka_util.ProduceError, match=r"3 delivery errors .*timed out.*0 undelivered.*brokers"):
+        out.drain(progress_every_s=0.5)
+    assert out.errors == 3
+    assert PRODUCE_ERRORS.labels("unit-test", "nowhere")._value.get() - before == 3
