@@ -8,6 +8,7 @@ own broker and Redis on free ports beside any that ``make run`` started.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import signal
@@ -128,23 +129,25 @@ def _mvn(pom: Path, out_dir: Path, extra: list[str] | None = None) -> None:
     tmp.rename(out_dir)
 
 
+def _resolved(pom: Path, out_dir: Path, extra: list[str] | None = None) -> Path:
+    """The pom's jars in out_dir, resolved again when the pom changes (its hash is the marker's content). An empty
+    marker is the container image's (infra/docker/Dockerfile resolves the pom it ships while building)."""
+    marker = out_dir / ".complete"
+    digest = hashlib.sha256(pom.read_bytes() + " ".join(extra or []).encode()).hexdigest()[:16]
+    if not marker.exists() or marker.read_text().strip() not in (digest, ""):
+        _mvn(pom, out_dir, extra)
+        marker.write_text(digest + "\n")
+    return out_dir
+
+
 def ensure_kafka_libs() -> Path:
-    marker = KAFKA_LIBS / ".complete"
-    if not marker.exists():
-        _mvn(ROOT / "infra" / "kafka" / "pom.xml", KAFKA_LIBS)
-        marker.write_text("ok\n")
-    return KAFKA_LIBS
+    return _resolved(ROOT / "infra" / "kafka" / "pom.xml", KAFKA_LIBS)
 
 
 def ensure_flink_jars(cfg: Config | None = None) -> Path:
     """Puts the Flink Kafka connector where jobs find it (`flink.jars_dir`, added to `pipeline.jars`)."""
     cfg = cfg or load_config()
-    out = cfg.path(cfg.flink.jars_dir)
-    marker = out / ".complete"
-    if not marker.exists():
-        _mvn(ROOT / "infra" / "flink" / "pom.xml", out, ["-DexcludeTransitive=true"])
-        marker.write_text("ok\n")
-    return out
+    return _resolved(ROOT / "infra" / "flink" / "pom.xml", cfg.path(cfg.flink.jars_dir), ["-DexcludeTransitive=true"])
 
 
 def ensure_udf_jar() -> Path:
@@ -204,6 +207,11 @@ class KafkaBroker:
     def logfile(self) -> Path:
         return self.data_dir / "kafka.log"
 
+    @property
+    def server_log(self) -> Path:
+        """The broker's own log (log4j); `logfile` holds only the JVM's stdout and stderr."""
+        return self.data_dir / "server.log"
+
     def _classpath(self) -> str:
         if self.kafka_home:
             libs = Path(self.kafka_home) / "libs"
@@ -248,7 +256,7 @@ class KafkaBroker:
             "status = warn",
             "appender.file.type = File",
             "appender.file.name = file",
-            f"appender.file.fileName = {self.data_dir / 'server.log'}",
+            f"appender.file.fileName = {self.server_log}",
             "appender.file.layout.type = PatternLayout",
             "appender.file.layout.pattern = [%d] %p %m (%c)%n",
             "rootLogger.level = INFO",

@@ -232,8 +232,9 @@ def test_broker_restart_mid_stream(kafka_broker, kafka_bootstrap, redis_url, top
         try:
             got, tail = s.wait_all_scored(job, replay)
         except BaseException:
-            log = kafka_broker.logfile.read_text(errors="replace") if kafka_broker.logfile.exists() else ""
-            print("last broker log lines:\n" + "\n".join(log.splitlines()[-60:]))
+            log = kafka_broker.server_log
+            lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+            print("last broker log lines:\n" + "\n".join(lines[-80:]))
             raise
         check_exactly_once(got, tail, s.late_ids())
         print(f"broker restarted on port {port}; all {N} scored exactly once after {time.time() - s.t0:.0f}s")
