@@ -81,28 +81,53 @@ class TrackedProducer:
     """The replays' producer: counts what it sends and what fails (with the component's metrics), and `drain`
     waits until every message is delivered or has failed. librdkafka keeps retrying through a broker outage until
     `message.timeout.ms`, so a fixed flush timeout shorter than that gave up on messages still on their way (a
-    broker restart under a loaded CI machine). When it does give up, the error says what librdkafka saw."""
+    broker restart under a loaded CI machine). When it does give up, the error says what librdkafka saw.
+
+    It also works around librdkafka#5301 (open in 2.12/2.13): a metadata response listing no brokers, which a
+    restarting KRaft broker sends while it is still fenced, makes librdkafka drop every broker it knows and stop
+    re-bootstrapping, so nothing is ever sent again (a CI run: `brokers: none`, every leader -1, for 5 minutes).
+    When the statistics show no broker at all for `WEDGED_S`, the queued messages (never sent, so no duplicates)
+    are purged and produced again by a new producer."""
 
     STATS_INTERVAL_MS = 5000
+    WEDGED_S = 15.0
 
     def __init__(self, bootstrap: str, component: str, **extra):
-        from pipelines.metrics import EVENTS_OUT, PRODUCE_ERRORS
+        from pipelines.metrics import EVENTS_OUT, PRODUCE_ERRORS, PRODUCER_RESETS
 
         self.component = component
         self.errors = 0
+        self.resets = 0
         self.error_samples: list[str] = []
         self.client_errors: list[str] = []  # error_cb: transport trouble, fatal idempotence errors
         self._stats: dict[str, Any] | None = None
+        self._no_brokers_since: float | None = None
+        self._resend: list[tuple[str, bytes, bytes, int]] | None = None  # set while purging a wedged producer
+        self._retired: list[Producer] = []
         self._events_out = EVENTS_OUT
         self._produce_errors = PRODUCE_ERRORS
+        self._resets = PRODUCER_RESETS.labels(component)
         self._sent_counters: dict[str, Any] = {}  # per topic; labels() is a lock and a dict lookup per call
-        conf = {"error_cb": self._on_error, "stats_cb": self._on_stats,
-                "statistics.interval.ms": self.STATS_INTERVAL_MS, **extra}
-        self.message_timeout_s = int(conf.get("message.timeout.ms", 300_000)) / 1000
-        self.producer = producer(bootstrap, **conf)
+        self._conf = {"error_cb": self._on_error, "statistics.interval.ms": self.STATS_INTERVAL_MS, **extra}
+        self._bootstrap = bootstrap
+        self._reset_at = time.monotonic()
+        self.message_timeout_s = int(self._conf.get("message.timeout.ms", 300_000)) / 1000
+        self.producer = self._new_producer()
+
+    def _new_producer(self) -> Producer:
+        generation = self.resets
+
+        def on_stats(stats: str) -> None:  # a retired producer's statistics would read as wedged again
+            if generation == self.resets:
+                self._on_stats(stats)
+
+        return producer(self._bootstrap, **{**self._conf, "stats_cb": on_stats})
 
     def _on_delivery(self, err, msg) -> None:
         if err is not None:
+            if self._resend is not None and err.code() == KafkaError._PURGE_QUEUE:
+                self._resend.append((msg.topic(), msg.key(), msg.value(), msg.timestamp()[1]))
+                return
             self.errors += 1
             self._produce_errors.labels(self.component, msg.topic()).inc()
             if len(self.error_samples) < 10:
@@ -115,14 +140,50 @@ class TrackedProducer:
 
     def _on_stats(self, stats: str) -> None:
         self._stats = json.loads(stats)
+        if self._stats.get("brokers"):
+            self._no_brokers_since = None
+        elif self._no_brokers_since is None:
+            self._no_brokers_since = time.monotonic()
 
-    def produce(self, topic: str, key: bytes, value: bytes, ts: int) -> None:
+    def _wedged(self) -> bool:
+        return (self._no_brokers_since is not None and time.monotonic() - self._no_brokers_since >= self.WEDGED_S
+                and len(self.producer) > 0)
+
+    def reset(self) -> int:
+        """Moves the queued messages to a new producer; returns how many. In-flight ones stay with the old one
+        (drain waits for them), so nothing is sent twice."""
+        old = self.producer
+        self._resend = []
+        try:
+            old.purge(in_queue=True, in_flight=False)
+            while old.poll(0):  # serves the purged messages' delivery reports into _resend
+                pass
+        finally:
+            resend, self._resend = self._resend, None
+        self._retired.append(old)
+        self.resets += 1
+        self._resets.inc()
+        self._reset_at = time.monotonic()
+        self._stats, self._no_brokers_since = None, None
+        self.producer = self._new_producer()
+        for topic, key, value, ts in resend:
+            self._produce(topic, key, value, ts)
+        print(f"[{self.component}] librdkafka had no broker left (librdkafka#5301); {len(resend)} queued messages "
+              f"moved to a new producer", file=sys.stderr, flush=True)
+        return len(resend)
+
+    def _produce(self, topic: str, key: bytes, value: bytes, ts: int) -> None:
         while True:
             try:
                 self.producer.produce(topic, value=value, key=key, timestamp=ts, on_delivery=self._on_delivery)
-                break
+                return
             except BufferError:
                 self.producer.poll(0.05)
+                if self._wedged():
+                    self.reset()
+
+    def produce(self, topic: str, key: bytes, value: bytes, ts: int) -> None:
+        self._produce(topic, key, value, ts)
         counter = self._sent_counters.get(topic)
         if counter is None:
             counter = self._sent_counters[topic] = self._events_out.labels(self.component, topic)
@@ -130,6 +191,15 @@ class TrackedProducer:
 
     def poll(self, timeout: float = 0.0) -> None:
         self.producer.poll(timeout)
+        if self._no_brokers_since is not None and self._wedged():
+            self.reset()
+
+    def _flush(self, timeout: float) -> int:
+        remaining = self.producer.flush(timeout)
+        if remaining and self._wedged():
+            self.reset()
+            remaining = self.producer.flush(timeout)
+        return remaining + sum(old.flush(0) for old in self._retired)
 
     def describe(self) -> str:
         """librdkafka's view at the last statistics tick: idempotence state, brokers, partitions holding messages."""
@@ -148,12 +218,13 @@ class TrackedProducer:
     def drain(self, progress_every_s: float = 10.0) -> None:
         """Waits until every message is delivered or failed (librdkafka fails them after message.timeout.ms);
         raises ProduceError if any failed or, past that timeout and a margin, some are still queued."""
-        deadline = time.monotonic() + self.message_timeout_s + 30
-        remaining = self.producer.flush(progress_every_s)
-        while remaining and time.monotonic() < deadline:
+        start = time.monotonic()
+        remaining = self._flush(progress_every_s)
+        # A reset gives the moved messages a fresh message timeout.
+        while remaining and time.monotonic() < max(start, self._reset_at) + self.message_timeout_s + 30:
             print(f"[{self.component}] waiting for {remaining} undelivered messages: {self.describe()}",
                   file=sys.stderr, flush=True)
-            remaining = self.producer.flush(progress_every_s)
+            remaining = self._flush(progress_every_s)
         if remaining or self.errors:
             raise ProduceError(f"{self.errors} delivery errors {self.error_samples}, {remaining} undelivered; "
                                f"{self.describe()}")

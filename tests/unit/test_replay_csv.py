@@ -113,3 +113,22 @@ def test_tracked_producer_reports_what_it_could_not_deliver():
         out.drain(progress_every_s=0.5)
     assert out.errors == 3
     assert PRODUCE_ERRORS.labels("unit-test", "nowhere")._value.get() - before == 3
+
+
+def test_tracked_producer_reset_moves_queued_messages_to_a_new_producer():
+    """The librdkafka#5301 workaround's mechanics: queued (never sent) messages leave the wedged producer through
+    purge and are produced again, in order, by a new one; none is counted as an error."""
+    from pipelines import kafka_util
+    from pipelines.metrics import PRODUCER_RESETS
+
+    before = PRODUCER_RESETS.labels("unit-test")._value.get()
+    out = kafka_util.TrackedProducer("127.0.0.1:1", "unit-test", **{"message.timeout.ms": 1500})
+    first = out.producer
+    for i in range(5):
+        out.produce("nowhere", b"k", b"v%d" % i, 1000 + i)
+    assert out.reset() == 5
+    assert out.producer is not first  # len() would count its pending error events too
+    assert out.errors == 0 and out.resets == 1
+    assert PRODUCER_RESETS.labels("unit-test")._value.get() - before == 1
+    with pytest.raises(kafka_util.ProduceError, match=r"^5 delivery errors"):  # the five, once each
+        out.drain(progress_every_s=0.5)
