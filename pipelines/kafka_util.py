@@ -191,7 +191,7 @@ class TrackedProducer:
 
     def poll(self, timeout: float = 0.0) -> None:
         self.producer.poll(timeout)
-        if self._no_brokers_since is not None and self._wedged():
+        if self._wedged():
             self.reset()
 
     def _flush(self, timeout: float) -> int:

@@ -182,6 +182,19 @@ def malformed_value(kind: str, tx: CsvTransaction, rng: random.Random, now_ms: i
     raise ValueError(kind)
 
 
+def finish(producer: kafka_util.TrackedProducer, rep: ReplayReport, t_start: float,
+           progress: Callable[..., None]) -> ReplayReport:
+    """The end of a replay: waits for every message's delivery (raising kafka_util.ProduceError on failures), and
+    reports the errors, the time taken and a last progress line either way."""
+    try:
+        producer.drain()
+    finally:
+        rep.errors = producer.errors
+        rep.seconds = time.perf_counter() - t_start
+        progress(final=True)
+    return rep
+
+
 class FraudReplay:
     def __init__(self, cfg: Config, opts: ReplayOptions, *, bootstrap: str | None = None,
                  tx_topic: str | None = None, label_topic: str | None = None, csv_path: str | None = None):
@@ -324,13 +337,7 @@ class FraudReplay:
         for tx in tail:
             emit("tx", tx)
             rep.tail_ids.append(tx.transaction_id)
-        try:
-            producer.drain()
-        finally:
-            rep.errors = producer.errors
-            rep.seconds = time.perf_counter() - t_start
-            self._progress(final=True)
-        return rep
+        return finish(producer, rep, t_start, self._progress)
 
     def _progress(self, final: bool = False) -> None:
         rep = self.report

@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 from pipelines import kafka_util
 from pipelines.config import Config, load_config
 from pipelines.metrics import serve
-from pipelines.replay_fraud import DAY_MS, ReplayOptions, ReplayReport
+from pipelines.replay_fraud import DAY_MS, ReplayOptions, ReplayReport, finish
 from pipelines.serde import serde
 
 COMPONENT = "replay-posts"
@@ -257,13 +257,7 @@ class PostsReplay:
                 emit(p)
         if not o.late_after_tail:
             send_tail()
-        try:
-            producer.drain()
-        finally:
-            rep.errors = producer.errors
-            rep.seconds = time.perf_counter() - t_start
-            self._progress(final=True)
-        return rep
+        return finish(producer, rep, t_start, self._progress)
 
     def _progress(self, final: bool = False) -> None:
         rep = self.report
