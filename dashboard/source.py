@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, TopicPartition
 
 from pipelines import kafka_util
 from pipelines.config import TopicsConfig
-from pipelines.metrics import CONSUMER_COMMITTED, CONSUMER_LAG, EVENTS_IN, LOG_END_OFFSET
+from pipelines.metrics import CONSUMER_COMMITTED, CONSUMER_LAG, EVENTS_IN, KAFKA_CLIENT_RESETS, LOG_END_OFFSET
 from pipelines.serde import DecodeError, serde
 
 log = logging.getLogger("dashboard.source")
@@ -60,6 +60,13 @@ def decode_message(kind: str, value: bytes | None, topic: str, partition: int, o
         return "decode_error", None
 
 
+def _close_quietly(client) -> None:
+    try:
+        client.close()
+    except Exception:  # closing a client whose broker is gone may raise; nothing to do about it
+        pass
+
+
 class KafkaSource:
     def __init__(self, bootstrap: str, topics: SourceTopics, group: str, loop: asyncio.AbstractEventLoop,
                  queue: "asyncio.Queue[list[Event]]", on_offsets: Callable[[list[dict], dict[str, int]], None],
@@ -89,12 +96,26 @@ class KafkaSource:
 
     # ---------------------------------------------------------------------------------------------- consumer
 
-    def _consume(self) -> None:
+    def _new_consumer(self, watch: kafka_util.BrokerWatch):
         c = kafka_util.consumer(self.bootstrap, self.group, read_committed=True, **{
-            "enable.auto.commit": True, "auto.commit.interval.ms": 1000, "topic.metadata.refresh.interval.ms": 5000})
+            "enable.auto.commit": True, "auto.commit.interval.ms": 1000, "topic.metadata.refresh.interval.ms": 5000,
+            **watch.conf()})
+        c.subscribe(sorted(set(self.topics.outputs.values())))
+        return c
+
+    def _consume(self) -> None:
+        watch = kafka_util.BrokerWatch()
+        c = self._new_consumer(watch)
         try:
-            c.subscribe(sorted(set(self.topics.outputs.values())))
             while not self.stop_event.is_set():
+                if watch.wedged():
+                    # librdkafka#5301 after a broker restart: this consumer would never read again. The group's
+                    # committed offsets carry the new one on (the page may see a second of records twice).
+                    log.warning("dashboard consumer has had no broker for %.0f s; replacing it", watch.after_s)
+                    KAFKA_CLIENT_RESETS.labels("dashboard", "consumer").inc()
+                    _close_quietly(c)
+                    watch = kafka_util.BrokerWatch()
+                    c = self._new_consumer(watch)
                 msgs = c.consume(num_messages=self.batch, timeout=0.2)
                 events: list[Event] = []
                 for m in msgs:
@@ -116,7 +137,7 @@ class KafkaSource:
         except Exception:  # keep the server up; the page shows the stale data and the lag grows
             log.exception("dashboard consumer stopped")
         finally:
-            c.close()
+            _close_quietly(c)
 
     def _hand_over(self, events: list[Event]) -> None:
         fut = asyncio.run_coroutine_threadsafe(self.queue.put(events), self.loop)
@@ -135,12 +156,19 @@ class KafkaSource:
 
     def _poll_offsets(self) -> None:
         probe = kafka_util.consumer(self.bootstrap, self.group, read_committed=True)
+        watch = kafka_util.BrokerWatch()
         partitions: dict[str, list[int]] = {}
         md_at = 0.0
         wanted = sorted(set(self.topics.outputs.values()) | set(self.topics.inputs.values()))
         try:
             while not self.stop_event.is_set():
                 started = time.time()
+                if watch.wedged():  # only failures for a while: perhaps librdkafka#5301, a new probe is cheap
+                    KAFKA_CLIENT_RESETS.labels("dashboard", "offset-probe").inc()
+                    _close_quietly(probe)
+                    probe = kafka_util.consumer(self.bootstrap, self.group, read_committed=True)
+                    watch = kafka_util.BrokerWatch()
+                    partitions = {}
                 try:
                     if time.time() - md_at > 15 or not partitions:
                         md = probe.list_topics(timeout=5).topics
@@ -148,16 +176,18 @@ class KafkaSource:
                                       if t in md and md[t].error is None}
                         md_at = time.time()
                     rows, inputs = self._offsets(probe, partitions)
+                    watch.note(ok=True)
                     self.connected = True
                     self.loop.call_soon_threadsafe(self.on_offsets, rows, inputs)
                 except RuntimeError:  # the loop is closed
                     return
                 except Exception as exc:
+                    watch.note(ok=False)
                     self.connected = False
                     log.debug("offset poll failed: %s", exc)
                 self.stop_event.wait(max(0.1, self.lag_interval - (time.time() - started)))
         finally:
-            probe.close()
+            _close_quietly(probe)
 
     def _offsets(self, probe, partitions: dict[str, list[int]]) -> tuple[list[dict], dict[str, int]]:
         outputs = sorted(set(self.topics.outputs.values()))

@@ -73,6 +73,52 @@ def producer(bootstrap: str, **extra) -> Producer:
     return Producer(conf)
 
 
+class BrokerWatch:
+    """Tells when a librdkafka client is stuck for good, so that its owner can replace it.
+
+    librdkafka#5301 (open in 2.12/2.13): a metadata response listing no brokers, which a restarting KRaft broker
+    sends while it is still fenced, makes librdkafka drop every broker it knows and stop re-bootstrapping: the
+    client never talks to Kafka again (a CI run's producer: `brokers: none`, every leader -1, for 5 minutes). Its
+    statistics show it: no configured or learned broker left (a plain outage keeps the bootstrap broker listed, in
+    state DOWN). Pass `conf()` to the client and it is `wedged()` after `after_s` without a broker. Clients that
+    make requests instead of polling (offset probes, admin clients) report each outcome to `note()`: requests that
+    have only failed for `after_s` also count as wedged, which covers the same trap without statistics (a new
+    client during a plain outage costs nothing)."""
+
+    STATS_INTERVAL_MS = 5000
+    AFTER_S = 15.0
+
+    def __init__(self, after_s: float = AFTER_S, clock=time.monotonic):
+        self.after_s = after_s
+        self.clock = clock
+        self.stats: dict[str, Any] | None = None  # the last statistics, for diagnostics
+        self._no_brokers_since: float | None = None
+        self._failing_since: float | None = None
+
+    def conf(self) -> dict[str, Any]:
+        return {"stats_cb": self.on_stats, "statistics.interval.ms": self.STATS_INTERVAL_MS}
+
+    def on_stats(self, stats: str) -> None:
+        self.stats = json.loads(stats)
+        brokers = [b for b in self.stats.get("brokers", {}).values()
+                   if b.get("source") in ("configured", "learned")]  # not the internal or logical ones
+        if brokers:
+            self._no_brokers_since = None
+        elif self._no_brokers_since is None:
+            self._no_brokers_since = self.clock()
+
+    def note(self, ok: bool) -> None:
+        if ok:
+            self._failing_since = None
+        elif self._failing_since is None:
+            self._failing_since = self.clock()
+
+    def wedged(self) -> bool:
+        now = self.clock()
+        return any(since is not None and now - since >= self.after_s
+                   for since in (self._no_brokers_since, self._failing_since))
+
+
 class ProduceError(RuntimeError):
     """Messages that failed, or that were still undelivered when the producer stopped waiting."""
 
@@ -83,45 +129,33 @@ class TrackedProducer:
     `message.timeout.ms`, so a fixed flush timeout shorter than that gave up on messages still on their way (a
     broker restart under a loaded CI machine). When it does give up, the error says what librdkafka saw.
 
-    It also works around librdkafka#5301 (open in 2.12/2.13): a metadata response listing no brokers, which a
-    restarting KRaft broker sends while it is still fenced, makes librdkafka drop every broker it knows and stop
-    re-bootstrapping, so nothing is ever sent again (a CI run: `brokers: none`, every leader -1, for 5 minutes).
-    When the statistics show no broker at all for `WEDGED_S`, the queued messages (never sent, so no duplicates)
-    are purged and produced again by a new producer."""
-
-    STATS_INTERVAL_MS = 5000
-    WEDGED_S = 15.0
+    It also works around librdkafka#5301 (see BrokerWatch): when its producer is wedged with messages queued,
+    the queued messages (never sent, so no duplicates) are purged and produced again by a new producer."""
 
     def __init__(self, bootstrap: str, component: str, **extra):
-        from pipelines.metrics import EVENTS_OUT, PRODUCE_ERRORS, PRODUCER_RESETS
+        from pipelines.metrics import EVENTS_OUT, KAFKA_CLIENT_RESETS, PRODUCE_ERRORS
 
         self.component = component
         self.errors = 0
         self.resets = 0
         self.error_samples: list[str] = []
         self.client_errors: list[str] = []  # error_cb: transport trouble, fatal idempotence errors
-        self._stats: dict[str, Any] | None = None
-        self._no_brokers_since: float | None = None
         self._resend: list[tuple[str, bytes, bytes, int]] | None = None  # set while purging a wedged producer
         self._retired: list[Producer] = []
         self._events_out = EVENTS_OUT
         self._produce_errors = PRODUCE_ERRORS
-        self._resets = PRODUCER_RESETS.labels(component)
+        self._resets = KAFKA_CLIENT_RESETS.labels(component, "producer")
         self._sent_counters: dict[str, Any] = {}  # per topic; labels() is a lock and a dict lookup per call
-        self._conf = {"error_cb": self._on_error, "statistics.interval.ms": self.STATS_INTERVAL_MS, **extra}
+        self._conf = {"error_cb": self._on_error, **extra}
         self._bootstrap = bootstrap
         self._reset_at = time.monotonic()
         self.message_timeout_s = int(self._conf.get("message.timeout.ms", 300_000)) / 1000
         self.producer = self._new_producer()
 
     def _new_producer(self) -> Producer:
-        generation = self.resets
-
-        def on_stats(stats: str) -> None:  # a retired producer's statistics would read as wedged again
-            if generation == self.resets:
-                self._on_stats(stats)
-
-        return producer(self._bootstrap, **{**self._conf, "stats_cb": on_stats})
+        # A watch per producer: a retired producer's statistics would read as wedged again.
+        self.watch = BrokerWatch()
+        return producer(self._bootstrap, **{**self.watch.conf(), **self._conf})
 
     def _on_delivery(self, err, msg) -> None:
         if err is not None:
@@ -138,16 +172,8 @@ class TrackedProducer:
         if text not in self.client_errors:
             self.client_errors = (self.client_errors + [text])[-5:]
 
-    def _on_stats(self, stats: str) -> None:
-        self._stats = json.loads(stats)
-        if self._stats.get("brokers"):
-            self._no_brokers_since = None
-        elif self._no_brokers_since is None:
-            self._no_brokers_since = time.monotonic()
-
     def _wedged(self) -> bool:
-        return (self._no_brokers_since is not None and time.monotonic() - self._no_brokers_since >= self.WEDGED_S
-                and len(self.producer) > 0)
+        return self.watch.wedged() and len(self.producer) > 0
 
     def reset(self) -> int:
         """Moves the queued messages to a new producer; returns how many. In-flight ones stay with the old one
@@ -164,7 +190,6 @@ class TrackedProducer:
         self.resets += 1
         self._resets.inc()
         self._reset_at = time.monotonic()
-        self._stats, self._no_brokers_since = None, None
         self.producer = self._new_producer()
         for topic, key, value, ts in resend:
             self._produce(topic, key, value, ts)
@@ -203,7 +228,7 @@ class TrackedProducer:
 
     def describe(self) -> str:
         """librdkafka's view at the last statistics tick: idempotence state, brokers, partitions holding messages."""
-        s = self._stats
+        s = self.watch.stats
         if s is None:
             return f"no statistics yet; client errors {self.client_errors}"
         eos = s.get("eos", {})

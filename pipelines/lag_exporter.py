@@ -30,7 +30,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from pipelines import metrics
 from pipelines.config import Config, load_config
-from pipelines.kafka_util import QUIET
+from pipelines.kafka_util import QUIET, BrokerWatch
 from pipelines.serde import DecodeError, serde
 
 log = logging.getLogger("streamscore.lag_exporter")
@@ -88,6 +88,10 @@ def default_groups(cfg: Config, extra: Iterable[str] = ()) -> list[str]:
     return out
 
 
+# Poll stages whose failure means Kafka did not answer (not a bad record or a bug of ours).
+_KAFKA_STAGES = {"metadata", "committed-offsets", "end-offsets", "tail-read", "tail-timeout"}
+
+
 class LagExporter:
     """Polls committed offsets, log-end offsets and output-topic event times; updates the gauges in metrics.py."""
 
@@ -107,6 +111,7 @@ class LagExporter:
         self._tail_cache: dict[tuple[str, int], tuple[int, int | None]] = {}
         # Label sets this instance set last round, so vanished groups/topics/partitions lose their series.
         self._series: dict[object, set[tuple[str, ...]]] = {}
+        self.watch = BrokerWatch()  # its clients are replaced after 15 s of nothing but failed Kafka requests
 
     # ------------------------------------------------------------------------------------------------ clients
 
@@ -143,10 +148,16 @@ class LagExporter:
         """One round: never raises for Kafka trouble; failures are counted and listed in ``Snapshot.errors``."""
         snap = Snapshot()
         started = time.perf_counter()
+        if self.watch.wedged():  # perhaps librdkafka#5301 after a broker restart: they would never recover
+            log.warning("lag exporter: only failed Kafka requests for %.0f s; new clients", self.watch.after_s)
+            metrics.KAFKA_CLIENT_RESETS.labels("lag-exporter", "all").inc()
+            self.close()
+            self.watch = BrokerWatch()
         try:
             self._poll(snap)
         except Exception as exc:  # the exporter must outlive anything the broker or a record throws at it
             self._error(snap, "unexpected", exc)
+        self.watch.note(ok=not _KAFKA_STAGES & set(snap.errors))
         metrics.LAG_EXPORTER_POLL_SECONDS.observe(time.perf_counter() - started)
         if "metadata" not in snap.errors:
             metrics.LAG_EXPORTER_LAST_SUCCESS.set(self.clock())

@@ -44,9 +44,9 @@ LATE_EVENTS = Counter(f"{PREFIX}_late_events_total", "Events behind the watermar
 DEAD_LETTERS = Counter(f"{PREFIX}_dead_letters_total", "Records sent to the dead-letter topic",
                        ["component", "reason"])
 PRODUCE_ERRORS = Counter(f"{PREFIX}_produce_errors_total", "Kafka delivery failures", ["component", "topic"])
-PRODUCER_RESETS = Counter(f"{PREFIX}_producer_resets_total",
-                          "Producers replaced because librdkafka had dropped every broker (librdkafka#5301)",
-                          ["component"])
+KAFKA_CLIENT_RESETS = Counter(f"{PREFIX}_kafka_client_resets_total",
+                              "Kafka clients replaced because they had no broker left, or only failed requests, "
+                              "for 15 s (librdkafka#5301)", ["component", "client"])
 CSV_ROWS_REJECTED = Counter(f"{PREFIX}_csv_rows_rejected_total", "Malformed source-file rows, by reason",
                             ["source", "reason"])
 PROFILE_LOOKUPS = Counter(f"{PREFIX}_profile_lookups_total", "Profile lookups by kind and result",

@@ -135,6 +135,23 @@ def test_broker_down_is_counted_not_fatal() -> None:
     assert metrics.LAG_EXPORTER_ERRORS.labels(stage="metadata")._value.get() == before + 1
 
 
+def test_clients_are_replaced_after_failing_for_a_while() -> None:
+    """librdkafka#5301 can leave a client without any broker for good: after only failed Kafka requests for the
+    watch's time, the exporter starts again with new clients (and counts it)."""
+    resets = metrics.KAFKA_CLIENT_RESETS.labels("lag-exporter", "all")
+    before = resets._value.get()
+    exporter = LagExporter(f"127.0.0.1:{services.free_port()}", ["g"], {"fraud-scores": "fraud_score"}, timeout=1)
+    exporter.watch = kafka_util.BrokerWatch(after_s=0.0)
+    try:
+        exporter.poll()
+        first = exporter.admin
+        assert resets._value.get() == before  # nothing to replace before the first failure
+        exporter.poll()
+        assert resets._value.get() == before + 1 and exporter.admin is not first
+    finally:
+        exporter.close()
+
+
 def test_metrics_endpoint_serves_the_gauges(kafka_bootstrap: str, topic_factory) -> None:
     topic = topic_factory("lag-http", partitions=1)
     group = f"lag-http-{uuid.uuid4().hex[:8]}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 
 import pytest
 
@@ -244,3 +245,35 @@ def test_client_queue_coalesces_when_full_and_flags_slow_clients():
         assert not client.offer_control(b"x")  # replies are bounded too
 
     asyncio.run(go())
+
+
+def test_source_replaces_a_wedged_consumer(monkeypatch):
+    """When its BrokerWatch says a client is wedged (librdkafka#5301), the dashboard's consumer thread closes it
+    and carries on with a new one, and counts it."""
+    import asyncio
+
+    from dashboard import source
+    from pipelines import kafka_util
+    from pipelines.metrics import KAFKA_CLIENT_RESETS
+
+    class Wedged(kafka_util.BrokerWatch):
+        def wedged(self) -> bool:
+            return True
+
+    monkeypatch.setattr(kafka_util, "BrokerWatch", Wedged)
+    resets = KAFKA_CLIENT_RESETS.labels("dashboard", "consumer")
+    before = resets._value.get()
+    loop = asyncio.new_event_loop()
+    src = source.KafkaSource("127.0.0.1:1", source.SourceTopics({"fraud_score": "scores"}, {}), "g", loop,
+                             asyncio.Queue(), lambda *a: None)
+    src.threads = src.threads[:1]  # the consumer only
+    src.start()
+    try:
+        deadline = time.time() + 20
+        while resets._value.get() < before + 2 and time.time() < deadline:
+            time.sleep(0.1)
+        assert resets._value.get() >= before + 2
+        assert src.threads[0].is_alive()
+    finally:
+        src.stop()
+        loop.close()

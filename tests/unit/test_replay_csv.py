@@ -1,10 +1,11 @@
 import gzip
+import json
+import random
 
 import pytest
 
 from pipelines.replay_fraud import CSV_COLUMNS, CsvRowError, iter_csv, malformed_value, MALFORMED_KINDS, CsvTransaction
 from pipelines.serde import DecodeError, check_transaction, serde
-import random
 
 HEADER = ",".join(CSV_COLUMNS)
 
@@ -119,9 +120,9 @@ def test_tracked_producer_reset_moves_queued_messages_to_a_new_producer():
     """The librdkafka#5301 workaround's mechanics: queued (never sent) messages leave the wedged producer through
     purge and are produced again, in order, by a new one; none is counted as an error."""
     from pipelines import kafka_util
-    from pipelines.metrics import PRODUCER_RESETS
+    from pipelines.metrics import KAFKA_CLIENT_RESETS
 
-    before = PRODUCER_RESETS.labels("unit-test")._value.get()
+    before = KAFKA_CLIENT_RESETS.labels("unit-test", "producer")._value.get()
     out = kafka_util.TrackedProducer("127.0.0.1:1", "unit-test", **{"message.timeout.ms": 1500})
     first = out.producer
     for i in range(5):
@@ -129,6 +130,44 @@ def test_tracked_producer_reset_moves_queued_messages_to_a_new_producer():
     assert out.reset() == 5
     assert out.producer is not first  # len() would count its pending error events too
     assert out.errors == 0 and out.resets == 1
-    assert PRODUCER_RESETS.labels("unit-test")._value.get() - before == 1
+    assert KAFKA_CLIENT_RESETS.labels("unit-test", "producer")._value.get() - before == 1
     with pytest.raises(kafka_util.ProduceError, match=r"^5 delivery errors"):  # the five, once each
         out.drain(progress_every_s=0.5)
+
+
+def _stats(*sources: str) -> str:
+    return json.dumps({"brokers": {f"b{i}": {"source": s, "state": "DOWN"} for i, s in enumerate(sources)}})
+
+
+def test_broker_watch_wedged_only_after_a_while_without_a_broker():
+    """librdkafka#5301 leaves a client with no configured or learned broker (a plain outage keeps the bootstrap
+    broker listed, DOWN); the internal and logical entries do not count as brokers."""
+    from pipelines.kafka_util import BrokerWatch
+
+    now = [100.0]
+    w = BrokerWatch(after_s=15, clock=lambda: now[0])
+    w.on_stats(_stats("configured", "internal"))
+    now[0] += 60
+    assert not w.wedged()  # an outage: the bootstrap broker is still listed
+    w.on_stats(_stats("internal", "logical"))
+    now[0] += 14
+    assert not w.wedged()
+    now[0] += 1
+    assert w.wedged()
+    w.on_stats(_stats("learned"))
+    assert not w.wedged()
+
+
+def test_broker_watch_counts_only_failures_in_a_row():
+    from pipelines.kafka_util import BrokerWatch
+
+    now = [0.0]
+    w = BrokerWatch(after_s=15, clock=lambda: now[0])
+    w.note(ok=False)
+    now[0] += 10
+    w.note(ok=True)
+    w.note(ok=False)
+    now[0] += 10
+    assert not w.wedged()
+    now[0] += 5
+    assert w.wedged()
