@@ -5,6 +5,7 @@ import org.apache.flink.table.annotation.ArgumentTrait;
 import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.annotation.FunctionHint;
 import org.apache.flink.table.annotation.StateHint;
+import org.apache.flink.table.api.dataview.MapView;
 import org.apache.flink.types.Row;
 
 /**
@@ -34,18 +35,22 @@ public class CustomerFeatures extends RollingFeatures {
         super(NL, ND, CustomerWindows.WINDOWS_MS[CustomerWindows.WINDOWS_MS.length - 1]);
     }
 
-    public void eval(Context ctx, @StateHint(name = "state", ttl = NO_TTL) FeatureState state,
+    public void eval(Context ctx, @StateHint(name = "state", ttl = NO_TTL) MapView<Integer, FeatureState> view,
                      @ArgumentHint(name = "input",
-                             value = {ArgumentTrait.SET_SEMANTIC_TABLE, ArgumentTrait.REQUIRE_ON_TIME}) Row input) {
+                             value = {ArgumentTrait.SET_SEMANTIC_TABLE, ArgumentTrait.REQUIRE_ON_TIME}) Row input)
+            throws Exception {
+        FeatureState state = load(view);
         for (int j = 0; j < NL; j++) {
             longs[j] = orNull(input.getField(LONG_COLUMNS[j]));
         }
         Double amount = input.getFieldAs("amount");
         doubles[0] = amount == null ? Double.NaN : amount;
         hold(ctx, state);
+        store(view, state);
     }
 
-    public void onTimer(OnTimerContext ctx, FeatureState state) {
+    public void onTimer(OnTimerContext ctx, MapView<Integer, FeatureState> view) throws Exception {
+        FeatureState state = load(view);
         int k = release(ctx, state);
         if (k == 0) {
             return;
@@ -55,6 +60,7 @@ public class CustomerFeatures extends RollingFeatures {
             state.rows.add(t, taken.d[i * ND], (byte) 0);
         }
         evict(state, t);
+        store(view, state);
         Row c = CustomerWindows.features(state.rows);
         int nc = c.getArity();
         for (int i = 0; i < k; i++) {

@@ -1,5 +1,6 @@
 package io.streamscore.udfs;
 
+import org.apache.flink.table.api.dataview.MapView;
 import org.apache.flink.table.functions.ProcessTableFunction;
 import org.apache.flink.types.Row;
 
@@ -18,6 +19,8 @@ abstract class RollingFeatures extends ProcessTableFunction<Row> {
      * incremental cleanup on every access (JFR: 15% of the job's JVM time); an explicit 0 disables it.
      */
     static final String NO_TTL = "0 ms";
+    /** The one key of the state's map view. */
+    static final Integer STATE_KEY = 0;
     /** Marks a null long column while a row waits. */
     static final long NULL_LONG = Long.MIN_VALUE;
 
@@ -59,6 +62,23 @@ abstract class RollingFeatures extends ProcessTableFunction<Row> {
     /** After the released rows joined the window at time {@code t}: the rows that are now too old leave it. */
     final void evict(FeatureState state, long t) {
         state.rows.evictBefore(t - longestWindowMs);
+    }
+
+    /**
+     * The key's state, from its one-entry map view: a new one for a new key. A view, not a plain (eager) state
+     * entry: before each call Flink's process-table runner reads an eager entry, and after it, to skip unchanged
+     * state, hashes the whole value before and after and compares them, which for a 30-day window of rows was a
+     * quarter of the job's JVM time (JFR, steady-state drain). A view is read and written only when asked; the
+     * functions write the state back after every change ({@link #store}), as a state backend that serialises
+     * (RocksDB) needs.
+     */
+    static FeatureState load(MapView<Integer, FeatureState> view) throws Exception {
+        FeatureState state = view.get(STATE_KEY);
+        return state == null ? new FeatureState() : state;
+    }
+
+    static void store(MapView<Integer, FeatureState> view, FeatureState state) throws Exception {
+        view.put(STATE_KEY, state);
     }
 
     static long orNull(Object v) {

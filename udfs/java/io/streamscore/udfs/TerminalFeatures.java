@@ -5,6 +5,7 @@ import org.apache.flink.table.annotation.ArgumentTrait;
 import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.annotation.FunctionHint;
 import org.apache.flink.table.annotation.StateHint;
+import org.apache.flink.table.api.dataview.MapView;
 import org.apache.flink.types.Row;
 
 /**
@@ -36,9 +37,11 @@ public class TerminalFeatures extends RollingFeatures {
         super(NL, ND, TerminalWindows.WINDOWS_MS[TerminalWindows.WINDOWS_MS.length - 1]);
     }
 
-    public void eval(Context ctx, @StateHint(name = "state", ttl = NO_TTL) FeatureState state,
+    public void eval(Context ctx, @StateHint(name = "state", ttl = NO_TTL) MapView<Integer, FeatureState> view,
                      @ArgumentHint(name = "input",
-                             value = {ArgumentTrait.SET_SEMANTIC_TABLE, ArgumentTrait.REQUIRE_ON_TIME}) Row input) {
+                             value = {ArgumentTrait.SET_SEMANTIC_TABLE, ArgumentTrait.REQUIRE_ON_TIME}) Row input)
+            throws Exception {
+        FeatureState state = load(view);
         Integer isTx = input.getFieldAs("is_tx");
         Integer isLabel = input.getFieldAs("is_label");
         Integer isFraud = input.getFieldAs("is_fraud");
@@ -51,9 +54,11 @@ public class TerminalFeatures extends RollingFeatures {
         longs[FLAGS] = flags(isTx, isLabel, isFraud);
         doubles[AMOUNT] = amount == null ? Double.NaN : amount;
         hold(ctx, state);
+        store(view, state);
     }
 
-    public void onTimer(OnTimerContext ctx, FeatureState state) {
+    public void onTimer(OnTimerContext ctx, MapView<Integer, FeatureState> view) throws Exception {
+        FeatureState state = load(view);
         int k = release(ctx, state);
         if (k == 0) {
             return;
@@ -63,6 +68,7 @@ public class TerminalFeatures extends RollingFeatures {
             state.rows.add(t, 0.0, (byte) taken.l[i * NL + FLAGS], taken.l[i * NL + TX_ID]);
         }
         evict(state, t);
+        store(view, state);
         Row f = TerminalWindows.features(state.rows);
         long unknown = (Long) f.getField(9);
         for (int i = 0; i < k; i++) {
