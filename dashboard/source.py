@@ -60,13 +60,6 @@ def decode_message(kind: str, value: bytes | None, topic: str, partition: int, o
         return "decode_error", None
 
 
-def _close_quietly(client) -> None:
-    try:
-        client.close()
-    except Exception:  # closing a client whose broker is gone may raise; nothing to do about it
-        pass
-
-
 class KafkaSource:
     def __init__(self, bootstrap: str, topics: SourceTopics, group: str, loop: asyncio.AbstractEventLoop,
                  queue: "asyncio.Queue[list[Event]]", on_offsets: Callable[[list[dict], dict[str, int]], None],
@@ -113,7 +106,7 @@ class KafkaSource:
                     # committed offsets carry the new one on (the page may see a second of records twice).
                     log.warning("dashboard consumer has had no broker for %.0f s; replacing it", watch.after_s)
                     KAFKA_CLIENT_RESETS.labels("dashboard", "consumer").inc()
-                    _close_quietly(c)
+                    kafka_util.close_quietly(c)
                     watch = kafka_util.BrokerWatch()
                     c = self._new_consumer(watch)
                 msgs = c.consume(num_messages=self.batch, timeout=0.2)
@@ -137,7 +130,7 @@ class KafkaSource:
         except Exception:  # keep the server up; the page shows the stale data and the lag grows
             log.exception("dashboard consumer stopped")
         finally:
-            _close_quietly(c)
+            kafka_util.close_quietly(c)
 
     def _hand_over(self, events: list[Event]) -> None:
         fut = asyncio.run_coroutine_threadsafe(self.queue.put(events), self.loop)
@@ -165,7 +158,7 @@ class KafkaSource:
                 started = time.time()
                 if watch.wedged():  # only failures for a while: perhaps librdkafka#5301, a new probe is cheap
                     KAFKA_CLIENT_RESETS.labels("dashboard", "offset-probe").inc()
-                    _close_quietly(probe)
+                    kafka_util.close_quietly(probe)
                     probe = kafka_util.consumer(self.bootstrap, self.group, read_committed=True)
                     watch = kafka_util.BrokerWatch()
                     partitions = {}
@@ -187,7 +180,7 @@ class KafkaSource:
                     log.debug("offset poll failed: %s", exc)
                 self.stop_event.wait(max(0.1, self.lag_interval - (time.time() - started)))
         finally:
-            _close_quietly(probe)
+            kafka_util.close_quietly(probe)
 
     def _offsets(self, probe, partitions: dict[str, list[int]]) -> tuple[list[dict], dict[str, int]]:
         outputs = sorted(set(self.topics.outputs.values()))

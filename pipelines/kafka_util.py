@@ -73,6 +73,14 @@ def producer(bootstrap: str, **extra) -> Producer:
     return Producer(conf)
 
 
+def close_quietly(client) -> None:
+    """Closes a consumer or producer whose broker may be gone (close may raise then; nothing to do about it)."""
+    try:
+        client.close()
+    except Exception:
+        pass
+
+
 class BrokerWatch:
     """Tells when a librdkafka client is stuck for good, so that its owner can replace it.
 

@@ -30,7 +30,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from pipelines import metrics
 from pipelines.config import Config, load_config
-from pipelines.kafka_util import QUIET, BrokerWatch
+from pipelines.kafka_util import QUIET, BrokerWatch, close_quietly
 from pipelines.serde import DecodeError, serde
 
 log = logging.getLogger("streamscore.lag_exporter")
@@ -132,12 +132,8 @@ class LagExporter:
 
     def close(self) -> None:
         for c in [self._tail, *self._group_consumers.values()]:
-            if c is None:
-                continue
-            try:
-                c.close()
-            except Exception:  # closing a consumer whose broker is gone may raise; nothing to do about it
-                pass
+            if c is not None:
+                close_quietly(c)
         self._tail = None
         self._group_consumers.clear()
         self._admin = None
