@@ -12,3 +12,16 @@ def free_port_pair() -> int:
         if p < 65000 and not port_open(p + 1):
             return p
     raise RuntimeError("no two adjacent free ports")
+
+
+def udf_classpath() -> str:
+    """Our function jar plus the Flink jars PyFlink ships: enough to run a class's main() (the Java self-checks)."""
+    import os
+    from pathlib import Path
+
+    import pyflink
+
+    from infra.services import ensure_udf_jar
+
+    lib = Path(pyflink.__file__).parent / "lib"
+    return os.pathsep.join([str(ensure_udf_jar()), *map(str, sorted(lib.glob("flink-*.jar")))])

@@ -5,7 +5,6 @@ corruptions, at the same reference time; every verdict and every field of a good
 
 import io
 import math
-import os
 import random
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ import fastavro
 import pytest
 
 from pipelines.serde import MARKER, SCHEMA_DIR, _fingerprint, load_schema_file, serde
+from tests.flink_util import udf_classpath
 from udfs.routing import KINDS, BatchDecoder
 
 pytestmark = pytest.mark.skipif(shutil.which("java") is None or shutil.which("javac") is None,
@@ -32,14 +32,8 @@ OVERLONG = "varint longer than 64 bits"
 
 
 def java_decode(kind: str, records: list[bytes | None]) -> list[list[str]]:
-    import pyflink
-
-    from infra.services import ensure_udf_jar
-
-    lib = Path(pyflink.__file__).parent / "lib"
-    cp = os.pathsep.join([str(ensure_udf_jar()), *map(str, sorted(lib.glob("flink-*.jar")))])
     text = "".join(("-" if r is None else r.hex()) + "\n" for r in records)
-    out = subprocess.run(["java", "-cp", cp, "io.streamscore.udfs.AvroDecoder", kind, str(NOW), str(MAX_FUTURE)],
+    out = subprocess.run(["java", "-cp", udf_classpath(), "io.streamscore.udfs.AvroDecoder", kind, str(NOW), str(MAX_FUTURE)],
                          input=text, capture_output=True, text=True, check=True, timeout=120).stdout
     return [line.split("\t") for line in out.splitlines()]
 

@@ -4,8 +4,8 @@ import java.util.Arrays;
 
 /**
  * Rows a feature function holds until the watermark passes their time, packed row-major: per row its timestamp,
- * {@code nl} longs and {@code nd} doubles (the same for every row). Public fields and a default constructor make
- * it a structured type Flink keeps in keyed state and checkpoints.
+ * {@code nl} longs and {@code nd} doubles (the same for every row). Part of {@link FeatureState}, written by
+ * {@link FeatureStateSerializer}.
  */
 public class PendingRows {
     public long[] ts = new long[0];

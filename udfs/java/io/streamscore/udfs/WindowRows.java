@@ -4,8 +4,7 @@ package io.streamscore.udfs;
  * The rows of one key's 30-day window, oldest first: timestamps plus one value, one flag byte and one id per row.
  *
  * <p>Rows join in timestamp order (the feature functions release them as the watermark passes) and leave from the
- * front as the window moves. Public fields with a default constructor make this a structured type Flink keeps in
- * keyed state and checkpoints.
+ * front as the window moves. Part of {@link FeatureState}, written by {@link FeatureStateSerializer}.
  */
 public class WindowRows {
     public long[] ts = new long[8];
