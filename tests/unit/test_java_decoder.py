@@ -33,8 +33,8 @@ OVERLONG = "varint longer than 64 bits"
 
 def java_decode(kind: str, records: list[bytes | None]) -> list[list[str]]:
     text = "".join(("-" if r is None else r.hex()) + "\n" for r in records)
-    out = subprocess.run(["java", "-cp", udf_classpath(), "io.streamscore.udfs.AvroDecoder", kind, str(NOW), str(MAX_FUTURE)],
-                         input=text, capture_output=True, text=True, check=True, timeout=120).stdout
+    cmd = ["java", "-cp", udf_classpath(), "io.streamscore.udfs.AvroDecoder", kind, str(NOW), str(MAX_FUTURE)]
+    out = subprocess.run(cmd, input=text, capture_output=True, text=True, check=True, timeout=120).stdout
     return [line.split("\t") for line in out.splitlines()]
 
 

@@ -34,20 +34,8 @@ public final class FeatureStateSerializer extends TypeSerializerSingleton<Featur
     @Override
     public FeatureState copy(FeatureState from) {
         FeatureState s = new FeatureState();
-        WindowRows w = from.rows;
-        WindowRows c = s.rows;
-        c.ts = w.ts.clone();
-        c.value = w.value.clone();
-        c.flags = w.flags.clone();
-        c.id = w.id.clone();
-        c.n = w.n;
-        c.lastRetracted = w.lastRetracted;
-        PendingRows p = from.pending;
-        PendingRows q = s.pending;
-        q.ts = p.ts.clone();
-        q.l = p.l.clone();
-        q.d = p.d.clone();
-        q.n = p.n;
+        s.rows = from.rows.copy();
+        s.pending = from.pending.copy();
         return s;
     }
 
@@ -67,33 +55,11 @@ public final class FeatureStateSerializer extends TypeSerializerSingleton<Featur
      */
     @Override
     public void serialize(FeatureState s, DataOutputView out) throws IOException {
-        WindowRows w = s.rows;
-        PendingRows p = s.pending;
-        int n = w.n;
-        boolean ids = false;
-        for (int i = 0; i < n && !ids; i++) {
-            ids = w.id[i] != 0L;  // only the terminal function keeps ids (customer rows are all 0)
-        }
-        int m = p.n;
-        // The pending rows' widths, from the capacities (PendingRows.add grows the three arrays together).
-        int nl = p.ts.length == 0 ? 0 : p.l.length / p.ts.length;
-        int nd = p.ts.length == 0 ? 0 : p.d.length / p.ts.length;
-        int size = 4 + 8 + n * 17 + 1 + (ids ? n * 8 : 0) + 12 + m * 8 * (1 + nl + nd);
-        ByteBuffer b = ByteBuffer.allocate(size);
-        b.putInt(n).putLong(w.lastRetracted);
-        putLongs(b, w.ts, n);
-        putDoubles(b, w.value, n);
-        b.put(w.flags, 0, n);
-        b.put((byte) (ids ? 1 : 0));
-        if (ids) {
-            putLongs(b, w.id, n);
-        }
-        b.putInt(m).putInt(nl).putInt(nd);
-        putLongs(b, p.ts, m);
-        putLongs(b, p.l, m * nl);
-        putDoubles(b, p.d, m * nd);
-        out.writeInt(size);
-        out.write(b.array());
+        ByteBuffer b = ByteBuffer.allocate(s.rows.maxBytes() + s.pending.maxBytes());
+        s.rows.write(b);
+        s.pending.write(b);
+        out.writeInt(b.position());
+        out.write(b.array(), 0, b.position());
     }
 
     @Override
@@ -102,49 +68,9 @@ public final class FeatureStateSerializer extends TypeSerializerSingleton<Featur
         in.readFully(bytes);
         ByteBuffer b = ByteBuffer.wrap(bytes);
         FeatureState s = new FeatureState();
-        WindowRows w = s.rows;
-        int n = b.getInt();
-        int cap = Math.max(8, n);
-        w.n = n;
-        w.lastRetracted = b.getLong();
-        w.ts = getLongs(b, n, cap);
-        w.value = getDoubles(b, n, cap);
-        w.flags = new byte[cap];
-        b.get(w.flags, 0, n);
-        w.id = b.get() != 0 ? getLongs(b, n, cap) : new long[cap];
-        PendingRows p = s.pending;
-        int m = b.getInt();
-        int nl = b.getInt();
-        int nd = b.getInt();
-        p.n = m;
-        p.ts = getLongs(b, m, m);
-        p.l = getLongs(b, m * nl, m * nl);
-        p.d = getDoubles(b, m * nd, m * nd);
+        s.rows = WindowRows.read(b);
+        s.pending = PendingRows.read(b);
         return s;
-    }
-
-    private static void putLongs(ByteBuffer b, long[] a, int len) {
-        b.asLongBuffer().put(a, 0, len);
-        b.position(b.position() + len * 8);
-    }
-
-    private static void putDoubles(ByteBuffer b, double[] a, int len) {
-        b.asDoubleBuffer().put(a, 0, len);
-        b.position(b.position() + len * 8);
-    }
-
-    private static long[] getLongs(ByteBuffer b, int len, int cap) {
-        long[] a = new long[cap];
-        b.asLongBuffer().get(a, 0, len);
-        b.position(b.position() + len * 8);
-        return a;
-    }
-
-    private static double[] getDoubles(ByteBuffer b, int len, int cap) {
-        double[] a = new double[cap];
-        b.asDoubleBuffer().get(a, 0, len);
-        b.position(b.position() + len * 8);
-        return a;
     }
 
     @Override

@@ -1,5 +1,6 @@
 package io.streamscore.udfs;
 
+import java.nio.ByteBuffer;
 import java.util.Arrays;
 
 /**
@@ -52,6 +53,48 @@ public class PendingRows {
         }
         n = w;
         return k;
+    }
+
+    /** A deep copy (the heap backend copies a key's state that an ongoing checkpoint still reads). */
+    PendingRows copy() {
+        PendingRows c = new PendingRows();
+        c.ts = ts.clone();
+        c.l = l.clone();
+        c.d = d.clone();
+        c.n = n;
+        return c;
+    }
+
+    /** The row widths, from the capacities: {@link #add} grows the three arrays together. */
+    private int width(int len) {
+        return ts.length == 0 ? 0 : len / ts.length;
+    }
+
+    /** The most bytes {@link #write} takes. */
+    int maxBytes() {
+        return 12 + n * 8 * (1 + width(l.length) + width(d.length));
+    }
+
+    /** The used rows only. */
+    void write(ByteBuffer b) {
+        int nl = width(l.length);
+        int nd = width(d.length);
+        b.putInt(n).putInt(nl).putInt(nd);
+        Bulk.putLongs(b, ts, n);
+        Bulk.putLongs(b, l, n * nl);
+        Bulk.putDoubles(b, d, n * nd);
+    }
+
+    static PendingRows read(ByteBuffer b) {
+        PendingRows p = new PendingRows();
+        int n = b.getInt();
+        int nl = b.getInt();
+        int nd = b.getInt();
+        p.n = n;
+        p.ts = Bulk.getLongs(b, n, n);
+        p.l = Bulk.getLongs(b, n * nl, n * nl);
+        p.d = Bulk.getDoubles(b, n * nd, n * nd);
+        return p;
     }
 
     /** Scratch space for {@link #take}: one per function instance, never in state. */

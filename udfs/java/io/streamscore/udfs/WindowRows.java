@@ -1,5 +1,7 @@
 package io.streamscore.udfs;
 
+import java.nio.ByteBuffer;
+
 /**
  * The rows of one key's 30-day window, oldest first: timestamps plus one value, one flag byte and one id per row.
  *
@@ -64,5 +66,52 @@ public class WindowRows {
     /** The window's upper bound: the current row's timestamp (RANGE ... AND CURRENT ROW). */
     public long newest() {
         return n == 0 ? Long.MIN_VALUE : ts[n - 1];
+    }
+
+    /** A deep copy (the heap backend copies a key's state that an ongoing checkpoint still reads). */
+    WindowRows copy() {
+        WindowRows c = new WindowRows();
+        c.ts = ts.clone();
+        c.value = value.clone();
+        c.flags = flags.clone();
+        c.id = id.clone();
+        c.n = n;
+        c.lastRetracted = lastRetracted;
+        return c;
+    }
+
+    /** The most bytes {@link #write} takes. */
+    int maxBytes() {
+        return 4 + 8 + n * 25 + 1;
+    }
+
+    /** The used rows only; ids only when some row has one (the terminal function's: customer rows are all 0). */
+    void write(ByteBuffer b) {
+        boolean ids = false;
+        for (int i = 0; i < n && !ids; i++) {
+            ids = id[i] != 0L;
+        }
+        b.putInt(n).putLong(lastRetracted);
+        Bulk.putLongs(b, ts, n);
+        Bulk.putDoubles(b, value, n);
+        b.put(flags, 0, n);
+        b.put((byte) (ids ? 1 : 0));
+        if (ids) {
+            Bulk.putLongs(b, id, n);
+        }
+    }
+
+    static WindowRows read(ByteBuffer b) {
+        WindowRows w = new WindowRows();
+        int n = b.getInt();
+        int cap = Math.max(8, n);
+        w.n = n;
+        w.lastRetracted = b.getLong();
+        w.ts = Bulk.getLongs(b, n, cap);
+        w.value = Bulk.getDoubles(b, n, cap);
+        w.flags = new byte[cap];
+        b.get(w.flags, 0, n);
+        w.id = b.get() != 0 ? Bulk.getLongs(b, n, cap) : new long[cap];
+        return w;
     }
 }
