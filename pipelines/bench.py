@@ -66,7 +66,7 @@ def _watch_scores(bootstrap: str, topic: str, read_committed: bool, out, stop) -
     s = serde("fraud_score")
     while not stop.is_set():
         rows = []
-        for m in consumer.consume(1000, 0.05):
+        for m in kafka_util.consume_ready(consumer, 1000, 0.05):
             if m.error() is None:
                 now = int(time.time() * 1000)
                 r = s.decode(m.value())

@@ -310,6 +310,16 @@ def read_topic(bootstrap: str, topic: str, *, expected: int | None = None, timeo
         c.close()
 
 
+def consume_ready(c: Consumer, max_messages: int, timeout: float) -> list[Message]:
+    """Up to `max_messages`: waits at most `timeout` for the first, then takes only what is already fetched.
+    `consume(n, timeout)` itself waits until it has n messages or the whole timeout has passed
+    (confluent-kafka-python#407), which delays every message by up to that timeout."""
+    first = c.poll(timeout)
+    if first is None:
+        return []
+    return [first, *c.consume(max_messages - 1, 0)] if max_messages > 1 else [first]
+
+
 def iter_messages(c: Consumer, timeout: float = 1.0) -> Iterator[Message]:
     while True:
         m = c.poll(timeout)

@@ -212,7 +212,7 @@ class FraudReplay:
             before_late: Callable[[], None] | None = None) -> ReplayReport:
         o = self.opts
         rng = random.Random(o.seed)
-        producer = kafka_util.TrackedProducer(self.bootstrap, COMPONENT)
+        producer = kafka_util.TrackedProducer(self.bootstrap, COMPONENT, **{"linger.ms": self.cfg.replay.linger_ms})
         heap: list[tuple[int, int, str, CsvTransaction]] = []
         seq = 0
         shift = 0
@@ -226,6 +226,8 @@ class FraudReplay:
             rep.rejected_rows += 1
             print(f"[{COMPONENT}] rejected row: {exc}", file=sys.stderr, flush=True)
 
+        slack_s = self.cfg.replay.pace_slack_ms / 1000
+
         def pace(event_time: int) -> None:
             targets = []
             if o.rate > 0:
@@ -235,7 +237,7 @@ class FraudReplay:
                 targets.append(t_start + (event_time - ev0) / 1000.0 / o.speedup)
             if targets:
                 delay = max(targets) - time.perf_counter()
-                if delay > 0:
+                if delay > slack_s:
                     time.sleep(delay)
 
         def emit(kind: str, tx: CsvTransaction) -> None:

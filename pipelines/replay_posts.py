@@ -161,7 +161,7 @@ class PostsReplay:
             before_late: Callable[[], None] | None = None) -> ReplayReport:
         o, b = self.opts, self.opts.base
         rng = random.Random(b.seed)
-        producer = kafka_util.TrackedProducer(self.bootstrap, COMPONENT)
+        producer = kafka_util.TrackedProducer(self.bootstrap, COMPONENT, **{"linger.ms": self.cfg.replay.linger_ms})
         rep = self.report
         t_start = time.perf_counter()
         next_send = t_start

@@ -99,6 +99,55 @@ def test_resumed_replays_send_the_labels_of_one_replay(tmp_path, monkeypatch):
     assert run(limit=250, skip=250)[0][0] == 250
 
 
+def test_paced_replay_keeps_its_rate_with_fewer_sleeps(tmp_path, monkeypatch):
+    """A paced replay sleeps only once it is pace_slack_ms ahead: the rate over the run is still the target, with a
+    sleep per few messages instead of one per message; the producer batches for replay.linger_ms."""
+    from pipelines import replay_fraud
+    from pipelines.config import load_config
+    from pipelines.replay_fraud import FraudReplay, ReplayOptions
+
+    csv = write(tmp_path, [f"{i},2018-04-01 00:{i // 60:02d}:{i % 60:02d},{i % 7},{i % 5},10.00,{i},0,0,0"
+                           for i in range(400)])
+    prod = _RecordingProducer()
+    confs = []
+    monkeypatch.setattr(replay_fraud.kafka_util, "producer", lambda *a, **k: confs.append(k) or prod)
+    sleeps = []
+    real_sleep = replay_fraud.time.sleep
+    monkeypatch.setattr(replay_fraud.time, "sleep", lambda s: sleeps.append(s) or real_sleep(s))
+    cfg = load_config(environ={"STREAMSCORE_REPLAY__PACE_SLACK_MS": "4"})
+    rep = FraudReplay(cfg, ReplayOptions(rate=1000, labels=False), bootstrap="unused:1", tx_topic="tx",
+                      csv_path=str(csv)).run()
+    assert rep.sent == 400 and len(prod.sent) == 400
+    assert 0.39 <= rep.seconds < 0.6  # 400 messages at 1,000/s
+    assert len(sleeps) <= 400 / 4  # a message is due every 1 ms: at most one sleep per 4 ms of schedule
+    assert confs[0]["linger.ms"] == cfg.replay.linger_ms
+
+
+def test_consume_ready_returns_what_is_fetched_without_waiting_out_the_timeout():
+    from pipelines.kafka_util import consume_ready
+
+    class Stub:
+        def __init__(self, queued):
+            self.queued = list(queued)
+            self.calls = []
+
+        def poll(self, timeout):
+            self.calls.append(("poll", timeout))
+            return self.queued.pop(0) if self.queued else None
+
+        def consume(self, n, timeout):
+            self.calls.append(("consume", n, timeout))
+            out, self.queued = self.queued[:n], self.queued[n:]
+            return out
+
+    c = Stub(["a", "b", "c"])
+    assert consume_ready(c, 2, 0.05) == ["a", "b"]
+    assert c.calls == [("poll", 0.05), ("consume", 1, 0)]  # only the first message may be waited for
+    assert consume_ready(c, 10, 0.05) == ["c"]
+    assert consume_ready(c, 10, 0.05) == []
+    assert consume_ready(Stub(["x", "y"]), 1, 0.05) == ["x"]
+
+
 def test_tracked_producer_reports_what_it_could_not_deliver():
     """No broker answers: drain waits for librdkafka's message timeout, then names the failures and what the
     client saw, instead of a bare flush count."""
