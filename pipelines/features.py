@@ -285,6 +285,12 @@ def _profile_features(df: pd.DataFrame, amount: np.ndarray, profiles: pd.DataFra
         found = idx >= 0
         mean = np.where(found, p["mean_amount"].to_numpy(np.float64)[np.maximum(idx, 0)], np.nan)
         std = np.where(found, p["std_amount"].to_numpy(np.float64)[np.maximum(idx, 0)], np.nan)
+    profile_amount_features(amount, mean, std, out)
+
+
+def profile_amount_features(amount: np.ndarray, mean: np.ndarray, std: np.ndarray,
+                            out: dict[str, np.ndarray]) -> None:
+    """The amount features from each row's own profile mean and std (NaN mean: no profile)."""
     missing = np.isnan(mean)
     std_eff = np.maximum(np.nan_to_num(std, nan=MIN_PROFILE_STD), MIN_PROFILE_STD)
     # A non-positive profile mean (impossible with positive amounts) falls back to the missing-profile ratio.

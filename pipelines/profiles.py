@@ -93,6 +93,9 @@ class ProfileBatch:
     missing: np.ndarray  # bool
 
 
+_NO_PROFILE = (np.nan, np.nan, np.nan)
+
+
 class ProfileStore:
     """Batch lookups against Redis with a short TTL cache; a Redis outage gives 'missing' (defaults + flag)."""
 
@@ -117,7 +120,9 @@ class ProfileStore:
             cache.clear()
             self._cache_time[kind] = now
         ids = np.asarray(ids, dtype=np.int64)
-        need = [int(i) for i in np.unique(ids) if int(i) not in cache]
+        unique, row_of = np.unique(ids, return_inverse=True)
+        keys = unique.tolist()
+        need = [i for i in keys if i not in cache]
         outage = False
         if need and now >= self._down_until:
             try:
@@ -130,11 +135,8 @@ class ProfileStore:
         elif need:
             outage = True
         n = len(ids)
-        out = np.full((n, 3), np.nan)
-        for j, i in enumerate(ids.tolist()):
-            p = cache.get(i)
-            if p is not None:
-                out[j] = p
+        # One row per distinct id, then spread to the batch's rows.
+        out = np.array([cache.get(i) or _NO_PROFILE for i in keys], dtype=np.float64).reshape(-1, 3)[row_of]
         missing = np.isnan(out[:, 0])
         if outage:
             PROFILE_LOOKUPS.labels(kind, "redis-down").inc(int(missing.sum()))

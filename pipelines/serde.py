@@ -11,6 +11,7 @@ confluent-kafka's ``ValueDeserializationError`` keeps ``kafka_message``.
 
 from __future__ import annotations
 
+
 import io
 import json
 import math
@@ -184,9 +185,28 @@ def _varint_bytes(value: int) -> bytes:
     return g[0, : n[0]].tobytes()
 
 
+@lru_cache(maxsize=1024)
 def _avro_string(text: str) -> bytes:
     raw = text.encode()
     return _varint_bytes(len(raw)) + raw
+
+
+@lru_cache(maxsize=64)
+def _map_template(keys: tuple[str, ...]) -> tuple["np.ndarray", "np.ndarray"]:
+    """A map<double> block with these keys (count, then key/value pairs, then 0) with zeros for the values, and
+    the byte columns of the values, in key order: the same for every record and every batch."""
+    import numpy as np
+
+    head = _varint_bytes(len(keys))
+    row = bytearray(head)
+    value_at = []
+    for k in keys:
+        row += _avro_string(k)
+        value_at.append(len(row))
+        row += bytes(8)
+    row += b"\x00"
+    cols = (np.asarray(value_at, np.int64)[:, None] + np.arange(8)).ravel()
+    return np.frombuffer(bytes(row), np.uint8), cols
 
 
 class BatchEncoder:
@@ -232,18 +252,9 @@ class BatchEncoder:
                 if not len(keys):
                     const(b"\x00")
                     continue
-                key_bytes = [_avro_string(k) for k in keys]
-                width = sum(len(k) + 8 for k in key_bytes)
-                head = _varint_bytes(len(keys))
-                block = np.zeros((n, len(head) + width + 1), np.uint8)
-                block[:, : len(head)] = np.frombuffer(head, np.uint8)
-                vals = np.ascontiguousarray(values, dtype="<f8").view(np.uint8).reshape(n, len(keys), 8)
-                pos = len(head)
-                for j, kb in enumerate(key_bytes):
-                    block[:, pos: pos + len(kb)] = np.frombuffer(kb, np.uint8)
-                    pos += len(kb)
-                    block[:, pos: pos + 8] = vals[:, j]
-                    pos += 8
+                template, value_cols = _map_template(tuple(keys))
+                block = np.repeat(template[None, :], n, 0)
+                block[:, value_cols] = np.ascontiguousarray(values, dtype="<f8").view(np.uint8).reshape(n, -1)
                 parts.append((block, np.full(n, block.shape[1], np.int64)))
         # Wide fixed-width pieces (the map block) are sliced out of one buffer; runs of small pieces between them
         # are scattered into a packed buffer; each record is then one join of its segments.

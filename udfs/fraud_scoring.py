@@ -34,9 +34,8 @@ def derive_features(c: dict[str, np.ndarray], profile_mean: np.ndarray, profile_
     prev = np.where(c["cust_same_ts"] > 1, 0.0, np.where(prev_ts < 0, -1.0, (t - prev_ts) / 1000.0))
     f["cust_secs_since_prev"] = prev
     amount = c["amount"].astype(np.float64)
-    profiles = pd.DataFrame({"customer_id": c["customer_id"], "mean_amount": profile_mean,
-                             "std_amount": profile_std}).dropna()
-    F._profile_features(pd.DataFrame({"customer_id": c["customer_id"]}), amount, profiles, f)
+    # Each row's own profile, looked up already; a profile without a std counts as none, as it always has here.
+    F.profile_amount_features(amount, np.where(np.isnan(profile_std), np.nan, profile_mean), profile_std, f)
     for w in TERMINAL_WINDOWS:
         f[f"term_cnt_{w}"] = c[f"term_cnt_{w}"].astype(np.float64)
         n = c[f"term_nlabels_{w}"].astype(np.float64)
