@@ -293,6 +293,10 @@ class FraudReplay:
                 break
             taken += 1
             if ev0 is None:
+                # The schedule starts with the first row sent: timed from before the skipped rows (two seconds
+                # for 120k), a paced replay would burst that long's worth of messages to catch up.
+                t_start = time.perf_counter()
+                wall0_ms = int(time.time() * 1000)
                 ev0 = tx.event_time
                 shift = (wall0_ms - tx.event_time if o.rebase else 0) + o.shift_ms
                 ev0 += shift

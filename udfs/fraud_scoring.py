@@ -8,6 +8,7 @@ scores through the scoring interface (the C++ scorer by default), and returns th
 
 from __future__ import annotations
 
+import gc
 import time
 
 import numpy as np
@@ -73,6 +74,10 @@ def make_udf():
             metrics.MODEL_INFO.info({"fraud_model_version": self.scorer.version,
                                      "fraud_scorer": type(self.scorer).__name__})
             metrics.serve(self.cfg.metrics.job_port)
+            # Everything loaded so far (torch, pandas, pyflink, the model) lives as long as the worker: frozen, a
+            # full collection no longer walks it. A full collection took 133 ms in the worker at 2,000 events/s,
+            # and the job's last task waits for the batch in flight all that time.
+            gc.freeze()
 
         def eval(self, *series):
             c = {name: s.to_numpy() for name, s in zip(FINAL_COLUMNS, series)}

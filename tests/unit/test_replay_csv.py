@@ -123,6 +123,39 @@ def test_paced_replay_keeps_its_rate_with_fewer_sleeps(tmp_path, monkeypatch):
     assert confs[0]["linger.ms"] == cfg.replay.linger_ms
 
 
+def test_paced_replay_schedule_starts_after_the_skipped_rows(tmp_path, monkeypatch):
+    """Skipping rows takes time (two seconds for the 120k a benchmark phase skips); a schedule timed from before
+    them would send that long's worth of messages at once when the first row is due."""
+    import time
+
+    from pipelines import replay_fraud
+    from pipelines.config import load_config
+    from pipelines.replay_fraud import FraudReplay, ReplayOptions
+
+    csv = write(tmp_path, [f"{i},2018-04-01 00:{i // 60:02d}:{i % 60:02d},{i % 7},{i % 5},10.00,{i},0,0,0"
+                           for i in range(300)])
+    stamps = []
+
+    class Stamping(_RecordingProducer):
+        def produce(self, *a, **k):
+            stamps.append(time.perf_counter())
+
+    monkeypatch.setattr(replay_fraud.kafka_util, "producer", lambda *a, **k: Stamping())
+    real_iter = replay_fraud.iter_csv
+
+    def slow_skip(*a, **k):
+        for i, row in enumerate(real_iter(*a, **k)):
+            if i == 200:
+                time.sleep(0.3)  # the skipped rows took a while
+            yield row
+
+    monkeypatch.setattr(replay_fraud, "iter_csv", slow_skip)
+    FraudReplay(load_config(), ReplayOptions(rate=500, skip=200, labels=False), bootstrap="unused:1", tx_topic="tx",
+                csv_path=str(csv)).run()
+    assert len(stamps) == 100
+    assert stamps[50] - stamps[0] >= 0.09  # 50 messages at 500/s: 0.1 s, not a burst
+
+
 def test_consume_ready_returns_what_is_fetched_without_waiting_out_the_timeout():
     from pipelines.kafka_util import consume_ready
 
