@@ -104,6 +104,7 @@ def flink_settings(cfg: Config, *, job_name: str, execution_mode: str | None = N
             "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
             "execution.checkpointing.dir": checkpoint_root(cfg, job_name).resolve().as_uri(),
             "execution.checkpointing.incremental": "true" if f.state_backend == "rocksdb" else "false",
+            "execution.checkpointing.unaligned.enabled": "true" if f.unaligned_checkpoints else "false",
         })
         if f.state_changelog:
             settings.update({

@@ -82,6 +82,11 @@ class FlinkConfig:
     # default for every job; fraud.execution_mode overrides it for the fraud job.
     execution_mode: str = "process"
     checkpoint_interval_ms: int = 2000
+    # Unaligned barriers overtake the records queued before them, so no input waits while the barrier of another
+    # input (transactions and labels join in the feature functions) catches up. Aligned, the transactions produced
+    # in the 200 ms before each checkpoint waited: p99 of those 552-629 ms against 163-289 unaligned at 2,000/s.
+    # State stays exactly-once either way; the checkpoint also holds the overtaken records.
+    unaligned_checkpoints: bool = True
     checkpoint_dir: str = ".run/flink-checkpoints"
     # Event-time windows emit a row once a watermark passes it, so the interval is a latency floor; 50 ms and the
     # 20 ms bundle time below are what the tests and `make bench` have always run with.

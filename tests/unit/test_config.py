@@ -83,6 +83,10 @@ def test_checkpoint_settings_follow_the_config(monkeypatch, tmp_path):
     plain = common.flink_settings(load_config(environ=env), job_name="j")
     assert plain["execution.checkpointing.interval"] == "2000 ms"
     assert not any(k.startswith("state.changelog") for k in plain)
+    assert plain["execution.checkpointing.unaligned.enabled"] == "true"
+    aligned = common.flink_settings(load_config(environ={**env, "STREAMSCORE_FLINK__UNALIGNED_CHECKPOINTS": "false"}),
+                                    job_name="j")
+    assert aligned["execution.checkpointing.unaligned.enabled"] == "false"
     cfg = load_config(environ={**env, "STREAMSCORE_FLINK__STATE_CHANGELOG": "true"})
     s = common.flink_settings(cfg, job_name="j")
     assert s["state.changelog.enabled"] == "true"
