@@ -434,13 +434,12 @@ def main(argv: list[str] | None = None) -> int:
                        "exactly_once_changelog": eo_changelog,
                        "exactly_once_rocksdb_incremental": eo_rocks}
     headline = {}
-    by_name = {d["variant"]: d.get("events_per_s") for d in drains}
-    headline["fraud_events_per_s"] = by_name.get("native scorer")
-    headline["fraud_events_per_s_cold"] = next((d.get("events_per_s_cold") for d in drains
-                                                if d["variant"] == "native scorer"), None)
-    headline["fraud_events_per_s_reference_scorer"] = by_name.get("reference scorer (numpy)")
-    headline["fraud_events_per_s_10pct_malformed"] = by_name.get("native scorer, 10% malformed")
-    headline["fraud_events_per_s_cluster_p2"] = by_name.get("standalone cluster, parallelism 2")
+    by_name = {d["variant"]: d for d in drains}
+    headline["fraud_events_per_s"] = by_name.get("native scorer", {}).get("events_per_s")
+    headline["fraud_events_per_s_cold"] = by_name.get("native scorer", {}).get("events_per_s_cold")
+    headline["fraud_events_per_s_reference_scorer"] = by_name.get("reference scorer (numpy)", {}).get("events_per_s")
+    headline["fraud_events_per_s_10pct_malformed"] = by_name.get("native scorer, 10% malformed", {}).get("events_per_s")
+    headline["fraud_events_per_s_cluster_p2"] = by_name.get("standalone cluster, parallelism 2", {}).get("events_per_s")
     unthrottled = [r["output_events_per_s"] for r in al["rates"] if r["target_rate"] == "unthrottled"]
     headline["fraud_events_per_s_with_live_producer"] = unthrottled[0] if unthrottled else None
     at2k = [r["latency_p99_ms"] for r in al["rates"] if r["target_rate"] == 2000.0]
