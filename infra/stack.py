@@ -214,8 +214,8 @@ def cluster_mode(cfg: Config, cluster: bool, job: ClusterFraudJob | None = None)
 
 def all_topics(cfg: Config) -> tuple[list[str], list[str]]:
     t = cfg.topics
-    topics = [t.transactions, t.labels, t.customer_profiles, t.terminal_profiles, t.fraud_scores, t.late,
-              t.dead_letter, t.posts, t.post_sentiment, t.sentiment_trends, t.posts_late, t.passthrough]
+    topics = [t.transactions, t.labels, t.customer_profiles, t.terminal_profiles, t.fraud_scores, t.fraud_decisions,
+              t.late, t.dead_letter, t.posts, t.post_sentiment, t.sentiment_trends, t.posts_late, t.passthrough]
     return topics, [t.customer_profiles, t.terminal_profiles]
 
 

@@ -196,10 +196,11 @@ def kafka_source_ddl(cfg: Config, *, table: str, topic: str, group_id: str, boot
 
 
 def kafka_sink_ddl(cfg: Config, *, table: str, topic: str, bootstrap: str | None = None,
-                   txn_prefix: str | None = None) -> str:
-    """A Kafka sink of (key, value) bytes. Exactly-once uses Kafka transactions committed on checkpoints."""
+                   txn_prefix: str | None = None, guarantee: str | None = None) -> str:
+    """A Kafka sink of (key, value) bytes, with `guarantee` (default flink.delivery_guarantee). Exactly-once uses
+    Kafka transactions committed on checkpoints."""
     bootstrap = bootstrap or cfg.kafka.bootstrap_servers
-    guarantee = cfg.flink.delivery_guarantee
+    guarantee = guarantee or cfg.flink.delivery_guarantee
     txn = ""
     if guarantee == "exactly-once":
         txn = (f",\n 'sink.transactional-id-prefix' = '{txn_prefix or table}',"

@@ -4,9 +4,11 @@
       -> Java function: decode + validate (udfs/java AvroDecoder); SQL splits off dead letters, and late events by
          comparing each event's own time with CURRENT_WATERMARK (SQL would drop them silently further on)
       -> Flink SQL over two Java process table functions (udfs/java): per terminal over transactions and labels,
-         then per customer, each computing all its windows once the watermark passes an event's time
+         then per customer, each computing all its windows as an event arrives (fraud.emit = arrival) or once the
+         watermark passes its time (fraud.emit = watermark)
       -> pandas UDF: profile lookup (Redis), derived features, batched scoring (C++ scorer by default)
-      -> Kafka `fraud-scores` (transactional, committed on checkpoints)
+      -> Kafka `fraud-decisions` (at-least-once: visible at once, the decision path) and `fraud-scores` (the record
+         of truth: flink.delivery_guarantee, exactly-once by default, committed on checkpoints)
 
 Local MiniCluster: ``python jobs/fraud_job.py``; a cluster: ``flink run -py jobs/fraud_job.py``.
 ``--restore latest`` resumes from the newest retained checkpoint (after a crash).
@@ -40,11 +42,15 @@ def build(t_env, cfg, args):
                          ("dead_sink", args.dead_topic)):
         t_env.execute_sql(kafka_sink_ddl(cfg, table=table, topic=topic, bootstrap=bootstrap,
                                          txn_prefix=f"{args.group_id}-{table}"))
+    if args.decisions_topic:
+        # A transactional sink publishes at the checkpoint's commit: the decision path does not wait for it.
+        t_env.execute_sql(kafka_sink_ddl(cfg, table="decisions_sink", topic=args.decisions_topic,
+                                         bootstrap=bootstrap, guarantee="at-least-once"))
 
     common = dict(max_future_ms=cfg.fraud.max_future_ms, component="fraud-job")
     tx = route_table(t_env, source_table="tx_source", kind="transaction", view="tx_v", **common)
     lb = route_table(t_env, source_table="label_source", kind="transaction_label", view="label_v", **common)
-    register_functions(t_env)
+    register_functions(t_env, cfg.fraud.emit)
     stmts, final = feature_views("tx_v", "label_v")
     for s in stmts:
         t_env.execute_sql(s)
@@ -53,7 +59,8 @@ def build(t_env, cfg, args):
     # terminal's risk above; here it is only counted. The terminal function finds them (udfs/java TerminalFeatures).
     t_env.create_temporary_function("count_unknown_labels", make_unknown_label_counter())
     unknown = t_env.sql_query(
-        f"SELECT count_unknown_labels(terminal_id, label_time, unknown_labels) AS n FROM {UNKNOWN_LABELS_VIEW}")
+        f"SELECT count_unknown_labels(terminal_id, label_time, transaction_id, unknown_labels) AS n "
+        f"FROM {UNKNOWN_LABELS_VIEW}")
 
     t_env.create_temporary_function("score_fraud", make_udf())
     args_sql = ", ".join(f"CAST({c} AS {sql_type(c)})" for c in FINAL_COLUMNS)
@@ -62,6 +69,8 @@ def build(t_env, cfg, args):
         f"FROM {final}")
     st = t_env.create_statement_set()
     st.add_insert("scores_sink", scores)
+    if args.decisions_topic:
+        st.add_insert("decisions_sink", scores)
     st.add_insert("late_sink", tx.late.union_all(lb.late))
     st.add_insert("dead_sink", tx.dead.union_all(lb.dead))
     add_counters(t_env, st, unknown, tx.counted, lb.counted)
@@ -76,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source-topic", default=t.transactions)
     ap.add_argument("--labels-topic", default=t.labels)
     ap.add_argument("--out-topic", default=t.fraud_scores)
+    ap.add_argument("--decisions-topic", default=t.fraud_decisions,
+                    help="at-least-once copy of the scores for the decision path; '' for none")
     ap.add_argument("--late-topic", default=t.late)
     ap.add_argument("--dead-topic", default=t.dead_letter)
     ap.add_argument("--group-id", default=cfg.flink.group_id)

@@ -64,7 +64,11 @@ class TopicsConfig:
     labels: str = "transaction-labels"
     customer_profiles: str = "customer-profiles"
     terminal_profiles: str = "terminal-profiles"
+    # The record of truth: written with flink.delivery_guarantee (exactly-once: visible at each checkpoint's commit).
     fraud_scores: str = "fraud-scores"
+    # The decision path: the same records at-least-once, visible as soon as they are scored; after a failure a
+    # record can come twice, so readers keep the first per transaction id (pipelines/decisions.py).
+    fraud_decisions: str = "fraud-decisions"
     late: str = "transactions-late"
     dead_letter: str = "dead-letter"
     posts: str = "posts"
@@ -123,6 +127,11 @@ class FlinkConfig:
 
 @dataclass(frozen=True)
 class FraudConfig:
+    # When a transaction gets its features and score. "arrival": as soon as it arrives, over every row received
+    # so far in [t - W, t] (a live fraud decision cannot wait). "watermark": once the watermark passes its time,
+    # over every row of its window however late within the bound (complete, for backfills and audits; every
+    # decision then waits at least out_of_orderness_ms of event time). docs/architecture.md has the trade-off.
+    emit: str = "arrival"
     out_of_orderness_ms: int = 5000
     idleness_ms: int = 30000
     # A record whose event time is this far ahead of wall-clock "now" or of the watermark is rejected.
@@ -232,6 +241,7 @@ class Config:
 _CHOICES = {
     ("flink", "execution_mode"): {"process", "thread"},
     ("fraud", "execution_mode"): {"process", "thread"},
+    ("fraud", "emit"): {"arrival", "watermark"},
     ("fraud", "cpu_kernel"): {"auto", "avx512", "avx2", "generic", "aten"},
     ("flink", "delivery_guarantee"): {"exactly-once", "at-least-once", "none"},
     ("flink", "starting_offsets"): {"earliest", "latest", "committed"},

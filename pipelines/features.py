@@ -335,3 +335,71 @@ def compute_features(tx: pd.DataFrame, profiles: pd.DataFrame | None = None,
     frame = pd.DataFrame({c: np.asarray(out[c], dtype=np.float64) for c in FEATURE_NAMES},
                          index=pd.Index(tx["transaction_id"].to_numpy(np.int64), name="transaction_id"))
     return frame
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# As known at arrival
+
+
+def arrival_window_features(cust_arrivals: Iterable[tuple[int, int, int, float]],
+                            term_arrivals: Iterable[tuple[int, int, int, bool, int]]) -> pd.DataFrame:
+    """The window aggregates the fraud job computes with ``fraud.emit = arrival``, from the order rows arrived in.
+
+    A transaction at ``t`` sees every row of its key that arrived before it (and itself) with a time in
+    ``[t - W, t]``: an out-of-order row that arrived earlier is in, a row that arrives later is not, whatever its
+    time. For an input in time order this is :func:`compute_features`' RANGE semantics, except that of rows sharing a
+    timestamp a transaction counts only those that arrived before it.
+
+    ``cust_arrivals``: (customer_id, transaction_id, event_time, amount) in the order the customer function saw
+    them; ``term_arrivals``: (terminal_id, transaction_id, time, is_tx, is_fraud) in the order the terminal function
+    saw them (labels at their label time, is_tx False). Returns one row per transaction, indexed by transaction_id,
+    with the job's raw columns (udfs/features_sql.py CUSTOMER_COLUMNS and TERMINAL_COLUMNS): ``cust_cnt_<w>``,
+    ``cust_sum_<w>``, ``cust_same_ts``, ``cust_prev_ts`` (-1: none) and ``term_cnt|nlabels|nfraud_<w>``.
+    A slow, obviously correct twin of udfs/java (WindowRows, CustomerWindows, TerminalWindows) for tests and audits.
+    """
+    import bisect
+
+    cw = list(CUSTOMER_WINDOWS.items())
+    tw = list(TERMINAL_WINDOWS.items())
+    cust: dict[int, dict] = {}
+    keys: dict[int, tuple[list[int], list[float]]] = {}
+    for customer, txid, t, amount in cust_arrivals:
+        times, amounts = keys.setdefault(customer, ([], []))
+        at = bisect.bisect_right(times, t)
+        times.insert(at, t)
+        amounts.insert(at, amount)
+        row: dict = {"cust_same_ts": 0, "cust_prev_ts": -1}
+        for name, _ in cw:
+            row[f"cust_cnt_{name}"] = 0
+            row[f"cust_sum_{name}"] = 0.0
+        for j in range(at, -1, -1):
+            tj = times[j]
+            if tj == t:
+                row["cust_same_ts"] += 1
+            elif row["cust_prev_ts"] < tj:
+                row["cust_prev_ts"] = tj
+            for name, w in cw:
+                if tj >= t - w if LOWER_BOUND_INCLUSIVE else tj > t - w:
+                    row[f"cust_cnt_{name}"] += 1
+                    row[f"cust_sum_{name}"] += amounts[j]
+        cust[txid] = row
+    term: dict[int, dict] = {}
+    tkeys: dict[int, tuple[list[int], list[tuple[bool, int]]]] = {}
+    for terminal, txid, t, is_tx, is_fraud in term_arrivals:
+        times, kinds = tkeys.setdefault(terminal, ([], []))
+        at = bisect.bisect_right(times, t)
+        times.insert(at, t)
+        kinds.insert(at, (bool(is_tx), int(is_fraud)))
+        if not is_tx:
+            continue
+        row = {}
+        for name, w in tw:
+            inside = [kinds[j] for j in range(at + 1)
+                      if (times[j] >= t - w if LOWER_BOUND_INCLUSIVE else times[j] > t - w)]
+            row[f"term_cnt_{name}"] = sum(1 for k in inside if k[0])
+            row[f"term_nlabels_{name}"] = sum(1 for k in inside if not k[0])
+            row[f"term_nfraud_{name}"] = sum(k[1] for k in inside if not k[0])
+        term[txid] = row
+    ids = [i for i in cust if i in term]
+    frame = pd.DataFrame([{**cust[i], **term[i]} for i in ids], index=pd.Index(ids, name="transaction_id"))
+    return frame

@@ -1,10 +1,12 @@
 """The rolling features: two Java process table functions (udfs/java), one per key, chained in Flink SQL.
 
 `TerminalFeatures` (partitioned by terminal, over transactions and labels) and then `CustomerFeatures` (by
-customer, over the transactions with their terminal features) hold each row until the watermark passes its time,
-then compute every window of the key in one pass over the key's last 30 days of rows. They keep RANGE OVER
-semantics (rows sharing a timestamp count together, a row exactly W earlier is in), which pipelines/features.py
-(the independent pandas reference) implements too.
+customer, over the transactions with their terminal features) compute every window of the key in one pass over the
+key's last 30 days of rows. By default (fraud.emit = arrival) a row goes out as soon as it arrives, with the rows
+received so far in [t - W, t]; with fraud.emit = watermark each row waits until the watermark passes its time and
+the windows keep RANGE OVER semantics (rows sharing a timestamp count together, a row exactly W earlier is in),
+which pipelines/features.py (the independent pandas reference) implements too. For an input in order the two agree;
+docs/architecture.md says what "as known at arrival" means otherwise.
 
 They replaced two 30-day RANGE OVER windows with Java aggregates, which were the same arithmetic behind Flink's
 OVER operator: that operator keeps every row in a map keyed by timestamp and walks all its keys for each timestamp
@@ -25,17 +27,24 @@ CUSTOMER_COLUMNS = ([f"cust_{k}_{w}" for w in CUSTOMER_WINDOWS for k in ("cnt", 
                     + ["cust_same_ts", "cust_prev_ts"])
 TERMINAL_COLUMNS = [f"term_{k}_{w}" for w in TERMINAL_WINDOWS for k in ("cnt", "nlabels", "nfraud")]
 FINAL_COLUMNS = TX_COLUMNS + CUSTOMER_COLUMNS + TERMINAL_COLUMNS
-# Label rows that found no transaction of theirs in the terminal window: (terminal_id, label_time, unknown_labels),
-# one row per (terminal, label time) that has any; see TerminalFeatures.
+# Label rows that found no transaction of theirs in the terminal window: (terminal_id, label_time, transaction_id,
+# unknown_labels), one row per (terminal, label time) that has any at the watermark (transaction_id NULL), one per
+# label on arrival; see TerminalFeatures.
 UNKNOWN_LABELS_VIEW = "f_unknown_labels"
 
-JAVA_FUNCTIONS = {"terminal_features": "io.streamscore.udfs.TerminalFeatures",
-                  "customer_features": "io.streamscore.udfs.CustomerFeatures"}
+# Per emit mode (fraud.emit): "arrival" emits each row as it arrives, "watermark" when the watermark passes it.
+JAVA_FUNCTIONS = {
+    "arrival": {"terminal_features": "io.streamscore.udfs.TerminalFeatures",
+                "customer_features": "io.streamscore.udfs.CustomerFeatures"},
+    "watermark": {"terminal_features": "io.streamscore.udfs.TerminalFeaturesAtWatermark",
+                  "customer_features": "io.streamscore.udfs.CustomerFeaturesAtWatermark"},
+}
 
 
-def register_functions(t_env) -> None:
-    """The Java process table functions, from the jar jobs.common.connector_jars() puts on `pipeline.jars`."""
-    for name, cls in JAVA_FUNCTIONS.items():
+def register_functions(t_env, emit: str = "arrival") -> None:
+    """The Java process table functions of the emit mode, from the jar jobs.common.connector_jars() puts on
+    `pipeline.jars`."""
+    for name, cls in JAVA_FUNCTIONS[emit].items():
         t_env.execute_sql(f"CREATE TEMPORARY FUNCTION IF NOT EXISTS {name} AS '{cls}' LANGUAGE JAVA")
 
 
@@ -65,7 +74,8 @@ def feature_views(tx_view: str, label_view: str) -> tuple[list[str], str]:
         "CREATE TEMPORARY VIEW f_term_out AS SELECT * FROM terminal_features(input => TABLE f_union PARTITION BY "
         "terminal_id, on_time => DESCRIPTOR(rowtime), uid => 'terminal-features')",
         f"CREATE TEMPORARY VIEW f_term AS SELECT {tx}, {term_fields}, rowtime FROM f_term_out WHERE is_tx = 1",
-        f"CREATE TEMPORARY VIEW {UNKNOWN_LABELS_VIEW} AS SELECT terminal_id, event_time AS label_time, unknown_labels "
+        f"CREATE TEMPORARY VIEW {UNKNOWN_LABELS_VIEW} AS SELECT terminal_id, event_time AS label_time, transaction_id, "
+        f"unknown_labels "
         f"FROM f_term_out WHERE is_tx = 0",
         "CREATE TEMPORARY VIEW f_cust_out AS SELECT * FROM customer_features(input => TABLE f_term PARTITION BY "
         "customer_id, on_time => DESCRIPTOR(rowtime), uid => 'customer-features')",

@@ -87,7 +87,8 @@ def test_dashboard_shows_the_running_pipeline(kafka_bootstrap, redis_url, topic_
         return [fs.decode(m.value()) for m in kafka_util.read_topic(kafka_bootstrap, out_t, idle=1, timeout=30)]
 
     job = RunningJob("jobs/fraud_job.py", tmp_path, "--bootstrap", kafka_bootstrap, "--source-topic", tx_t,
-                     "--labels-topic", lb_t, "--out-topic", out_t, "--late-topic", late_t, "--dead-topic", dead_t,
+                     "--labels-topic", lb_t, "--out-topic", out_t, "--decisions-topic", topic_factory("dp-decisions"),
+                     "--late-topic", late_t, "--dead-topic", dead_t,
                      "--group-id", f"g-{tx_t}", env=env)
     drv = None
     replay = None

@@ -92,6 +92,7 @@ class Setup:
         self.records: list[dict] = []  # the decoded output, read_committed, once wait_all_scored returns
         self.tx, self.lb, self.out = topic_factory("tx"), topic_factory("labels"), topic_factory("scores")
         self.late, self.dead = topic_factory("late"), topic_factory("dead")
+        self.decisions = topic_factory("decisions")
         # A longer source idle timeout (2 min): while the test waits between the two parts of the replay (and while the broker
         # is down) no partition may be declared idle, or the first events after the pause on a partition that was
         # idle would be behind the watermark the others moved, and routed to the late topic instead of scored.
@@ -101,7 +102,8 @@ class Setup:
 
     def args(self, *extra: str) -> list[str]:
         return ["--bootstrap", self.bootstrap, "--source-topic", self.tx, "--labels-topic", self.lb,
-                "--out-topic", self.out, "--late-topic", self.late, "--dead-topic", self.dead,
+                "--out-topic", self.out, "--decisions-topic", self.decisions, "--late-topic", self.late,
+                "--dead-topic", self.dead,
                 "--group-id", f"g-{self.tx}", *extra]
 
     def job(self, *extra: str) -> RunningJob:

@@ -68,7 +68,8 @@ def test_fraud_job_on_standalone_cluster_parallelism_2(kafka_bootstrap, redis_ur
         assert ov["taskmanagers"] == 1 and ov["slots-total"] == 2
         job_id = cluster.submit("jobs/fraud_job.py",
                                 ["--bootstrap", kafka_bootstrap, "--source-topic", tx_t, "--labels-topic", lb_t,
-                                 "--out-topic", out_t, "--late-topic", late_t, "--dead-topic", dead_t,
+                                 "--out-topic", out_t, "--decisions-topic", topic_factory("decisions"),
+                                 "--late-topic", late_t, "--dead-topic", dead_t,
                                  "--group-id", f"g-{tx_t}"],
                                 parallelism=2, env=env, timeout=180)
         vertices = cluster.rest(f"/jobs/{job_id}")["vertices"]

@@ -1,9 +1,18 @@
 """The fraud job against an independent pandas reference, through the real broker, Redis and PyFlink job.
 
 50,000 transactions from the shared data with injected out-of-order events (on time: within the watermark bound),
-late events (sent after the job has passed their time) and malformed records. Every on-time event's features must
-match pipelines/features.py (counts exactly, amounts to 1e-6), every late event must be in the late topic once,
-every malformed record in the dead-letter topic, and nothing may be missing or duplicated.
+late events (sent after the job has passed their time) and malformed records, in both emit modes. Every late event
+must be in the late topic once, every malformed record in the dead-letter topic, and nothing may be missing or
+duplicated. Features (counts exactly, amounts to 1e-6):
+
+* at the watermark, every on-time event's features match pipelines/features.py compute_features, the training
+  reference, whatever order the rows arrived in;
+* on arrival, a transaction's windows hold the rows its key had received before it, so the reference has to know
+  that order. The test records it: the JVM runs with -Dstreamscore.arrival-log, the feature functions write the
+  order they saw (udfs/java ArrivalLog), and pipelines/features.py arrival_window_features replays it. With four
+  partitions, two topics and out-of-order events, a bound on the difference would allow for whole hours of event
+  time of skew between partitions in a replay this fast; the recorded order makes the check exact. The features
+  that no window decides (amount, profile, time of day) match compute_features as at the watermark.
 """
 
 from __future__ import annotations
@@ -17,11 +26,12 @@ import pytest
 
 from pipelines import kafka_util
 from pipelines.config import load_config
-from pipelines.features import FEATURE_NAMES, build_profiles, compute_features
+from pipelines.features import FEATURE_NAMES, arrival_window_features, build_profiles, compute_features
 from pipelines.profiles import publish
 from pipelines.replay_fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
 from tests.flink_util import RunningJob
+from udfs.fraud_scoring import derive_features
 from udfs.scoring import ReferenceScorer, random_mlp_weights, write_mlp_artifact
 
 pytestmark = pytest.mark.integration
@@ -46,7 +56,31 @@ def count_ids(msgs, schema, field="transaction_id"):
     return Counter(serde(schema).decode(m.value())[field] for m in msgs)
 
 
-def test_fraud_job_features_late_dead_letters(kafka_bootstrap, redis_url, topic_factory, tmp_path, model_dir):
+def arrival_reference(log_dir, tx_df: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """The window features as known at arrival, from the order the job's feature functions logged."""
+    amount = dict(zip(tx_df["transaction_id"], tx_df["amount"]))
+    fraud = dict(zip(labels["transaction_id"], labels["label"]))
+    cust, term = [], []
+    for line in (log_dir / "customer.log").read_text().splitlines():
+        key, txid, t, _ = line.split()
+        cust.append((int(key), int(txid), int(t), amount[int(txid)]))
+    for line in (log_dir / "terminal.log").read_text().splitlines():
+        key, txid, t, kind = line.split()
+        is_tx = kind == "tx"
+        term.append((int(key), int(txid), int(t), is_tx, 0 if is_tx else int(fraud[int(txid)])))
+    raw = arrival_window_features(cust, term)
+    c = {col: raw[col].to_numpy() for col in raw.columns}
+    times = dict(zip(tx_df["transaction_id"], tx_df["event_time"]))
+    c["event_time"] = np.array([times[i] for i in raw.index], dtype=np.int64)
+    c["amount"] = np.array([amount[i] for i in raw.index], dtype=np.float64)
+    nan = np.full(len(raw), np.nan)
+    f = derive_features(c, nan, nan)
+    windowed = [k for k in FEATURE_NAMES if k.startswith(("cust_", "term_")) and k != "cust_profile_missing"]
+    return pd.DataFrame({k: f[k] for k in windowed}, index=raw.index)
+
+
+@pytest.mark.parametrize("emit", ["arrival", "watermark"])
+def test_fraud_job_features_late_dead_letters(kafka_bootstrap, redis_url, topic_factory, tmp_path, model_dir, emit):
     cfg = load_config()
     tx_t, lb_t, out_t = topic_factory("tx"), topic_factory("labels"), topic_factory("scores")
     late_t, dead_t = topic_factory("late"), topic_factory("dead")
@@ -59,9 +93,14 @@ def test_fraud_job_features_late_dead_letters(kafka_bootstrap, redis_url, topic_
     customers, terminals = build_profiles(hist, int(hist["event_time"].min()) + 2 * 86_400_000)
     publish(cfg, customers, terminals, bootstrap=kafka_bootstrap, redis_url=redis_url, topics=(cp_t, tp_t))
 
-    env = {"STREAMSCORE_REDIS__URL": redis_url, "STREAMSCORE_FRAUD__MODEL_DIR": str(model_dir)}
+    env = {"STREAMSCORE_REDIS__URL": redis_url, "STREAMSCORE_FRAUD__MODEL_DIR": str(model_dir),
+           "STREAMSCORE_FRAUD__EMIT": emit}
+    log_dir = tmp_path / "arrivals"
+    if emit == "arrival":
+        env["JVM_ARGS"] = f"-Xmx{cfg.flink.jvm_heap} {cfg.flink.jvm_opts} -Dstreamscore.arrival-log={log_dir}"
     with RunningJob("jobs/fraud_job.py", tmp_path, "--bootstrap", kafka_bootstrap, "--source-topic", tx_t,
-                    "--labels-topic", lb_t, "--out-topic", out_t, "--late-topic", late_t, "--dead-topic", dead_t,
+                    "--labels-topic", lb_t, "--out-topic", out_t, "--decisions-topic", topic_factory("decisions"),
+                     "--late-topic", late_t, "--dead-topic", dead_t,
                     "--group-id", f"g-{tx_t}", env=env) as job:
         def caught_up():
             # Late events go out only once the job has scored (so passed) nearly everything before them.
@@ -130,6 +169,10 @@ def test_fraud_job_features_late_dead_letters(kafka_bootstrap, redis_url, topic_
                            for m in kafka_util.read_topic(kafka_bootstrap, lb_t, idle=2)])
     assert len(labels) > 1000, "labels should reach the terminal-risk windows"
     ref = compute_features(tx_df, customers, labels)
+    if emit == "arrival":
+        known = arrival_reference(log_dir, tx_df, labels)
+        assert set(job_rows) <= set(known.index), "every scored transaction passed the feature functions"
+        ref.loc[known.index, known.columns] = known
     ids = sorted(job_rows)
     job = pd.DataFrame([job_rows[i]["features"] for i in ids], index=ids)[FEATURE_NAMES]
     ref = ref.loc[ids, FEATURE_NAMES]

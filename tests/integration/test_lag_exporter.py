@@ -217,7 +217,7 @@ def test_fraud_job_group_lag_rises_while_stopped_and_drains_after_restore(kafka_
     env = {"STREAMSCORE_REDIS__URL": redis_url,
            "STREAMSCORE_FRAUD__MODEL_DIR": str(write_test_model(tmp_path / "models"))}
     args = ["--bootstrap", kafka_bootstrap, "--source-topic", tx_t, "--labels-topic", lb_t, "--out-topic", out_t,
-            "--late-topic", late_t, "--dead-topic", dead_t, "--group-id", group]
+            "--decisions-topic", topic_factory("jl-decisions"), "--late-topic", late_t, "--dead-topic", dead_t, "--group-id", group]
     exporter = LagExporter(kafka_bootstrap, [group], topics=[tx_t, lb_t], timeout=10)
     producer = _PacedReplay(kafka_bootstrap, tx_t, lb_t)
     jobs: list = []

@@ -66,7 +66,8 @@ def test_every_metrics_endpoint_after_a_short_run(kafka_bootstrap, redis_url, to
            # workers the way a TaskManager does, so this run has the cluster's process layout.
            "_python_worker_execution_mode": "process"}
     job = RunningJob("jobs/fraud_job.py", tmp_path, "--bootstrap", kafka_bootstrap, "--source-topic", tx_t,
-                     "--labels-topic", lb_t, "--out-topic", out_t, "--late-topic", late_t, "--dead-topic", dead_t,
+                     "--labels-topic", lb_t, "--out-topic", out_t, "--decisions-topic", topic_factory("m-decisions"),
+                     "--late-topic", late_t, "--dead-topic", dead_t,
                      "--group-id", group, env=env)
     try:
         with lag_exporter(kafka_bootstrap, tmp_path / "logs", groups=[group],

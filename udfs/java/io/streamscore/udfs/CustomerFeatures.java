@@ -12,7 +12,8 @@ import org.apache.flink.types.Row;
  * Per-customer rolling features (see {@link CustomerWindows}) as a process table function partitioned by customer,
  * over the transaction rows {@link TerminalFeatures} emits: the same event-time RANGE semantics, with the rows
  * waiting for the watermark in {@link PendingRows} and the window's timestamps and amounts in {@link WindowRows}.
- * Each row goes out with its own columns, its terminal features and its customer features.
+ * Each row goes out with its own columns, its terminal features and its customer features: on arrival (this class)
+ * or at the watermark ({@link CustomerFeaturesAtWatermark}).
  */
 @FunctionHint(output = @DataTypeHint(
         "ROW<transaction_id BIGINT, terminal_id BIGINT, amount DOUBLE, event_time BIGINT, produced_at BIGINT, "
@@ -31,8 +32,13 @@ public class CustomerFeatures extends RollingFeatures {
     private static final int NL = LONG_COLUMNS.length;
     private static final int ND = 1;  // amount
 
+    /** On arrival (see {@link RollingFeatures}); {@link CustomerFeaturesAtWatermark} is the other mode. */
     public CustomerFeatures() {
-        super(NL, ND, CustomerWindows.WINDOWS_MS[CustomerWindows.WINDOWS_MS.length - 1]);
+        this(true);
+    }
+
+    CustomerFeatures(boolean onArrival) {
+        super(NL, ND, CustomerWindows.WINDOWS_MS[CustomerWindows.WINDOWS_MS.length - 1], onArrival);
     }
 
     public void eval(Context ctx, @StateHint(name = "state", ttl = NO_TTL) MapView<Integer, FeatureState> view,
@@ -45,8 +51,35 @@ public class CustomerFeatures extends RollingFeatures {
         }
         Double amount = input.getFieldAs("amount");
         doubles[0] = amount == null ? Double.NaN : amount;
-        hold(ctx, state);
+        if (onArrival) {
+            arrive(ctx, state, input.getFieldAs("customer_id"));
+        } else {
+            hold(ctx, state);
+        }
         store(view, state);
+    }
+
+    /** The row joins the window now and goes out with the window as known at its arrival. */
+    private void arrive(Context ctx, FeatureState state, Long customerId) {
+        long t = rowTime(ctx);
+        evictBehindWatermark(ctx, state);
+        int at = state.rows.add(t, doubles[0], (byte) 0);
+        if (ArrivalLog.ON) {
+            ArrivalLog.customer(customerId == null ? NULL_LONG : customerId, longs[0], t);
+        }
+        Row c = CustomerWindows.featuresAt(state.rows, at);
+        int nc = c.getArity();
+        Object[] out = new Object[NL + 1 + nc];
+        out[0] = longs[0];
+        out[1] = longs[1];
+        out[2] = doubles[0];
+        for (int j = 2; j < NL; j++) {
+            out[j + 1] = nullable(longs[j]);
+        }
+        for (int j = 0; j < nc; j++) {
+            out[NL + 1 + j] = c.getField(j);
+        }
+        collect(Row.of(out));
     }
 
     public void onTimer(OnTimerContext ctx, MapView<Integer, FeatureState> view) throws Exception {

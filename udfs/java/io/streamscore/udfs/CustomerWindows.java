@@ -7,7 +7,8 @@ import org.apache.flink.types.Row;
  * ({@link CustomerFeatures} keeps the rows and calls this once per timestamp).
  *
  * <p>Windows include rows exactly W earlier and every row sharing the current timestamp, as Flink's RANGE OVER
- * windows and pipelines/features.py (the pandas reference) do. {@code prev_ts} is the newest timestamp before the
+ * windows and pipelines/features.py (the pandas reference) do ({@link #features}); on arrival, the rows sharing it
+ * that have arrived so far ({@link #featuresAt}). {@code prev_ts} is the newest timestamp before the
  * current one (-1 if none) and {@code same_ts} counts rows at the current timestamp (more than one: "seconds since
  * previous" is 0).
  *
@@ -20,17 +21,25 @@ final class CustomerWindows {
     private CustomerWindows() {
     }
 
-    /** The features of the window's newest timestamp. */
+    /** The features of the window's newest timestamp (every row sharing it counts: RANGE semantics). */
     static Row features(WindowRows acc) {
+        return featuresAt(acc, acc.n - 1);
+    }
+
+    /**
+     * The features of row {@code at}, over it and the rows before it: those with an older timestamp, and those with
+     * the same one that joined the window before it (on arrival, the rows after it all have a newer timestamp).
+     */
+    static Row featuresAt(WindowRows acc, int at) {
         int k = WINDOWS_MS.length;
         long[] cnt = new long[k];
         double[] sum = new double[k];
-        long t = acc.newest();
+        long t = acc.ts[at];
         long sameTs = 0;
         long prevTs = acc.lastRetracted;
         // Newest to oldest: window w holds the rows with ts >= t - W[w]; each window contains the smaller ones.
         int w = 0;
-        for (int i = acc.n - 1; i >= 0; i--) {
+        for (int i = at; i >= 0; i--) {
             long ts = acc.ts[i];
             if (ts == t) {
                 sameTs++;

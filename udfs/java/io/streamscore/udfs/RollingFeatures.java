@@ -5,10 +5,20 @@ import org.apache.flink.table.functions.ProcessTableFunction;
 import org.apache.flink.types.Row;
 
 /**
- * What both feature functions ({@link TerminalFeatures}, {@link CustomerFeatures}) do with time: an input row waits
- * in {@link FeatureState#pending} with a timer at its own timestamp; when the watermark passes it, every row of that
+ * What both feature functions ({@link TerminalFeatures}, {@link CustomerFeatures}) do with time, in one of two emit
+ * modes.
+ *
+ * <p>On arrival (the default): a row joins the key's window at its own timestamp as soon as it arrives (after the
+ * rows already there with the same timestamp) and goes out at once with the window as known then: every row
+ * received so far in {@code [t - W, t]}. Nothing waits for a watermark or a later event. The watermark only evicts:
+ * a row older than {@code watermark - longest window} can be in no on-time row's window (rows behind the watermark
+ * are routed to the late topic before they get here).
+ *
+ * <p>At the watermark (the complete, event-time mode, for backfills and audits): an input row waits in
+ * {@link FeatureState#pending} with a timer at its own timestamp; when the watermark passes it, every row of that
  * timestamp comes back out at once ({@link #release}) and rows older than the longest window leave the window.
- * A subclass fills {@link #longs} and {@link #doubles} per input row and reads the released rows from
+ *
+ * <p>A subclass fills {@link #longs} and {@link #doubles} per input row and reads the released rows from
  * {@link #taken}.
  */
 abstract class RollingFeatures extends ProcessTableFunction<Row> {
@@ -26,15 +36,18 @@ abstract class RollingFeatures extends ProcessTableFunction<Row> {
 
     final int nl;
     final int nd;
+    /** Emit each row when it arrives (true) or when the watermark passes its time (false). */
+    final boolean onArrival;
     private final long longestWindowMs;
     // Scratch for one input row; serialised with the function (a transient array would be null after that).
     final long[] longs;
     final double[] doubles;
     transient PendingRows.Taken taken;
 
-    RollingFeatures(int nl, int nd, long longestWindowMs) {
+    RollingFeatures(int nl, int nd, long longestWindowMs, boolean onArrival) {
         this.nl = nl;
         this.nd = nd;
+        this.onArrival = onArrival;
         this.longestWindowMs = longestWindowMs;
         this.longs = new long[nl];
         this.doubles = new double[nd];
@@ -62,6 +75,22 @@ abstract class RollingFeatures extends ProcessTableFunction<Row> {
     /** After the released rows joined the window at time {@code t}: the rows that are now too old leave it. */
     final void evict(FeatureState state, long t) {
         state.rows.evictBefore(t - longestWindowMs);
+    }
+
+    /**
+     * On arrival: the rows no on-time row can see any more leave the window (those older than the watermark minus
+     * the longest window). Before the first watermark nothing leaves.
+     */
+    final void evictBehindWatermark(Context ctx, FeatureState state) {
+        Long wm = ctx.timeContext(Long.class).currentWatermark();
+        if (wm != null && wm > Long.MIN_VALUE + longestWindowMs) {
+            state.rows.evictBefore(wm - longestWindowMs);
+        }
+    }
+
+    /** The input row's own time (its on_time column). */
+    static long rowTime(Context ctx) {
+        return ctx.timeContext(Long.class).time();
     }
 
     /**

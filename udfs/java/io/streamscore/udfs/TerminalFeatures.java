@@ -20,7 +20,11 @@ import org.apache.flink.types.Row;
  * the RANGE semantics (rows sharing a timestamp count together, a row exactly 30 days older is in).
  *
  * <p>Output: the transaction rows (is_tx = 1) with their features, and for each (terminal, time) whose labels
- * include some for transactions the window has not seen, one row with is_tx = 0 and that number.
+ * include some for transactions the window has not seen, one row with is_tx = 0 and that number (on arrival: one
+ * such row per label, with its transaction id).
+ *
+ * <p>This class emits on arrival; {@link TerminalFeaturesAtWatermark} releases rows at the watermark (see
+ * {@link RollingFeatures} for the two modes).
  */
 @FunctionHint(output = @DataTypeHint(
         "ROW<transaction_id BIGINT, customer_id BIGINT, amount DOUBLE, event_time BIGINT, produced_at BIGINT, "
@@ -33,8 +37,13 @@ public class TerminalFeatures extends RollingFeatures {
     private static final int TX_ID = 0, CUSTOMER = 1, EVENT_TIME = 2, PRODUCED = 3, INGEST = 4, FLAGS = 5, NL = 6;
     private static final int AMOUNT = 0, ND = 1;
 
+    /** On arrival (see {@link RollingFeatures}); {@link TerminalFeaturesAtWatermark} is the other mode. */
     public TerminalFeatures() {
-        super(NL, ND, TerminalWindows.WINDOWS_MS[TerminalWindows.WINDOWS_MS.length - 1]);
+        this(true);
+    }
+
+    TerminalFeatures(boolean onArrival) {
+        super(NL, ND, TerminalWindows.WINDOWS_MS[TerminalWindows.WINDOWS_MS.length - 1], onArrival);
     }
 
     public void eval(Context ctx, @StateHint(name = "state", ttl = NO_TTL) MapView<Integer, FeatureState> view,
@@ -53,8 +62,35 @@ public class TerminalFeatures extends RollingFeatures {
         longs[INGEST] = orNull(input.getFieldAs("ingest_ms"));
         longs[FLAGS] = flags(isTx, isLabel, isFraud);
         doubles[AMOUNT] = amount == null ? Double.NaN : amount;
-        hold(ctx, state);
+        if (onArrival) {
+            arrive(ctx, state, input.getFieldAs("terminal_id"));
+        } else {
+            hold(ctx, state);
+        }
         store(view, state);
+    }
+
+    /** The row joins the window now; a transaction goes out with the window as known at its arrival. */
+    private void arrive(Context ctx, FeatureState state, Long terminalId) {
+        long t = rowTime(ctx);
+        long flags = longs[FLAGS];
+        boolean tx = (flags & TerminalWindows.TX) != 0;
+        evictBehindWatermark(ctx, state);
+        int at = state.rows.add(t, 0.0, (byte) flags, longs[TX_ID]);
+        if (ArrivalLog.ON) {
+            ArrivalLog.terminal(terminalId == null ? NULL_LONG : terminalId, longs[TX_ID], t, tx);
+        }
+        if (tx) {
+            Row f = TerminalWindows.featuresAt(state.rows, at, 0L);
+            collect(Row.of(longs[TX_ID], longs[CUSTOMER], doubles[AMOUNT], longs[EVENT_TIME],
+                    nullable(longs[PRODUCED]), nullable(longs[INGEST]), 1, f.getField(0), f.getField(1),
+                    f.getField(2), f.getField(3), f.getField(4), f.getField(5), f.getField(6), f.getField(7),
+                    f.getField(8), 0L));
+        } else if ((flags & TerminalWindows.LABEL) != 0 && TerminalWindows.unknownLabel(state.rows, at)) {
+            // A label whose transaction this terminal has not seen (never sent, late, or not arrived yet).
+            collect(Row.of(longs[TX_ID], null, null, t, null, null, 0, null, null, null, null, null, null, null,
+                    null, null, 1L));
+        }
     }
 
     public void onTimer(OnTimerContext ctx, MapView<Integer, FeatureState> view) throws Exception {

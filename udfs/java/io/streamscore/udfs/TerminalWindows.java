@@ -24,15 +24,23 @@ final class TerminalWindows {
     private TerminalWindows() {
     }
 
-    /** The features of the window's newest timestamp. */
+    /** The features of the window's newest timestamp (every row sharing it counts: RANGE semantics). */
     static Row features(WindowRows acc) {
+        return featuresAt(acc, acc.n - 1, unknownLabelsAtNewest(acc));
+    }
+
+    /**
+     * The features of row {@code at} over it and the rows before it (on arrival: the rows received so far up to its
+     * timestamp), with {@code unknown} as the last field.
+     */
+    static Row featuresAt(WindowRows acc, int at, long unknown) {
         int k = WINDOWS_MS.length;
         long[] cnt = new long[k];
         long[] labels = new long[k];
         long[] frauds = new long[k];
-        long t = acc.newest();
+        long t = acc.ts[at];
         int w = 0;
-        for (int i = acc.n - 1; i >= 0; i--) {
+        for (int i = at; i >= 0; i--) {
             while (w < k && acc.ts[i] < t - WINDOWS_MS[w]) {
                 w++;
             }
@@ -50,7 +58,18 @@ final class TerminalWindows {
             frauds[j] += frauds[j - 1];
         }
         return Row.of(cnt[0], labels[0], frauds[0], cnt[1], labels[1], frauds[1], cnt[2], labels[2], frauds[2],
-                unknownLabelsAtNewest(acc));
+                unknown);
+    }
+
+    /** Whether the label at row {@code at} is for a transaction that is not a row of the window. */
+    static boolean unknownLabel(WindowRows acc, int at) {
+        long id = acc.id[at];
+        for (int j = 0; j < acc.n; j++) {
+            if ((acc.flags[j] & TX) != 0 && acc.id[j] == id) {
+                return false;
+            }
+        }
+        return true;
     }
 
     /** Labels at the newest timestamp whose transaction is not a row of the window. */

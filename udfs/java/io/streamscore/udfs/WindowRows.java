@@ -5,7 +5,8 @@ import java.nio.ByteBuffer;
 /**
  * The rows of one key's 30-day window, oldest first: timestamps plus one value, one flag byte and one id per row.
  *
- * <p>Rows join in timestamp order (the feature functions release them as the watermark passes) and leave from the
+ * <p>Rows are kept in timestamp order, rows of one timestamp in arrival order: at the watermark the feature
+ * functions add them in timestamp order, on arrival a row out of order is inserted at its place. They leave from the
  * front as the window moves. Part of {@link FeatureState}, written by {@link FeatureStateSerializer}.
  */
 public class WindowRows {
@@ -18,11 +19,12 @@ public class WindowRows {
     /** Newest timestamp that has left the window (-1: none): "previous event" when the window holds no older row. */
     public long lastRetracted = -1L;
 
-    public void add(long t, double v, byte f) {
-        add(t, v, f, 0L);
+    public int add(long t, double v, byte f) {
+        return add(t, v, f, 0L);
     }
 
-    public void add(long t, double v, byte f, long rowId) {
+    /** Inserts the row after every row with a timestamp up to {@code t}; returns its index. */
+    public int add(long t, double v, byte f, long rowId) {
         if (n == ts.length) {
             int cap = Math.max(8, n * 2);
             ts = java.util.Arrays.copyOf(ts, cap);
@@ -44,6 +46,7 @@ public class WindowRows {
         flags[i] = f;
         id[i] = rowId;
         n++;
+        return i;
     }
 
     /** Drops the rows older than {@code limit} (the oldest come first), as a RANGE window retracts them. */
