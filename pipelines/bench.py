@@ -1,22 +1,31 @@
 """`make bench`: end-to-end benchmarks, written with the machine and the settings to bench-results/.
 
-Fraud job, end to end (producer -> Kafka -> PyFlink job -> Kafka):
+Fraud job, end to end (producer -> Kafka -> PyFlink job -> Kafka), at the defaults of `make run` unless a figure's
+name says otherwise:
 
-* Latency at fixed input rates: the producer sends for a fixed time while a consumer of `fraud-scores` stamps each
-  score's arrival; latency is arrival minus the producer's `produced_at`. Two delivery modes: exactly-once output
-  becomes visible when a checkpoint commits the Kafka transaction, so its latency floor is the checkpoint interval;
-  at-least-once output (keyed by transaction id, for idempotent readers) is visible at once. Rates are of
-  transactions, with their labels on top; a paced warm-up (`--warmup-seconds`) comes first, for the JIT.
-* Sustained throughput: a backlog is produced first (so the producer does not compete with the job for the two
-  cores), then the job starts and drains it. The rate is the output's between the 10% and 90% marks of the part after
-  the first `--drain-warmup` events (the JIT and the state warmed up, as in a job that runs for days), beside the
-  CPU seconds the job's processes spent per 10,000 events (less sensitive to a noisy machine than wall time); the
-  whole drain's 10-90% rate, start-up included, comes beside it as `events_per_s_cold`. Measured
-  for the native and the reference scorer, with 10% malformed records, and on the standalone cluster at
-  parallelism 2.
+* Latency on the live clock (`bench_live`): every transaction's event time is the wall clock when it is sent, as
+  a card network's would be, so nothing the job waits for in event time is hidden by a compressed replay. Per run,
+  a fresh job on fresh topics, a paced warm-up (2,000/s for `--warmup-seconds`, for the JIT, start-up and the
+  label stream), then one phase per rate (10, 2,000 with their labels, 5,000 transactions/s, `--seconds` each).
+  Two reads of the same job: the decision path (`fraud-decisions`, at-least-once, read uncommitted) and the record
+  of truth (`fraud-scores`, exactly-once, read_committed: visible at each checkpoint's commit). Latency is a
+  transaction's first arrival at the consumer minus its event time; every transaction sent counts, and one that
+  has not arrived `settle_s` after the phase ended is infinitely late (so p99 is inf when more than 1% are
+  missing). Both emit modes: on arrival (the default) and at the watermark. `--runs` (3) runs each; the summary
+  gives median, min and max.
+* Sustained throughput (`bench_drain`): a backlog is produced first, in compressed data time (so the producer
+  does not compete with the job for the two cores), then the job starts and drains it. The rate is the output's
+  between the 10% and 90% marks of the part after the first `--drain-warmup` events (the JIT and the state warmed
+  up, as in a job that runs for days), beside the CPU seconds the job's processes spent per 10,000 events; the
+  whole drain's 10-90% rate, start-up included, is `events_per_s_cold`. The drains run at-least-once with 30 s
+  checkpoints (recorded in the settings): the native scorer `--runs` times, then once each the reference scorer,
+  10% malformed records, emit at the watermark and the standalone cluster at parallelism 2. Compressed time is
+  used for drains only; no latency figure comes from it.
 
-The scorer micro-benchmark (pipelines/bench_scorer.py) and, when present, the sentiment benchmark run too. The
-last line printed is one JSON object with the headline numbers. A benchmark reports; it never fails the build.
+The scorer micro-benchmark (pipelines/bench_scorer.py) and the sentiment benchmark run too. The load average is
+sampled every 10 s; a run whose load went above the core count is flagged (`machine.overloaded`). The last line
+printed is one JSON object with the headline numbers and their settings. A benchmark reports; it never fails the
+build.
 """
 
 from __future__ import annotations
@@ -61,9 +70,9 @@ def _watch_scores(bootstrap: str, topic: str, read_committed: bool, out, stop) -
     from pipelines import kafka_util
     from pipelines.serde import serde
 
-    # Up to 20 ms for 16 KB per fetch: a fetch per record or two cost the shared broker CPU the job needs.
+    # As a decision reader would (pipelines/decisions.py): a fetch returns as soon as there is a record.
     consumer = kafka_util.consumer(bootstrap, f"bench-{topic}-{time.time_ns()}", read_committed=read_committed,
-                                   **{"fetch.wait.max.ms": 20, "fetch.min.bytes": 16384})
+                                   **{"fetch.wait.max.ms": 5})
     consumer.subscribe([topic])
     s = serde("fraud_score")
     while not stop.is_set():
@@ -72,15 +81,17 @@ def _watch_scores(bootstrap: str, topic: str, read_committed: bool, out, stop) -
             if m.error() is None:
                 now = int(time.time() * 1000)
                 r = s.decode(m.value())
-                rows.append((now, r["produced_at"], r["scored_at"], m.timestamp()[1]))
+                rows.append((now, r["transaction_id"], r["produced_at"], r["scored_at"], m.timestamp()[1]))
         if rows:
             out.put(rows)
     consumer.close()
 
 
 class ScoreWatcher(threading.Thread):
-    """Records (arrival wall ms, produced_at, scored_at, the broker's append time) per score. The consumer runs in
-    its own process: in the producer's process, the GIL and the replay loop delayed arrivals by 60-230 ms (p50)."""
+    """Keeps the first arrival of each transaction's score: (arrival wall ms, produced_at, scored_at, the broker's
+    append time) by transaction id, and counts the copies after it (the at-least-once decision path can repeat a
+    score). The consumer runs in its own process: in the producer's process, the GIL and the replay loop delayed
+    arrivals by 60-230 ms (p50)."""
 
     def __init__(self, bootstrap: str, topic: str, read_committed: bool):
         super().__init__(daemon=True)
@@ -91,7 +102,8 @@ class ScoreWatcher(threading.Thread):
         self._stop_child = ctx.Event()
         self._proc = ctx.Process(target=_watch_scores, args=(bootstrap, topic, read_committed, self._queue,
                                                               self._stop_child), daemon=True)
-        self.samples: list[tuple[int, int, int, int]] = []
+        self.first: dict[int, tuple[int, int, int, int]] = {}
+        self.duplicates = 0
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -100,16 +112,22 @@ class ScoreWatcher(threading.Thread):
         self._proc.start()
         while not self.stop.is_set():
             try:
-                self.samples.extend(self._queue.get(timeout=0.1))
+                rows = self._queue.get(timeout=0.1)
             except queue.Empty:
-                pass
+                continue
+            for arrival, txid, produced, scored, kafka_ts in rows:
+                if txid in self.first:
+                    self.duplicates += 1
+                else:
+                    self.first[txid] = (arrival, produced, scored, kafka_ts)
         self._stop_child.set()
         self._proc.join(10)
         if self._proc.is_alive():
             self._proc.kill()
 
-    def window(self, t0: int, t1: int) -> list[tuple[int, int, int, int]]:
-        return [x for x in list(self.samples) if t0 <= x[1] < t1]
+    def missing(self, ids: list[int]) -> int:
+        first = self.first
+        return sum(1 for i in ids if i not in first)
 
 
 def latency_split(got: list[tuple[int, int, int, int]]) -> dict:
@@ -120,6 +138,44 @@ def latency_split(got: list[tuple[int, int, int, int]]) -> dict:
             "kafka_to_consumer": a[:, 0] - a[:, 3]}
     return {k: {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99))} if len(v) else None
             for k, v in legs.items()}
+
+
+INF = float("inf")
+
+
+def latencies(ids: list[int], first: dict[int, tuple[int, int, int, int]]) -> np.ndarray:
+    """Per transaction sent: first arrival minus its event time (= produced_at on the live clock), in ms; one that
+    never arrived is infinitely late."""
+    return np.array([first[i][0] - first[i][1] if i in first else INF for i in ids], dtype=np.float64)
+
+
+def percentiles(lat: np.ndarray, qs=(50, 90, 99)) -> dict:
+    """Percentiles that count missing events (inf) as the latest of all: `higher` picks a sample, never an
+    interpolation between a finite sample and inf (which would be nan between two infs)."""
+    if not len(lat):
+        return {f"p{q}": None for q in qs} | {"max": None}
+    out = {f"p{q}": float(np.percentile(lat, q, method="higher")) for q in qs}
+    out["max"] = float(lat.max())
+    return out
+
+
+def spread(values: list) -> dict:
+    """Median, min and max over runs (inf for a run with more than 1% missing stays inf; None: not measured)."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return {"median": None, "min": None, "max": None, "runs": []}
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "runs": vals}
+
+
+def json_safe(x):
+    """JSON has no infinity: an event that never arrived makes a percentile the string "inf"."""
+    if isinstance(x, float) and x == INF:
+        return "inf"
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x
 
 
 def wait_settled(count: Callable[[], int], *, polls: int, every_s: float, timeout_s: float, at_least: float = 0,
@@ -138,8 +194,17 @@ def wait_settled(count: Callable[[], int], *, polls: int, every_s: float, timeou
         time.sleep(every_s)
 
 
-def bench_fraud(rates: list[float], seconds: float, delivery: str, checkpoint_ms: int, model_env: dict,
-                workdir: Path, warmup_s: float = 90.0) -> dict:
+# Both reads of one job's output: the decision path (at-least-once, uncommitted) and the record of truth
+# (flink.delivery_guarantee, exactly-once by default, read_committed).
+PATHS = {"decision": ("decisions", False), "committed": ("scores", True)}
+
+
+def bench_live(emit: str, rates: list[float], seconds: float, workdir: Path, *, runs: int, warmup_s: float,
+               settle_s: float = 20.0) -> dict:
+    """Latency on the live clock: each transaction's event time is the wall clock when it is sent. Per run, a
+    fresh job at the defaults of `make run` (except `emit`) on fresh topics: a paced warm-up at 2,000/s, then one
+    phase per rate. Per phase and read path, every transaction sent counts: its first arrival minus its event time,
+    infinitely late if it has not arrived `settle_s` after the phase's last send."""
     from infra import services
     from pipelines import kafka_util
     from pipelines.config import load_config
@@ -153,67 +218,81 @@ def bench_fraud(rates: list[float], seconds: float, delivery: str, checkpoint_ms
     redis_srv = services.RedisServer(services.free_port(), workdir / "redis")
     broker.start()
     redis_srv.start()
-    out: dict = {"delivery": delivery, "checkpoint_interval_ms": checkpoint_ms, "warmup_s": warmup_s, "rates": []}
+    out: dict = {"emit": emit, "delivery_guarantee": cfg.flink.delivery_guarantee,
+                 "checkpoint_interval_ms": cfg.flink.checkpoint_interval_ms, "warmup_s": warmup_s,
+                 "seconds_per_rate": seconds, "settle_s": settle_s, "replay_linger_ms": cfg.replay.linger_ms,
+                 "runs": []}
     try:
         b = broker.bootstrap
-        topics = ["tx", "labels", "scores", "late", "dead", "cprof", "tprof"]
-        # The broker stamps each score as it appends it: "arrival in fraud-scores", without our consumer's delay.
-        kafka_util.ensure_topics(b, topics, 4, compacted=["cprof", "tprof"],
-                                 extra_config={"scores": {"message.timestamp.type": "LogAppendTime"}})
+        kafka_util.ensure_topics(b, ["cprof", "tprof"], cfg.kafka.partitions, compacted=["cprof", "tprof"])
         hist = load_transactions(cfg.path(cfg.replay.fraud_csv), nrows=300_000)
         customers, terminals = build_profiles(hist, int(hist["event_time"].min()) + 30 * 86_400_000)
         publish(cfg, customers, terminals, bootstrap=b, redis_url=redis_srv.url, topics=("cprof", "tprof"))
-        env = {"STREAMSCORE_REDIS__URL": redis_srv.url, "STREAMSCORE_FLINK__DELIVERY_GUARANTEE": delivery,
-               "STREAMSCORE_FLINK__CHECKPOINT_INTERVAL_MS": str(checkpoint_ms), **model_env}
-        watcher = ScoreWatcher(b, "scores", read_committed=delivery == "exactly-once")
-        watcher.start()
-        with RunningJob("jobs/fraud_job.py", workdir, "--bootstrap", b, "--source-topic", "tx", "--labels-topic",
-                        "labels", "--out-topic", "scores", "--late-topic", "late", "--dead-topic", "dead",
-                        "--group-id", "bench", env=env) as job:
-            # Warm-up at 2,000 transactions/s: the first minute pays for JVM and Python start-up, model loading
-            # and the JIT (C2 compiled for about 60 s at 2,000/s, taking a third of a core from the job).
-            warm = FraudReplay(cfg, ReplayOptions(rate=2000, limit=max(int(2000 * warmup_s), 4000), rebase=False,
-                                                  pace_labels=False, progress_every_s=60),
-                               bootstrap=b, tx_topic="tx", label_topic="labels").run()
-            skip = warm.sent
-            # The warm-up runs at about the job's capacity, so it ends with a backlog: let the job catch up (all but
-            # the last rows, which wait for a later watermark) before a phase measures, or the first phase's
-            # latencies are the warm-up's queue.
-            def alive() -> None:
-                assert job.alive(), job.output()
+        for run in range(runs):
+            t = {k: f"{k}-{emit}-{run}" for k in ("tx", "labels", "scores", "decisions", "late", "dead")}
+            # The broker stamps each score as it appends it: the leg up to the topic, without our consumer's.
+            kafka_util.ensure_topics(b, list(t.values()), cfg.kafka.partitions,
+                                     extra_config={t["scores"]: {"message.timestamp.type": "LogAppendTime"},
+                                                   t["decisions"]: {"message.timestamp.type": "LogAppendTime"}})
+            env = {"STREAMSCORE_REDIS__URL": redis_srv.url, "STREAMSCORE_FRAUD__EMIT": emit}
+            watchers = {path: ScoreWatcher(b, t[topic], read_committed=rc) for path, (topic, rc) in PATHS.items()}
+            for w in watchers.values():
+                w.start()
+            live_times: dict[int, int] = {}
+            phases = []
+            run_dir = workdir / f"run-{run}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with RunningJob("jobs/fraud_job.py", run_dir, "--bootstrap", b, "--source-topic", t["tx"],
+                            "--labels-topic", t["labels"], "--out-topic", t["scores"], "--decisions-topic",
+                            t["decisions"], "--late-topic", t["late"], "--dead-topic", t["dead"],
+                            "--group-id", f"bench-{emit}-{run}", env=env) as job:
+                def alive() -> None:
+                    assert job.alive(), job.output()
 
-            wait_settled(lambda: len(watcher.samples), at_least=0.999 * warm.sent, polls=3, every_s=1.0,
-                         timeout_s=180, check=alive)
-            for rate in rates:
-                n = int(rate * seconds) if rate else 120_000
-                t0 = int(time.time() * 1000)
-                # The rate is of transactions; their labels come on top, as they would live (one per transaction,
-                # label_delay_days later), and resume_labels carries the label stream on from the previous phase.
-                rep = FraudReplay(cfg, ReplayOptions(rate=rate, limit=n, skip=skip, progress_every_s=30,
-                                                     pace_labels=False, resume_labels=True),
-                                  bootstrap=b, tx_topic="tx", label_topic="labels").run()
-                t1 = int(time.time() * 1000)
-                skip += n
-                wait_settled(lambda: len(watcher.window(t0, t1 + 1)), polls=4, every_s=0.5, timeout_s=120)
-                got = watcher.window(t0, t1 + 1)
-                lat = np.array([x[0] - x[1] for x in got], dtype=np.float64)
-                lat_topic = np.array([x[3] - x[1] for x in got], dtype=np.float64)
-                arrivals = np.array(sorted(x[0] for x in got), dtype=np.int64)
-                span_s = (arrivals[-1] - arrivals[0]) / 1000 if len(arrivals) > 1 else float("nan")
-                row = {"target_rate": rate or "unthrottled", "sent": rep.sent,
-                       "producer_rate": round(rep.sent / max(rep.seconds, 1e-9), 1), "scored": len(got),
-                       "output_events_per_s": round(len(got) / span_s, 1) if span_s == span_s and span_s else None,
-                       "latency_p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
-                       "latency_p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
-                       "latency_to_topic_p50_ms": round(float(np.percentile(lat_topic, 50)), 1) if len(lat) else None,
-                       "latency_to_topic_p99_ms": round(float(np.percentile(lat_topic, 99)), 1) if len(lat) else None,
-                       "latency_split_ms": latency_split(got), "load_avg_1m": round(os.getloadavg()[0], 2)}
-                out["rates"].append(row)
-                print(f"[bench] fraud {delivery} {row}", flush=True)
-        watcher.stop.set()
+                def replay(rate: float, n: int, skip: int):
+                    return FraudReplay(cfg, ReplayOptions(rate=rate, limit=n, skip=skip, live=True, record_ids=True,
+                                                          pace_labels=False, resume_labels=True,
+                                                          progress_every_s=60),
+                                       bootstrap=b, tx_topic=t["tx"], label_topic=t["labels"],
+                                       live_times=live_times).run()
+
+                # The warm-up pays for JVM and Python start-up, model loading and the JIT (C2 compiled for about
+                # 60 s at 2,000/s), and brings the label stream in (labels come 7 days of data time later).
+                warm = replay(2000, max(int(2000 * warmup_s), 4000), 0)
+                skip = warm.sent
+                wait_settled(lambda: len(watchers["decision"].first), at_least=0.999 * warm.sent, polls=3,
+                             every_s=1.0, timeout_s=180, check=alive)
+                for rate in rates:
+                    n = max(int(rate * seconds), 50)
+                    rep = replay(rate, n, skip)
+                    skip += rep.sent
+                    ids = rep.sent_ids
+                    deadline = time.time() + settle_s
+                    while time.time() < deadline and any(w.missing(ids) for w in watchers.values()):
+                        alive()
+                        time.sleep(0.5)
+                    row: dict = {"rate": rate, "sent": len(ids), "labels_sent": rep.labels,
+                                 "producer_rate": round(rep.sent / max(rep.seconds, 1e-9), 1),
+                                 "load_avg_1m": round(os.getloadavg()[0], 2)}
+                    for path, w in watchers.items():
+                        first = dict(w.first)
+                        lat = latencies(ids, first)
+                        got = [first[i] for i in ids if i in first]
+                        row[path] = {**percentiles(lat), "arrived": len(got), "missing": len(ids) - len(got),
+                                     "duplicates_so_far": w.duplicates, "latency_split_ms": latency_split(got)}
+                    phases.append(row)
+                    print(f"[bench] live emit={emit} run={run} {json.dumps(json_safe(row))}", flush=True)
+            for w in watchers.values():
+                w.stop.set()
+            out["runs"].append({"run": run, "warmup_sent": warm.sent, "phases": phases})
     finally:
         redis_srv.stop()
         broker.stop()
+    out["summary"] = {}
+    for rate in rates:
+        for path in PATHS:
+            rows = [p[path] for r in out["runs"] for p in r["phases"] if p["rate"] == rate]
+            out["summary"][f"{int(rate)}/s {path}"] = {q: spread([r[q] for r in rows]) for q in ("p50", "p99")}
     return out
 
 
@@ -296,7 +375,7 @@ def bench_drain(workdir: Path, variants: list[dict], n: int, warmup: int = 0) ->
         customers, terminals = build_profiles(hist, int(hist["event_time"].min()) + 30 * 86_400_000)
         publish(cfg, customers, terminals, bootstrap=b, redis_url=redis_srv.url, topics=("cprof", "tprof"))
         for i, v in enumerate(variants):
-            topics = {k: f"{k}-{i}" for k in ("tx", "labels", "scores", "late", "dead")}
+            topics = {k: f"{k}-{i}" for k in ("tx", "labels", "scores", "decisions", "late", "dead")}
             kafka_util.ensure_topics(b, list(topics.values()), 4)
             rep = FraudReplay(cfg, ReplayOptions(rate=0, limit=warmup + n, malformed_frac=v.get("malformed_frac", 0.0),
                                                  progress_every_s=60),
@@ -305,7 +384,8 @@ def bench_drain(workdir: Path, variants: list[dict], n: int, warmup: int = 0) ->
             env = {"STREAMSCORE_REDIS__URL": redis_srv.url, "STREAMSCORE_FLINK__DELIVERY_GUARANTEE": "at-least-once",
                    "STREAMSCORE_FLINK__CHECKPOINT_INTERVAL_MS": "30000", **v.get("env", {})}
             args = ["--bootstrap", b, "--source-topic", topics["tx"], "--labels-topic", topics["labels"],
-                    "--out-topic", topics["scores"], "--late-topic", topics["late"], "--dead-topic", topics["dead"],
+                    "--out-topic", topics["scores"], "--decisions-topic", topics["decisions"],
+                    "--late-topic", topics["late"], "--dead-topic", topics["dead"],
                     "--group-id", f"drain-{i}"]
             counter = ArrivalCounter(b, topics["scores"])
             counter.start()
@@ -376,19 +456,19 @@ def bench_drain(workdir: Path, variants: list[dict], n: int, warmup: int = 0) ->
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="bench-results")
-    ap.add_argument("--rates", default="2000,5000,0", help="events/s; 0 = unthrottled (sustained throughput)")
-    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--rates", default="10,2000,5000", help="live-clock input rates, transactions/s")
+    ap.add_argument("--seconds", type=float, default=20.0, help="seconds per live-clock rate")
+    ap.add_argument("--runs", type=int, default=3, help="runs of each figure (medians, min and max are reported)")
     # 400k: a drain's first 50-100k events run at half speed (the JIT, cold state), most of a 150k drain's 10-90%.
     ap.add_argument("--backlog", type=int, default=400_000, help="transactions per throughput (drain) run")
-    # A job runs for days: its rate is measured after the JIT and the state have warmed up, as the latency runs
-    # are (in a 400k drain the first 80k ran at 11k events/s and the last 80k at 24-29k). The whole drain's rate,
-    # start-up included, is reported beside it as *_cold.
+    # A job runs for days: its rate is measured after the JIT and the state have warmed up (in a 400k drain the
+    # first 80k ran at 11k events/s and the last 80k at 24-29k). The whole drain's rate, start-up included, is
+    # reported beside it as *_cold.
     ap.add_argument("--drain-warmup", type=int, default=200_000,
                     help="transactions drained before the throughput is measured (same backlog, same job)")
-    # 90 s: three 20 s phases at 2,000/s after a 60 s warm-up had p99 509, 278 and 191 ms (unaligned checkpoints:
-    # 335, 199, 213), so a minute left the first phase still warming up.
-    ap.add_argument("--warmup-seconds", type=float, default=90.0,
-                    help="paced input (2,000 transactions/s) before the latency runs measure")
+    ap.add_argument("--warmup-seconds", type=float, default=60.0,
+                    help="live-clock input at 2,000 transactions/s before each latency run measures")
+    ap.add_argument("--only", choices=["all", "live", "drain"], default="all")
     ap.add_argument("--skip-scorer", action="store_true")
     ap.add_argument("--skip-cluster", action="store_true", help="no standalone-cluster drain run")
     args = ap.parse_args(argv)
@@ -398,61 +478,79 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.config import load_config
 
     cfg = load_config()
-    result: dict = {"machine": machine(), "settings": {"rates": args.rates, "seconds_per_rate": args.seconds,
-                                                       "parallelism": cfg.flink.parallelism,
-                                                       "execution_mode": cfg.fraud.execution_mode,
-                                                       "fraud_cpu_kernel": cfg.fraud.cpu_kernel,
-                                                       "auto_watermark_interval_ms": cfg.flink.auto_watermark_interval_ms,
-                                                       "bundle_time_ms": cfg.flink.bundle_time_ms,
-                                                       "fraud_bundle_size": cfg.fraud.bundle_size,
-                                                       "jvm_opts": cfg.flink.jvm_opts,
-                                                       "buffer_timeout_ms": cfg.flink.buffer_timeout_ms},
-                    "started": stamp}
+    settings = {"emit": cfg.fraud.emit, "delivery_guarantee": cfg.flink.delivery_guarantee,
+                "checkpoint_interval_ms": cfg.flink.checkpoint_interval_ms, "state_backend": cfg.flink.state_backend,
+                "unaligned_checkpoints": cfg.flink.unaligned_checkpoints, "parallelism": cfg.flink.parallelism,
+                "kafka_partitions": cfg.kafka.partitions, "execution_mode": cfg.fraud.execution_mode,
+                "fraud_cpu_kernel": cfg.fraud.cpu_kernel, "scorer": cfg.fraud.scorer,
+                "auto_watermark_interval_ms": cfg.flink.auto_watermark_interval_ms,
+                "out_of_orderness_ms": cfg.fraud.out_of_orderness_ms, "bundle_time_ms": cfg.flink.bundle_time_ms,
+                "fraud_bundle_size": cfg.fraud.bundle_size, "buffer_timeout_ms": cfg.flink.buffer_timeout_ms,
+                "replay_linger_ms": cfg.replay.linger_ms, "jvm_opts": cfg.flink.jvm_opts,
+                "live_rates": args.rates, "seconds_per_rate": args.seconds, "runs": args.runs,
+                "warmup_seconds": args.warmup_seconds, "backlog": args.backlog, "drain_warmup": args.drain_warmup,
+                "drain_delivery_guarantee": "at-least-once", "drain_checkpoint_interval_ms": 30000,
+                "percentiles": "per transaction sent; one that never arrived counts as infinitely late "
+                               "(numpy method 'higher')"}
+    result: dict = {"machine": machine(), "settings": settings, "started": stamp}
     rates = [float(r) for r in args.rates.split(",")]
+    load_samples: list[float] = []
+    sampler_stop = threading.Event()
+
+    def sample_load() -> None:
+        while not sampler_stop.wait(10):
+            load_samples.append(os.getloadavg()[0])
+
+    threading.Thread(target=sample_load, daemon=True).start()
+    headline: dict = {}
     with tempfile.TemporaryDirectory(prefix="streamscore-bench-", dir=str(ROOT / ".run")
                                      if (ROOT / ".run").exists() else None) as tmp:
         tmp = Path(tmp)
-        variants = [{"name": "native scorer"},
-                    {"name": "reference scorer (numpy)", "env": {"STREAMSCORE_FRAUD__SCORER": "reference"}},
-                    {"name": "native scorer, 10% malformed", "malformed_frac": 0.10}]
-        if not args.skip_cluster:
-            variants.append({"name": "standalone cluster, parallelism 2", "cluster": True})
-        drains = bench_drain(tmp / "drain", variants, args.backlog, args.drain_warmup)
-        w = args.warmup_seconds
-        al = bench_fraud(rates, args.seconds, "at-least-once", 2000, {}, tmp / "alo", w)
-        eo = bench_fraud([2000.0], args.seconds, "exactly-once", 200, {}, tmp / "eo", w)
-        # The changelog uploads only what changed since the last checkpoint (a probe: p99 5.5 s against 10.4 s).
-        eo_changelog = bench_fraud([2000.0], args.seconds, "exactly-once", 200,
-                                   {"STREAMSCORE_FLINK__STATE_CHANGELOG": "true"}, tmp / "eo-changelog", w)
-        # Incremental checkpoints: the heap backend snapshots all 30 days of window state every time.
-        eo_rocks = bench_fraud([2000.0], args.seconds, "exactly-once", 200,
-                               {"STREAMSCORE_FLINK__STATE_BACKEND": "rocksdb"}, tmp / "eo-rocksdb", w)
-    result["settings"]["backlog"] = args.backlog
-    result["settings"]["drain_warmup"] = args.drain_warmup
-    result["settings"]["warmup_seconds"] = args.warmup_seconds
-    result["fraud"] = {"throughput_drain": drains, "at_least_once": al, "exactly_once": eo,
-                       "exactly_once_changelog": eo_changelog,
-                       "exactly_once_rocksdb_incremental": eo_rocks}
-    headline = {}
-    by_name = {d["variant"]: d for d in drains}
-    headline["fraud_events_per_s"] = by_name.get("native scorer", {}).get("events_per_s")
-    headline["fraud_events_per_s_cold"] = by_name.get("native scorer", {}).get("events_per_s_cold")
-    headline["fraud_events_per_s_reference_scorer"] = by_name.get("reference scorer (numpy)", {}).get("events_per_s")
-    headline["fraud_events_per_s_10pct_malformed"] = by_name.get("native scorer, 10% malformed", {}).get("events_per_s")
-    headline["fraud_events_per_s_cluster_p2"] = by_name.get("standalone cluster, parallelism 2", {}).get("events_per_s")
-    unthrottled = [r["output_events_per_s"] for r in al["rates"] if r["target_rate"] == "unthrottled"]
-    headline["fraud_events_per_s_with_live_producer"] = unthrottled[0] if unthrottled else None
-    at2k = [r["latency_p99_ms"] for r in al["rates"] if r["target_rate"] == 2000.0]
-    headline["fraud_p99_ms"] = at2k[0] if at2k else None
-    # The same scores, up to the broker's append time (the consumer's own delay left out).
-    at2k_topic = [r["latency_to_topic_p99_ms"] for r in al["rates"] if r["target_rate"] == 2000.0]
-    headline["fraud_p99_ms_to_topic"] = at2k_topic[0] if at2k_topic else None
-    headline["fraud_p99_ms_exactly_once"] = eo["rates"][0]["latency_p99_ms"] if eo["rates"] else None
-    headline["fraud_p99_ms_exactly_once_changelog"] = (eo_changelog["rates"][0]["latency_p99_ms"]
-                                                       if eo_changelog["rates"] else None)
-    headline["fraud_p99_ms_exactly_once_rocksdb"] = (eo_rocks["rates"][0]["latency_p99_ms"] if eo_rocks["rates"]
-                                                     else None)
-    if not args.skip_scorer:
+        if args.only in ("all", "drain"):
+            variants = [{"name": "native scorer", "run": r} for r in range(args.runs)]
+            variants += [{"name": "reference scorer (numpy)", "env": {"STREAMSCORE_FRAUD__SCORER": "reference"}},
+                         {"name": "native scorer, 10% malformed", "malformed_frac": 0.10},
+                         {"name": "native scorer, emit at the watermark",
+                          "env": {"STREAMSCORE_FRAUD__EMIT": "watermark"}}]
+            if not args.skip_cluster:
+                variants.append({"name": "standalone cluster, parallelism 2", "cluster": True})
+            drains = bench_drain(tmp / "drain", variants, args.backlog, args.drain_warmup)
+            result["fraud_drain"] = drains
+            native = spread([d.get("events_per_s") for d in drains if d["variant"] == "native scorer"])
+            cold = spread([d.get("events_per_s_cold") for d in drains if d["variant"] == "native scorer"])
+            by_name = {d["variant"]: d for d in drains}
+            headline["fraud_events_per_s"] = native["median"]
+            headline["fraud_events_per_s_min"] = native["min"]
+            headline["fraud_events_per_s_max"] = native["max"]
+            headline["fraud_events_per_s_cold"] = cold["median"]
+            for key, name in (("reference_scorer", "reference scorer (numpy)"),
+                              ("10pct_malformed", "native scorer, 10% malformed"),
+                              ("emit_watermark", "native scorer, emit at the watermark"),
+                              ("cluster_p2", "standalone cluster, parallelism 2")):
+                headline[f"fraud_events_per_s_{key}"] = by_name.get(name, {}).get("events_per_s")
+        if args.only in ("all", "live"):
+            arrival = bench_live("arrival", rates, args.seconds, tmp / "live-arrival", runs=args.runs,
+                                 warmup_s=args.warmup_seconds)
+            wm_rates = [r for r in rates if r <= 2000]
+            watermark = bench_live("watermark", wm_rates, args.seconds, tmp / "live-watermark", runs=args.runs,
+                                   warmup_s=min(args.warmup_seconds, 30.0))
+            result["fraud_live"] = {"arrival": arrival, "watermark": watermark}
+
+            def fig(res: dict, rate: int, path: str, q: str = "p99") -> dict:
+                return res["summary"].get(f"{rate}/s {path}", {}).get(q, {"median": None, "min": None,
+                                                                          "max": None})
+
+            for key, res, rate, path in (("2k", arrival, 2000, "decision"), ("2k_committed", arrival, 2000, "committed"),
+                                         ("10", arrival, 10, "decision"), ("10_committed", arrival, 10, "committed"),
+                                         ("5k", arrival, 5000, "decision"), ("5k_committed", arrival, 5000, "committed"),
+                                         ("2k_watermark", watermark, 2000, "decision"),
+                                         ("10_watermark", watermark, 10, "decision")):
+                f = fig(res, rate, path)
+                headline[f"fraud_live_p99_ms_{key}"] = f["median"]
+                headline[f"fraud_live_p99_ms_{key}_min"] = f["min"]
+                headline[f"fraud_live_p99_ms_{key}_max"] = f["max"]
+            headline["fraud_live_p50_ms_2k"] = fig(arrival, 2000, "decision", "p50")["median"]
+    if args.only == "all" and not args.skip_scorer:
         scorer_out = out_dir / f"scorer-{stamp}.json"
         proc = subprocess.run([sys.executable, "-m", "pipelines.bench_scorer", "--out", str(scorer_out)],
                               cwd=ROOT, capture_output=True, text=True)
@@ -461,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
             headline["native_speedup_b64"] = result["scorer"].get("native_speedup_b64")
         else:
             result["scorer_error"] = proc.stderr[-2000:]
-    if (ROOT / "pipelines" / "bench_sentiment.py").exists():
+    if args.only == "all":
         sent_out = out_dir / f"sentiment-{stamp}.json"
         proc = subprocess.run([sys.executable, "-m", "pipelines.bench_sentiment", "--out", str(sent_out)],
                               cwd=ROOT, capture_output=True, text=True)
@@ -470,12 +568,19 @@ def main(argv: list[str] | None = None) -> int:
             headline["sentiment_posts_per_s"] = result["sentiment"].get("sentiment_posts_per_s")
         else:
             result["sentiment_error"] = proc.stderr[-2000:]
+    sampler_stop.set()
+    cores = os.cpu_count() or 1
+    result["machine"]["load_avg_max_during_run"] = max(load_samples) if load_samples else None
+    result["machine"]["overloaded"] = bool(load_samples) and max(load_samples) > cores
+    headline["settings"] = {k: settings[k] for k in ("emit", "delivery_guarantee", "checkpoint_interval_ms",
+                                                      "state_backend", "parallelism", "runs", "live_rates")}
     result["headline"] = headline
+    result = json_safe(result)
     path = out_dir / f"bench-{stamp}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"[bench] results written to {path.relative_to(ROOT)}", flush=True)
-    print(json.dumps(headline), flush=True)
+    print(json.dumps(result["headline"]), flush=True)
     return 0
 
 

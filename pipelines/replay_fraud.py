@@ -131,6 +131,15 @@ class ReplayOptions:
     # stream; without it the label topic falls silent for `label_delay_days` of event time after each restart and
     # holds the job's watermark back until the idle timeout.
     resume_labels: bool = False
+    # The live clock: each transaction's event time is the wall clock when it is sent (and so its produced_at and
+    # Kafka timestamp), as a card network's would be; rows still come in data order, paced by `rate`, and a label
+    # still falls due `label_delay_days` of data time after its transaction, stamped with the wall clock when sent.
+    # What latency is measured on (pipelines/bench.py); without it, event time is the data's own (compressed
+    # replays: drains and backfills).
+    live: bool = False
+    # Keep the id of every transaction sent, in order (ReplayReport.sent_ids): a benchmark counts the ones that
+    # never came out.
+    record_ids: bool = False
 
 
 @dataclass
@@ -142,6 +151,7 @@ class ReplayReport:
     out_of_order_ids: list[int] = field(default_factory=list)
     late_ids: list[int] = field(default_factory=list)
     tail_ids: list[int] = field(default_factory=list)
+    sent_ids: list[int] = field(default_factory=list)  # with ReplayOptions.record_ids
     malformed_kinds: dict[str, int] = field(default_factory=dict)
     first_event_time: int | None = None
     last_event_time: int | None = None
@@ -153,6 +163,7 @@ class ReplayReport:
         d["out_of_order"] = len(d.pop("out_of_order_ids"))
         d["late"] = len(d.pop("late_ids"))
         d["tail"] = len(d.pop("tail_ids"))
+        d.pop("sent_ids")
         d["events_per_s"] = round(self.sent / self.seconds, 1) if self.seconds else None
         return d
 
@@ -197,9 +208,16 @@ def finish(producer: kafka_util.TrackedProducer, rep: ReplayReport, t_start: flo
 
 class FraudReplay:
     def __init__(self, cfg: Config, opts: ReplayOptions, *, bootstrap: str | None = None,
-                 tx_topic: str | None = None, label_topic: str | None = None, csv_path: str | None = None):
+                 tx_topic: str | None = None, label_topic: str | None = None, csv_path: str | None = None,
+                 live_times: dict[int, int] | None = None):
+        if opts.live and (opts.out_of_order_frac or opts.late_frac or opts.speedup or opts.rebase):
+            raise ValueError("a live-clock replay stamps events as it sends them: no out-of-order, late, speed-up "
+                             "or rebased events")
         self.cfg = cfg
         self.opts = opts
+        # Live clock: the wall-clock event time each transaction was sent with, until its label goes (share one
+        # dict between consecutive replays of one stream).
+        self.live_times = {} if live_times is None else live_times
         self.bootstrap = bootstrap or cfg.kafka.bootstrap_servers
         self.tx_topic = tx_topic or cfg.topics.transactions
         self.label_topic = label_topic or cfg.topics.labels
@@ -245,15 +263,25 @@ class FraudReplay:
             et = tx.event_time + shift
             if kind == "label":
                 label_time = et + int(o.label_delay_days * DAY_MS)
+                tx_time = et
+                if o.live:
+                    label_time = now_ms
+                    tx_time = min(self.live_times.pop(tx.transaction_id, now_ms), now_ms)
                 value = self.label_serde.encode({
                     "transaction_id": tx.transaction_id, "customer_id": tx.customer_id,
-                    "terminal_id": tx.terminal_id, "label": tx.fraud, "tx_time": et,
+                    "terminal_id": tx.terminal_id, "label": tx.fraud, "tx_time": tx_time,
                     "label_time": label_time, "produced_at": now_ms})
                 producer.produce(self.label_topic, str(tx.terminal_id).encode(), value, label_time)
                 rep.labels += 1
             else:
                 pace(et)
                 now_ms = int(time.time() * 1000)
+                if o.live:
+                    et = now_ms
+                    if o.labels:
+                        self.live_times[tx.transaction_id] = et
+                if o.record_ids:
+                    rep.sent_ids.append(tx.transaction_id)
                 value = self.tx_serde.encode({
                     "transaction_id": tx.transaction_id, "customer_id": tx.customer_id,
                     "terminal_id": tx.terminal_id, "amount": tx.amount, "event_time": et,
@@ -363,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--skip", type=int, default=0)
     ap.add_argument("--rebase", action="store_true", help="shift event time so the first event happens now")
+    ap.add_argument("--live", action="store_true",
+                    help="stamp every event with the wall clock when it is sent (the live clock)")
     ap.add_argument("--out-of-order-frac", type=float, default=0.0)
     ap.add_argument("--late-frac", type=float, default=0.0)
     ap.add_argument("--malformed-frac", type=float, default=0.0)
@@ -377,11 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     opts = ReplayOptions(rate=args.rate, speedup=args.speedup, limit=args.limit, skip=args.skip,
                          rebase=args.rebase, out_of_order_frac=args.out_of_order_frac,
                          late_frac=args.late_frac, malformed_frac=args.malformed_frac, labels=not args.no_labels,
-                         label_delay_days=args.label_delay_days)
+                         label_delay_days=args.label_delay_days, live=args.live)
+    live_times: dict[int, int] = {}
     for loop in range(10**6 if args.loop else 1):
         run_opts = dataclasses.replace(opts, shift_ms=opts.shift_ms + loop * LOOP_SHIFT_MS,
                                        id_offset=loop * LOOP_ID_OFFSET)
-        rep = FraudReplay(cfg, run_opts, bootstrap=args.bootstrap, tx_topic=args.topic).run()
+        rep = FraudReplay(cfg, run_opts, bootstrap=args.bootstrap, tx_topic=args.topic, live_times=live_times).run()
         print(json.dumps(rep.summary()), flush=True)
     return 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from pipelines.bench import latency_split
 
 
@@ -34,3 +36,27 @@ def test_drain_rate_is_measured_after_the_warmup_and_cold_over_the_whole_drain()
     arrivals = [i / 100 for i in range(200)] + [2.0 + i / 1000 for i in range(400)]
     assert abs(drain_rate(arrivals, spans["warm"]) - 1000) < 5
     assert drain_rate(arrivals, spans["cold"]) < 400  # the slow start dominates the wall time
+
+
+def test_a_transaction_that_never_arrived_is_infinitely_late():
+    from pipelines.bench import INF, json_safe, latencies, percentiles
+
+    first = {i: (1000 + i, 1000, 0, 0) for i in range(98)}  # ids 98 and 99 never arrived
+    lat = latencies(list(range(100)), first)
+    assert np.isinf(lat).sum() == 2
+    p = percentiles(lat)
+    assert p["p50"] == 50 and p["p90"] == 90 and p["p99"] == INF and p["max"] == INF
+    assert json_safe(p)["p99"] == "inf"
+    # With 1 in 200 missing, p99 is still a real sample (never an interpolation towards inf, or nan).
+    first = {i: (i, 0, 0, 0) for i in range(199)}
+    p = percentiles(latencies(list(range(200)), first))
+    assert p["p99"] == 198 and p["max"] == INF
+
+
+def test_runs_are_summarised_by_median_min_and_max():
+    from pipelines.bench import INF, spread
+
+    assert spread([30.0, 10.0, 20.0]) == {"median": 20.0, "min": 10.0, "max": 30.0, "runs": [30.0, 10.0, 20.0]}
+    assert spread([10.0, INF, 20.0])["max"] == INF and spread([10.0, INF, 20.0])["median"] == 20.0
+    assert spread([None, None])["median"] is None
+

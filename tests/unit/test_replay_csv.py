@@ -253,3 +253,46 @@ def test_broker_watch_counts_only_failures_in_a_row():
     assert not w.wedged()
     now[0] += 5
     assert w.wedged()
+
+
+def test_live_replay_stamps_every_event_with_the_wall_clock(tmp_path, monkeypatch):
+    """On the live clock a transaction's event time, produced_at and Kafka timestamp are the wall clock when it is
+    sent (not the data's 2018 time); its label comes due in data order and is stamped when sent, with tx_time the
+    live time its transaction went out with; and the ids sent are recorded in order."""
+    import time
+
+    from pipelines import replay_fraud
+    from pipelines.config import load_config
+    from pipelines.replay_fraud import FraudReplay, ReplayOptions
+
+    lines = [f"{i},2018-04-01 {i // 60:02d}:{i % 60:02d}:00,{i % 7},{i % 5},{10 + i}.00,{i * 60},{i % 2},{i % 2},0"
+             for i in range(300)]
+    csv = write(tmp_path, lines)
+    prod = _RecordingProducer()
+    monkeypatch.setattr(replay_fraud.kafka_util, "producer", lambda *a, **k: prod)
+    before = int(time.time() * 1000)
+    rep = FraudReplay(load_config(), ReplayOptions(rate=0, limit=200, label_delay_days=0.05, live=True,
+                                                   record_ids=True),
+                      bootstrap="unused:1", tx_topic="tx", label_topic="lb", csv_path=str(csv)).run()
+    after = int(time.time() * 1000)
+    tx = [(serde("transaction").decode(v), ts) for t, v, ts in prod.sent if t == "tx"]
+    labels = [(serde("transaction_label").decode(v), ts) for t, v, ts in prod.sent if t == "lb"]
+    assert rep.sent_ids == [r["transaction_id"] for r, _ in tx] == list(range(200))
+    sent_at = {}
+    for r, ts in tx:
+        assert before <= r["event_time"] == r["produced_at"] == ts <= after
+        sent_at[r["transaction_id"]] = r["event_time"]
+    assert len(labels) == 200 - 72
+    for r, ts in labels:
+        assert r["label_time"] == r["produced_at"] == ts and r["tx_time"] == sent_at[r["transaction_id"]]
+        assert r["tx_time"] <= r["label_time"]
+
+
+def test_live_replay_refuses_injected_disorder():
+    import pytest
+
+    from pipelines.config import load_config
+    from pipelines.replay_fraud import FraudReplay, ReplayOptions
+
+    with pytest.raises(ValueError):
+        FraudReplay(load_config(), ReplayOptions(live=True, out_of_order_frac=0.1))
