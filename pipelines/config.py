@@ -161,6 +161,8 @@ class FraudConfig:
     cuda_min_batch: int = 128
     max_batch: int = 1024
     max_wait_ms: float = 5.0
+    # A transaction's amount above this is a dead letter ("amount-too-large"); at most float32's largest value.
+    max_amount: float = 1_000_000.0
 
 
 @dataclass(frozen=True)
@@ -329,6 +331,8 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("fraud: need 0 <= review_threshold <= decline_threshold <= 1")
     if f.max_batch < 1 or f.max_wait_ms < 0 or f.cuda_min_batch < 0 or f.bundle_size < 1:
         raise ConfigError("fraud: max_batch and bundle_size must be >= 1, max_wait_ms >= 0 and cuda_min_batch >= 0")
+    if not 0.0 < f.max_amount <= 3.4028234663852886e38:
+        raise ConfigError(f"fraud: max_amount must be > 0 and at most float32's largest value, not {f.max_amount}")
     s = cfg.sentiment
     if not 1 <= s.max_length <= 512 or s.threads < 0 or s.window_minutes < 1:
         raise ConfigError("sentiment: need 1 <= max_length <= 512, threads >= 0 and window_minutes >= 1")

@@ -138,13 +138,28 @@ def serde(name: str) -> AvroSerde:
     return AvroSerde(name)
 
 
-def check_transaction(tx: Mapping[str, Any], now_ms: int, max_future_ms: int) -> tuple[str, str] | None:
-    """The rules a decoded transaction must keep beyond its Avro types. Returns (reason, message) or None."""
+# The scorer's dtype is float32: the largest finite value and the smallest normal one, as doubles.
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_MIN_NORMAL = 1.1754943508222875e-38
+DEFAULT_MAX_AMOUNT = 1_000_000.0  # pipelines.config FraudConfig.max_amount's default
+
+
+def check_transaction(tx: Mapping[str, Any], now_ms: int, max_future_ms: int,
+                      max_amount: float = DEFAULT_MAX_AMOUNT) -> tuple[str, str] | None:
+    """The rules a decoded transaction must keep beyond its Avro types. Returns (reason, message) or None.
+
+    The JVM decoder (udfs/java DecodeTransaction) keeps the same rules in the same order; the tests compare them.
+    An amount is finite, >= 0, a normal float32 value (the scorer's dtype: a double beyond its range would be
+    infinite there, and the scorer raises on non-finite input) and at most `max_amount` (fraud.max_amount)."""
     amount = tx["amount"]
     if math.isnan(amount) or math.isinf(amount):
         return "bad-amount", f"amount is {amount}"
     if amount < 0:
         return "negative-amount", f"amount {amount} is negative"
+    if amount > FLOAT32_MAX or amount != 0 and amount < FLOAT32_MIN_NORMAL:
+        return "bad-amount", f"amount {amount} is not a normal float32 value (the scorer's dtype)"
+    if amount > max_amount:
+        return "amount-too-large", f"amount {amount} is over fraud.max_amount {max_amount}"
     if tx["event_time"] <= 0:
         return "bad-timestamp", f"event_time {tx['event_time']} is not a positive epoch-millis value"
     if tx["event_time"] > now_ms + max_future_ms:

@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple
 
 from pyflink.common import Types
 
-from pipelines.serde import DecodeError, check_transaction, serde
+from pipelines.serde import DEFAULT_MAX_AMOUNT, DecodeError, check_transaction, serde
 
 def kv_type():
     """(key, value) bytes: what our raw-format Kafka sinks take."""
@@ -25,7 +25,10 @@ def kv_type():
                                               Types.PRIMITIVE_ARRAY(Types.BYTE())])
 
 
-def _check_label(rec: dict, now_ms: int, max_future_ms: int) -> tuple[str, str] | None:
+# Every kind's check takes (record, now_ms, max_future_ms, max_amount): max_amount (fraud.max_amount) only matters
+# to transactions.
+def _check_label(rec: dict, now_ms: int, max_future_ms: int,
+                 max_amount: float = DEFAULT_MAX_AMOUNT) -> tuple[str, str] | None:
     if rec["label"] not in (0, 1):
         return "bad-label", f"label {rec['label']} is not 0 or 1"
     if rec["label_time"] <= 0 or rec["label_time"] > now_ms + max_future_ms:
@@ -33,7 +36,8 @@ def _check_label(rec: dict, now_ms: int, max_future_ms: int) -> tuple[str, str] 
     return None
 
 
-def _check_post(rec: dict, now_ms: int, max_future_ms: int) -> tuple[str, str] | None:
+def _check_post(rec: dict, now_ms: int, max_future_ms: int,
+                max_amount: float = DEFAULT_MAX_AMOUNT) -> tuple[str, str] | None:
     if not rec["text"].strip():
         return "empty-text", "post text is empty"
     if rec["event_time"] <= 0 or rec["event_time"] > now_ms + max_future_ms:
@@ -46,7 +50,7 @@ class RecordKind:
     schema: str
     time_field: str
     id_field: str
-    check: Callable[[dict, int, int], tuple[str, str] | None]
+    check: Callable[..., tuple[str, str] | None]  # (record, now_ms, max_future_ms, max_amount)
     fields: tuple[str, ...]
     types: Callable[[], list]
 
@@ -93,12 +97,14 @@ class BatchDecoder:
     """Decodes and validates a batch of raw values for one record kind: the pandas UDF's body, testable alone.
 
     Returns a DataFrame with `reason` and `error` (None for a good record) and one column per field of the kind
-    (zeros and empty strings stand in for the fields of a record that failed)."""
+    (zeros and empty strings stand in for the fields of a record that failed). Nothing raises out of a call: a
+    failure of ours (any exception) is the verdict "internal-error"."""
 
-    def __init__(self, kind: str, max_future_ms: int):
+    def __init__(self, kind: str, max_future_ms: int, max_amount: float = DEFAULT_MAX_AMOUNT):
         self.kind = KINDS[kind]
         self.serde = serde(self.kind.schema)
         self.max_future_ms = max_future_ms
+        self.max_amount = max_amount
         self.sql_types = _kind_sql_types(self.kind)
 
     def __call__(self, values, now_ms: int | None = None) -> "pd.DataFrame":
@@ -111,20 +117,23 @@ class BatchDecoder:
         errors: list = []
         blank = {f: ("" if t == "STRING" else 0.0 if t == "DOUBLE" else 0) for f, t in zip(fields, self.sql_types)}
         decode, check = self.serde.decode, self.kind.check
+        max_future_ms, max_amount = self.max_future_ms, self.max_amount
         for raw in values:
             reason = error = None
             try:
                 rec = decode(raw)
-                problem = check(rec, now_ms, self.max_future_ms)
+                problem = check(rec, now_ms, max_future_ms, max_amount)
                 if problem is not None:
                     reason, error = problem
+                else:
+                    row = [now_ms if f == "ingest_ms" else rec[f] for f in fields]
             except DecodeError as exc:
                 reason, error = exc.reason, str(exc)
             except Exception as exc:  # never let one record fail the job
-                reason, error = "internal-error", f"{type(exc).__name__}: {exc}"
+                reason, error = "internal-error", f"internal error decoding the record: {type(exc).__name__}: {exc}"
             if reason is None:
-                for f in fields:
-                    cols[f].append(now_ms if f == "ingest_ms" else rec[f])
+                for f, v in zip(fields, row):
+                    cols[f].append(v)
             else:
                 for f in fields:
                     cols[f].append(blank[f])
@@ -133,7 +142,7 @@ class BatchDecoder:
         return pd.DataFrame({"reason": reasons, "error": errors, **cols})
 
 
-def _decode_udf(kind: str, max_future_ms: int, component: str):
+def _decode_udf(kind: str, max_future_ms: int, component: str, max_amount: float = DEFAULT_MAX_AMOUNT):
     from pyflink.table import DataTypes
     from pyflink.table.udf import ScalarFunction, udf
 
@@ -147,7 +156,7 @@ def _decode_udf(kind: str, max_future_ms: int, component: str):
         def open(self, function_context):
             from pipelines import metrics
 
-            self.decoder = BatchDecoder(kind, max_future_ms)
+            self.decoder = BatchDecoder(kind, max_future_ms, max_amount)
             self.in_counter = metrics.EVENTS_IN.labels(component, k.schema)
 
         def eval(self, values):
@@ -262,19 +271,27 @@ def add_counters(t_env, statements, *tables) -> None:
 
 
 def route_table(t_env, *, source_table: str, kind: str, view: str, max_future_ms: int, component: str,
-                with_late: bool = True) -> Routes:
+                with_late: bool = True, max_amount: float | None = None) -> Routes:
     """Reads `source_table` (jobs.common.kafka_source_ddl) and registers `view`: the kind's fields plus `rowtime`
     (event time, with the source's watermark), on-time records only. Returns the late and dead tables of (key,
     value) bytes for the raw-format Kafka sinks (late rows stay in `view` when `with_late` is False), and, for a
-    kind decoded in the JVM, the input counts for add_counters."""
+    kind decoded in the JVM, the input counts for add_counters. `max_amount` is fraud.max_amount (None: the loaded
+    config's)."""
+    if max_amount is None:
+        from pipelines.config import load_config
+
+        max_amount = load_config().fraud.max_amount
     k = KINDS[kind]
     suffix = view  # function names per view: a job routes several sources
     java = JAVA_DECODERS.get(kind)
     if java:
         t_env.execute_sql(f"CREATE TEMPORARY FUNCTION IF NOT EXISTS decode_{suffix} AS '{java}' LANGUAGE JAVA")
-        call = f"decode_{suffix}(`value`, CAST({int(max_future_ms)} AS BIGINT))"
+        limits = f"CAST({int(max_future_ms)} AS BIGINT)"
+        if kind == "transaction":
+            limits += f", CAST({float(max_amount)!r} AS DOUBLE)"
+        call = f"decode_{suffix}(`value`, {limits})"
     else:
-        t_env.create_temporary_function(f"decode_{suffix}", _decode_udf(kind, max_future_ms, component))
+        t_env.create_temporary_function(f"decode_{suffix}", _decode_udf(kind, max_future_ms, component, max_amount))
         call = f"decode_{suffix}(`value`)"
     t_env.create_temporary_function(f"dead_letter_{suffix}", _dead_letter_udf(component))
     fields = ", ".join(f"d.`{f}` AS `{f}`" for f in k.fields)

@@ -4,10 +4,6 @@ import java.io.BufferedReader;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.InputStreamReader;
-import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
-import java.nio.charset.CharacterCodingException;
-import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.util.HashMap;
 import java.util.Map;
@@ -27,7 +23,11 @@ import org.apache.flink.types.Row;
  * from schemas/*.avsc (pipelines/serde.py {@code java_schema_index}): one line per writer with its fingerprint, full
  * name and fields. A writer of the kind's record name is read field by field (older writers resolve by field name,
  * with numeric promotion); a writer of another record cannot be read as this one: "corrupt-avro", as fastavro says.
- * Nothing throws out of {@link #decode}: one bad record never fails the job.
+ * Nothing throws out of {@link #decode}: one bad record never fails the job. Every length and varint is checked
+ * against the bytes left before it is used (a length is compared with the remainder, never added to a position,
+ * so a crafted length near {@code Long.MAX_VALUE} cannot wrap around), and any Throwable that still escapes the
+ * parser or the kind's rules (a bug of ours) becomes the verdict "internal-error" with its message: the record goes
+ * to the dead-letter topic like any other bad record.
  */
 public abstract class AvroDecoder extends ScalarFunction {
     private static final long serialVersionUID = 1L;
@@ -68,8 +68,15 @@ public abstract class AvroDecoder extends ScalarFunction {
         this.ingestMs = ingestMs;
     }
 
-    /** The kind's rules beyond its Avro types: {reason, message}, or null for a good record. */
-    abstract String[] check(Object[] values, long nowMs, long maxFutureMs);
+    /** The largest finite float32 and the smallest normal one (the scorer's dtype), as doubles. */
+    static final double FLOAT32_MAX = Float.MAX_VALUE;
+    static final double FLOAT32_MIN_NORMAL = Float.MIN_NORMAL;
+
+    /**
+     * The kind's rules beyond its Avro types: {reason, message}, or null for a good record. {@code maxAmount} is
+     * fraud.max_amount (kinds without an amount ignore it).
+     */
+    abstract String[] check(Object[] values, long nowMs, long maxFutureMs, double maxAmount);
 
     private transient Map<Long, Plan> plans;
     private transient Map<Long, String> others;
@@ -166,7 +173,19 @@ public abstract class AvroDecoder extends ScalarFunction {
         for (int i = 0; i < 8; i++) {
             b[i] = (byte) Integer.parseInt(hex.substring(2 * i, 2 * i + 2), 16);
         }
-        return ByteBuffer.wrap(b).order(ByteOrder.LITTLE_ENDIAN).getLong();
+        return le64(b, 0);
+    }
+
+    /** The little-endian long at b[at..at+8), which the caller has checked is there. */
+    private static long le64(byte[] b, int at) {
+        return (b[at] & 0xFFL) | (b[at + 1] & 0xFFL) << 8 | (b[at + 2] & 0xFFL) << 16 | (b[at + 3] & 0xFFL) << 24
+                | (b[at + 4] & 0xFFL) << 32 | (b[at + 5] & 0xFFL) << 40 | (b[at + 6] & 0xFFL) << 48
+                | (b[at + 7] & 0xFFL) << 56;
+    }
+
+    /** The little-endian int at b[at..at+4), which the caller has checked is there. */
+    private static int le32(byte[] b, int at) {
+        return (b[at] & 0xFF) | (b[at + 1] & 0xFF) << 8 | (b[at + 2] & 0xFF) << 16 | (b[at + 3] & 0xFF) << 24;
     }
 
     /** Thrown inside {@link #decode} for a body that does not parse; never leaves it. */
@@ -180,18 +199,19 @@ public abstract class AvroDecoder extends ScalarFunction {
 
     /**
      * Decodes one record: {reason, error, field values...} with reason and error null for a good record, and zeros
-     * standing in for the fields of a bad one.
+     * standing in for the fields of a bad one. Never throws.
      */
-    Object[] decode(byte[] raw, long nowMs, long maxFutureMs) {
+    Object[] decode(byte[] raw, long nowMs, long maxFutureMs, double maxAmount) {
         String[] out = fields;
         Object[] values = new Object[out.length];
-        String[] problem = body(raw, values);
-        if (problem == null) {
-            try {
-                problem = check(values, nowMs, maxFutureMs);
-            } catch (RuntimeException e) { // never let one record fail the job
-                problem = new String[] {"internal-error", e.getClass().getSimpleName() + ": " + e.getMessage()};
+        String[] problem;
+        try {
+            problem = body(raw, values);
+            if (problem == null) {
+                problem = check(values, nowMs, maxFutureMs, maxAmount);
             }
+        } catch (Throwable e) { // a bug of ours: never let one record fail (and restart) the job
+            problem = internalError(e);
         }
         int extra = ingestMs ? 1 : 0;
         Object[] row = new Object[2 + out.length + extra];
@@ -209,6 +229,11 @@ public abstract class AvroDecoder extends ScalarFunction {
         return row;
     }
 
+    private static String[] internalError(Throwable e) {
+        return new String[] {"internal-error", "internal error decoding the record: " + e.getClass().getName() + ": "
+                + e.getMessage()};
+    }
+
     private static Object zero(byte type) {
         return type == T_DOUBLE ? (Object) 0.0 : type == T_INT ? (Object) 0 : (Object) 0L;
     }
@@ -220,7 +245,7 @@ public abstract class AvroDecoder extends ScalarFunction {
         if (raw.length < HEADER_LEN || raw[0] != (byte) 0xC3 || raw[1] != (byte) 0x01) {
             return new String[] {"not-avro", "not an Avro single-object record (" + raw.length + " bytes)"};
         }
-        long fp = ByteBuffer.wrap(raw, 2, 8).order(ByteOrder.LITTLE_ENDIAN).getLong();
+        long fp = le64(raw, 2);
         Plan plan = plans.get(fp);
         if (plan == null) {
             String other = others.get(fp);
@@ -274,13 +299,13 @@ public abstract class AvroDecoder extends ScalarFunction {
                 return varint(b, pos);
             case T_FLOAT: {
                 need(b, pos[0], 4);
-                float f = ByteBuffer.wrap(b, pos[0], 4).order(ByteOrder.LITTLE_ENDIAN).getFloat();
+                float f = Float.intBitsToFloat(le32(b, pos[0]));
                 pos[0] += 4;
                 return (double) f;
             }
             case T_DOUBLE: {
                 need(b, pos[0], 8);
-                double d = ByteBuffer.wrap(b, pos[0], 8).order(ByteOrder.LITTLE_ENDIAN).getDouble();
+                double d = Double.longBitsToDouble(le64(b, pos[0]));
                 pos[0] += 8;
                 return d;
             }
@@ -290,17 +315,12 @@ public abstract class AvroDecoder extends ScalarFunction {
                 if (n < 0) {
                     throw new Corrupt("negative length " + n);
                 }
-                need(b, pos[0], n);
-                if (type == T_STRING) {
-                    try {
-                        StandardCharsets.UTF_8.newDecoder().onMalformedInput(CodingErrorAction.REPORT)
-                                .onUnmappableCharacter(CodingErrorAction.REPORT)
-                                .decode(ByteBuffer.wrap(b, pos[0], (int) n));
-                    } catch (CharacterCodingException e) {
-                        throw new Corrupt("invalid UTF-8 in a string");
-                    }
+                need(b, pos[0], n); // n <= the bytes left, so it fits an int
+                int end = pos[0] + (int) n;
+                if (type == T_STRING && !utf8(b, pos[0], end)) {
+                    throw new Corrupt("invalid UTF-8 in a string");
                 }
-                pos[0] += (int) n;
+                pos[0] = end;
                 return null; // no output field of ours is a string or bytes
             }
             default:
@@ -308,10 +328,65 @@ public abstract class AvroDecoder extends ScalarFunction {
         }
     }
 
+    /**
+     * Whether n more bytes follow position {@code at} (0 <= at <= b.length). Compares n with the bytes left: {@code
+     * at + n} would overflow for an n near Long.MAX_VALUE (a crafted length) and pass.
+     */
     private static void need(byte[] b, int at, long n) throws Corrupt {
-        if (at + n > b.length) {
-            throw new Corrupt("EOF: record ends inside a field");
+        if (n < 0 || n > b.length - at) {
+            throw new Corrupt("EOF: record ends inside a field (" + n + " bytes needed, " + (b.length - at)
+                    + " left)");
         }
+    }
+
+    /**
+     * Whether b[from..to) is well-formed UTF-8 as Python's strict decoder (and fastavro) reads it: no overlong forms,
+     * no surrogates, nothing above U+10FFFF (the Unicode standard's table 3-7). Allocates nothing.
+     */
+    static boolean utf8(byte[] b, int from, int to) {
+        int i = from;
+        while (i < to) {
+            int c = b[i] & 0xFF;
+            if (c < 0x80) {
+                i++;
+                continue;
+            }
+            int n;
+            int lo = 0x80, hi = 0xBF; // the allowed range of the second byte
+            if (c >= 0xC2 && c <= 0xDF) {
+                n = 1;
+            } else if (c >= 0xE0 && c <= 0xEF) {
+                n = 2;
+                if (c == 0xE0) {
+                    lo = 0xA0;
+                } else if (c == 0xED) {
+                    hi = 0x9F;
+                }
+            } else if (c >= 0xF0 && c <= 0xF4) {
+                n = 3;
+                if (c == 0xF0) {
+                    lo = 0x90;
+                } else if (c == 0xF4) {
+                    hi = 0x8F;
+                }
+            } else {
+                return false;
+            }
+            if (n > to - i - 1) {
+                return false;
+            }
+            int c1 = b[i + 1] & 0xFF;
+            if (c1 < lo || c1 > hi) {
+                return false;
+            }
+            for (int k = 2; k <= n; k++) {
+                if ((b[i + k] & 0xC0) != 0x80) {
+                    return false;
+                }
+            }
+            i += n + 1;
+        }
+        return true;
     }
 
     private static long varint(byte[] b, int[] pos) throws Corrupt {
@@ -344,14 +419,16 @@ public abstract class AvroDecoder extends ScalarFunction {
         return s.toString();
     }
 
-    Row toRow(byte[] raw, Long maxFutureMs) {
-        return Row.of(decode(raw, System.currentTimeMillis(), maxFutureMs == null ? Long.MAX_VALUE / 2 : maxFutureMs));
+    /** The SQL functions' body: never throws (a record that cannot be judged is an "internal-error" row). */
+    Row toRow(byte[] raw, Long maxFutureMs, Double maxAmount) {
+        return Row.of(decode(raw, System.currentTimeMillis(), maxFutureMs == null ? Long.MAX_VALUE / 2 : maxFutureMs,
+                maxAmount == null || Double.isNaN(maxAmount) ? FLOAT32_MAX : maxAmount));
     }
 
     /**
      * For the tests (tests/unit/test_java_decoder.py): {@code java -cp ... io.streamscore.udfs.AvroDecoder KIND
-     * NOW_MS MAX_FUTURE_MS} reads one record per line as hex ("-" for null) and prints reason, error, then the
-     * fields, tab-separated.
+     * NOW_MS MAX_FUTURE_MS [MAX_AMOUNT]} reads one record per line as hex ("-" for null) and prints reason, error,
+     * then the fields, tab-separated (tabs and newlines in an error as spaces).
      */
     public static void main(String[] args) throws IOException {
         AvroDecoder d = "transaction".equals(args[0]) ? new DecodeTransaction()
@@ -362,6 +439,7 @@ public abstract class AvroDecoder extends ScalarFunction {
         d.load();
         long now = Long.parseLong(args[1]);
         long maxFuture = Long.parseLong(args[2]);
+        double maxAmount = args.length > 3 ? Double.parseDouble(args[3]) : FLOAT32_MAX;
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
         StringBuilder out = new StringBuilder();
         String line;
@@ -373,8 +451,9 @@ public abstract class AvroDecoder extends ScalarFunction {
                     raw[i] = (byte) Integer.parseInt(line.substring(2 * i, 2 * i + 2), 16);
                 }
             }
-            Object[] row = d.decode(raw, now, maxFuture);
-            out.append(row[0] == null ? "" : row[0]).append('\t').append(row[1] == null ? "" : row[1]);
+            Object[] row = d.decode(raw, now, maxFuture, maxAmount);
+            out.append(row[0] == null ? "" : row[0]).append('\t')
+                    .append(row[1] == null ? "" : ((String) row[1]).replace('\t', ' ').replace('\n', ' '));
             for (int i = 2; i < row.length; i++) {
                 out.append('\t').append(row[i]);
             }

@@ -17,11 +17,11 @@ public class DecodeLabel extends AvroDecoder {
     @DataTypeHint("ROW<reason STRING, error STRING, transaction_id BIGINT, customer_id BIGINT, terminal_id BIGINT, "
             + "label INT, tx_time BIGINT, label_time BIGINT>")
     public Row eval(byte[] value, Long maxFutureMs) {
-        return toRow(value, maxFutureMs);
+        return toRow(value, maxFutureMs, null);
     }
 
     @Override
-    String[] check(Object[] v, long nowMs, long maxFutureMs) {
+    String[] check(Object[] v, long nowMs, long maxFutureMs, double maxAmount) {
         long label = (Long) v[3];
         long labelTime = (Long) v[5];
         if (label != 0 && label != 1) {
