@@ -20,8 +20,8 @@ import org.apache.flink.types.Row;
  * the RANGE semantics (rows sharing a timestamp count together, a row exactly 30 days older is in).
  *
  * <p>Output: the transaction rows (is_tx = 1) with their features, and for each (terminal, time) whose labels
- * include some for transactions the window has not seen, one row with is_tx = 0 and that number (on arrival: one
- * such row per label, with its transaction id).
+ * include some for transactions the window has not seen, one row with is_tx = 0 and that number (on arrival too:
+ * a label registers a timer at its time, the one timer this mode uses).
  *
  * <p>This class emits on arrival; {@link TerminalFeaturesAtWatermark} releases rows at the watermark (see
  * {@link RollingFeatures} for the two modes).
@@ -86,14 +86,28 @@ public class TerminalFeatures extends RollingFeatures {
                     nullable(longs[PRODUCED]), nullable(longs[INGEST]), 1, f.getField(0), f.getField(1),
                     f.getField(2), f.getField(3), f.getField(4), f.getField(5), f.getField(6), f.getField(7),
                     f.getField(8), 0L));
-        } else if ((flags & TerminalWindows.LABEL) != 0 && TerminalWindows.unknownLabel(state.rows, at)) {
-            // A label whose transaction this terminal has not seen (never sent, late, or not arrived yet).
-            collect(Row.of(longs[TX_ID], null, null, t, null, null, 0, null, null, null, null, null, null, null,
-                    null, null, 1L));
+        } else if ((flags & TerminalWindows.LABEL) != 0) {
+            // Whether the label's transaction was scored is asked once the watermark passes the label's time: in a
+            // fast replay a label can arrive before its transaction, which then still arrives on time.
+            ctx.timeContext(Long.class).registerOnTime(t);
+        }
+    }
+
+    /** On arrival: the labels at the timer's time whose transaction the window does not hold. */
+    private void countUnknownLabels(OnTimerContext ctx, MapView<Integer, FeatureState> view) throws Exception {
+        long t = ctx.timeContext(Long.class).time();
+        long unknown = TerminalWindows.unknownLabelsAt(load(view).rows, t);
+        if (unknown > 0) {
+            collect(Row.of(null, null, null, t, null, null, 0, null, null, null, null, null, null, null, null, null,
+                    unknown));
         }
     }
 
     public void onTimer(OnTimerContext ctx, MapView<Integer, FeatureState> view) throws Exception {
+        if (onArrival) {
+            countUnknownLabels(ctx, view);
+            return;
+        }
         FeatureState state = load(view);
         int k = release(ctx, state);
         if (k == 0) {

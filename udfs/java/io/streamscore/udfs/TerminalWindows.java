@@ -61,15 +61,20 @@ final class TerminalWindows {
                 unknown);
     }
 
-    /** Whether the label at row {@code at} is for a transaction that is not a row of the window. */
-    static boolean unknownLabel(WindowRows acc, int at) {
-        long id = acc.id[at];
-        for (int j = 0; j < acc.n; j++) {
-            if ((acc.flags[j] & TX) != 0 && acc.id[j] == id) {
-                return false;
+    /** Labels at time {@code t} whose transaction is not a row of the window. */
+    static long unknownLabelsAt(WindowRows acc, long t) {
+        long unknown = 0;
+        for (int i = 0; i < acc.n; i++) {
+            if (acc.ts[i] != t || (acc.flags[i] & LABEL) == 0) {
+                continue;
             }
+            boolean seen = false;
+            for (int j = 0; j < acc.n && !seen; j++) {
+                seen = (acc.flags[j] & TX) != 0 && acc.id[j] == acc.id[i];
+            }
+            unknown += seen ? 0 : 1;
         }
-        return true;
+        return unknown;
     }
 
     /** Labels at the newest timestamp whose transaction is not a row of the window. */

@@ -15,8 +15,8 @@ import org.apache.flink.types.Row;
  * with the Python reference (tests/unit/test_arrival_features.py) without a Flink job:
  * <pre>
  *   c CUSTOMER TIME AMOUNT          -> the customer features of that transaction as it arrives
- *   t TERMINAL TXID TIME FLAGS      -> a transaction (flags 1): its terminal features; a label (2, +4 if fraud):
- *                                      "u 1" if its transaction is not in the window, else "u 0"
+ *   t TERMINAL TXID TIME FLAGS      -> a transaction (flags 1): its terminal features; a label (2, +4 if fraud)
+ *                                      joins the window and prints nothing
  *   w WATERMARK                     -> rows older than the watermark minus the longest window leave every key
  * </pre>
  */
@@ -46,11 +46,10 @@ public final class WindowCheck {
                     WindowRows w = terminals.computeIfAbsent(Long.parseLong(p[1]), k -> new WindowRows());
                     byte flags = Byte.parseByte(p[4]);
                     int at = w.add(Long.parseLong(p[3]), 0.0, flags, Long.parseLong(p[2]));
-                    if ((flags & TerminalWindows.TX) != 0) {
-                        append(sb.append('t'), TerminalWindows.featuresAt(w, at, 0L));
-                    } else {
-                        sb.append("u ").append(TerminalWindows.unknownLabel(w, at) ? 1 : 0);
+                    if ((flags & TerminalWindows.TX) == 0) {
+                        continue;
                     }
+                    append(sb.append('t'), TerminalWindows.featuresAt(w, at, 0L));
                     break;
                 }
                 case "w": {
