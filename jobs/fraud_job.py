@@ -59,8 +59,7 @@ def build(t_env, cfg, args):
     # terminal's risk above; here it is only counted. The terminal function finds them (udfs/java TerminalFeatures).
     t_env.create_temporary_function("count_unknown_labels", make_unknown_label_counter())
     unknown = t_env.sql_query(
-        f"SELECT count_unknown_labels(terminal_id, label_time, transaction_id, unknown_labels) AS n "
-        f"FROM {UNKNOWN_LABELS_VIEW}")
+        f"SELECT count_unknown_labels(terminal_id, label_time, unknown_labels) AS n FROM {UNKNOWN_LABELS_VIEW}")
 
     t_env.create_temporary_function("score_fraud", make_udf())
     args_sql = ", ".join(f"CAST({c} AS {sql_type(c)})" for c in FINAL_COLUMNS)

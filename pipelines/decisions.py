@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from pipelines import kafka_util
-from pipelines.serde import serde
+from pipelines.serde import DecodeError, serde
 
 
 class DecisionReader:
@@ -36,6 +36,9 @@ class DecisionReader:
         self.remember = remember
         self.seen: OrderedDict[int, None] = OrderedDict()
         self.duplicates = 0
+        # Records that are not FraudScores (anyone with write access to the topic can put bytes there): skipped,
+        # kept here with their position for the caller to log or dead-letter.
+        self.undecodable: list[DecodeError] = []
 
     def first_time(self, transaction_id: int) -> bool:
         """True the first time an id comes (within the last `remember` ids)."""
@@ -54,7 +57,11 @@ class DecisionReader:
         for m in kafka_util.consume_ready(self.consumer, max_messages, timeout):
             if m.error() is not None:
                 continue
-            rec = self.serde.decode(m.value())
+            try:
+                rec = self.serde.decode(m.value(), topic=m.topic(), partition=m.partition(), offset=m.offset())
+            except DecodeError as exc:
+                self.undecodable = [*self.undecodable[-99:], exc]
+                continue
             if self.first_time(rec["transaction_id"]):
                 out.append(rec)
         return out

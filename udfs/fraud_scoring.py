@@ -111,8 +111,7 @@ def make_unknown_label_counter():
     """Counts labels for transactions the job has not scored (streamscore_unknown_labels_total).
 
     Takes the rows of features_sql.UNKNOWN_LABELS_VIEW: one per (terminal, label time) with the count of its labels
-    for unknown transactions (on arrival: one per label, with its transaction id); a repeat of the previous row is
-    skipped all the same."""
+    for unknown transactions; a repeat of the previous (terminal, label time) is skipped all the same."""
     from pyflink.table import DataTypes
     from pyflink.table.udf import ScalarFunction, udf
 
@@ -125,13 +124,12 @@ def make_unknown_label_counter():
             self.last = None
             metrics.serve(load_config().metrics.job_port)
 
-        def eval(self, terminal_id, label_time, transaction_id, unknown):
-            if (terminal_id, label_time, transaction_id) == self.last:
+        def eval(self, terminal_id, label_time, unknown):
+            if (terminal_id, label_time) == self.last:
                 return 0
-            self.last = (terminal_id, label_time, transaction_id)
+            self.last = (terminal_id, label_time)
             self.counter.inc(unknown)
             return unknown
 
-    return udf(CountUnknownLabels(), input_types=[DataTypes.BIGINT(), DataTypes.BIGINT(), DataTypes.BIGINT(),
-                                                  DataTypes.BIGINT()],
+    return udf(CountUnknownLabels(), input_types=[DataTypes.BIGINT(), DataTypes.BIGINT(), DataTypes.BIGINT()],
                result_type=DataTypes.BIGINT())

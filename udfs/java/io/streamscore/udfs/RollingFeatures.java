@@ -10,9 +10,10 @@ import org.apache.flink.types.Row;
  *
  * <p>On arrival (the default): a row joins the key's window at its own timestamp as soon as it arrives (after the
  * rows already there with the same timestamp) and goes out at once with the window as known then: every row
- * received so far in {@code [t - W, t]}. Nothing waits for a watermark or a later event. The watermark only evicts:
- * a row older than {@code watermark - longest window} can be in no on-time row's window (rows behind the watermark
- * are routed to the late topic before they get here).
+ * received so far in {@code [t - W, t]}. No transaction waits for a watermark or a later event. The watermark
+ * evicts (a row older than {@code watermark - longest window} can be in no on-time row's window; rows behind the
+ * watermark are routed to the late topic before they get here) and, in {@link TerminalFeatures}, times the count
+ * of labels whose transaction never came.
  *
  * <p>At the watermark (the complete, event-time mode, for backfills and audits): an input row waits in
  * {@link FeatureState#pending} with a timer at its own timestamp; when the watermark passes it, every row of that

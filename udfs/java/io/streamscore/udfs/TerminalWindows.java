@@ -79,18 +79,6 @@ final class TerminalWindows {
 
     /** Labels at the newest timestamp whose transaction is not a row of the window. */
     static long unknownLabelsAtNewest(WindowRows acc) {
-        long t = acc.newest();
-        long unknown = 0;
-        for (int i = acc.n - 1; i >= 0 && acc.ts[i] == t; i--) {
-            if ((acc.flags[i] & LABEL) == 0) {
-                continue;
-            }
-            boolean seen = false;
-            for (int j = 0; j < acc.n && !seen; j++) {
-                seen = (acc.flags[j] & TX) != 0 && acc.id[j] == acc.id[i];
-            }
-            unknown += seen ? 0 : 1;
-        }
-        return unknown;
+        return unknownLabelsAt(acc, acc.newest());
     }
 }
