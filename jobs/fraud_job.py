@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args, _ = ap.parse_known_args(argv)
     extra = {"python.fn-execution.bundle.size": str(cfg.fraud.bundle_size),
              "python.fn-execution.arrow.batch.size": str(cfg.fraud.bundle_size),
+             "python.fn-execution.bundle.time": str(cfg.fraud.bundle_time_ms),
              **restore_settings(cfg, JOB_NAME, args.restore)}
     env, t_env = create_envs(cfg, job_name=JOB_NAME, extra=extra, execution_mode=cfg.fraud.execution_mode)
     build(t_env, cfg, args).execute().wait()

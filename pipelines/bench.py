@@ -149,6 +149,15 @@ def latencies(ids: list[int], first: dict[int, tuple[int, int, int, int]]) -> np
     return np.array([first[i][0] - first[i][1] if i in first else INF for i in ids], dtype=np.float64)
 
 
+def save_raw(path: Path, ids: list[int], first: dict[int, tuple[int, int, int, int]]) -> None:
+    """Per transaction sent: its id and (arrival, produced_at, scored_at, broker append time) in wall ms; -1 for
+    one that never arrived."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    times = np.array([first.get(i, (-1, -1, -1, -1)) for i in ids], dtype=np.int64).reshape(-1, 4)
+    np.savez_compressed(path, ids=np.asarray(ids, dtype=np.int64), arrival=times[:, 0], produced=times[:, 1],
+                        scored=times[:, 2], kafka_ts=times[:, 3])
+
+
 def percentiles(lat: np.ndarray, qs=(50, 90, 99)) -> dict:
     """Percentiles that count missing events (inf) as the latest of all: `higher` picks a sample, never an
     interpolation between a finite sample and inf (which would be nan between two infs)."""
@@ -200,11 +209,12 @@ PATHS = {"decision": ("decisions", False), "committed": ("scores", True)}
 
 
 def bench_live(emit: str, rates: list[float], seconds: float, workdir: Path, *, runs: int, warmup_s: float,
-               settle_s: float = 20.0) -> dict:
+               settle_s: float = 20.0, raw_dir: Path | None = None) -> dict:
     """Latency on the live clock: each transaction's event time is the wall clock when it is sent. Per run, a
     fresh job at the defaults of `make run` (except `emit`) on fresh topics: a paced warm-up at 2,000/s, then one
     phase per rate. Per phase and read path, every transaction sent counts: its first arrival minus its event time,
-    infinitely late if it has not arrived `settle_s` after the phase's last send."""
+    infinitely late if it has not arrived `settle_s` after the phase's last send. With `raw_dir`, each phase's
+    per-transaction times are kept there (an .npz per run, rate and path) for looking into the tails."""
     from infra import services
     from pipelines import kafka_util
     from pipelines.config import load_config
@@ -280,6 +290,8 @@ def bench_live(emit: str, rates: list[float], seconds: float, workdir: Path, *, 
                         got = [first[i] for i in ids if i in first]
                         row[path] = {**percentiles(lat), "arrived": len(got), "missing": len(ids) - len(got),
                                      "duplicates_so_far": w.duplicates, "latency_split_ms": latency_split(got)}
+                        if raw_dir is not None:
+                            save_raw(raw_dir / f"{emit}-run{run}-{int(rate)}-{path}.npz", ids, first)
                     phases.append(row)
                     print(f"[bench] live emit={emit} run={run} {json.dumps(json_safe(row))}", flush=True)
             for w in watchers.values():
@@ -469,6 +481,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup-seconds", type=float, default=60.0,
                     help="live-clock input at 2,000 transactions/s before each latency run measures")
     ap.add_argument("--only", choices=["all", "live", "drain"], default="all")
+    ap.add_argument("--emit", choices=["both", "arrival", "watermark"], default="both",
+                    help="which emit modes the live-clock runs measure")
+    ap.add_argument("--raw", action="store_true",
+                    help="keep each live-clock phase's per-transaction times (.npz) beside the results")
     ap.add_argument("--skip-scorer", action="store_true")
     ap.add_argument("--skip-cluster", action="store_true", help="no standalone-cluster drain run")
     args = ap.parse_args(argv)
@@ -484,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
                 "kafka_partitions": cfg.kafka.partitions, "execution_mode": cfg.fraud.execution_mode,
                 "fraud_cpu_kernel": cfg.fraud.cpu_kernel, "scorer": cfg.fraud.scorer,
                 "auto_watermark_interval_ms": cfg.flink.auto_watermark_interval_ms,
-                "out_of_orderness_ms": cfg.fraud.out_of_orderness_ms, "bundle_time_ms": cfg.flink.bundle_time_ms,
+                "out_of_orderness_ms": cfg.fraud.out_of_orderness_ms, "fraud_bundle_time_ms": cfg.fraud.bundle_time_ms,
                 "fraud_bundle_size": cfg.fraud.bundle_size, "buffer_timeout_ms": cfg.flink.buffer_timeout_ms,
                 "replay_linger_ms": cfg.replay.linger_ms, "jvm_opts": cfg.flink.jvm_opts,
                 "live_rates": args.rates, "seconds_per_rate": args.seconds, "runs": args.runs,
@@ -529,11 +545,15 @@ def main(argv: list[str] | None = None) -> int:
                               ("cluster_p2", "standalone cluster, parallelism 2")):
                 headline[f"fraud_events_per_s_{key}"] = by_name.get(name, {}).get("events_per_s")
         if args.only in ("all", "live"):
-            arrival = bench_live("arrival", rates, args.seconds, tmp / "live-arrival", runs=args.runs,
-                                 warmup_s=args.warmup_seconds)
+            raw_dir = out_dir / f"live-raw-{stamp}" if args.raw else None
+            empty = {"summary": {}, "runs": []}
+            arrival = (bench_live("arrival", rates, args.seconds, tmp / "live-arrival", runs=args.runs,
+                                  warmup_s=args.warmup_seconds, raw_dir=raw_dir)
+                       if args.emit in ("both", "arrival") else empty)
             wm_rates = [r for r in rates if r <= 2000]
-            watermark = bench_live("watermark", wm_rates, args.seconds, tmp / "live-watermark", runs=args.runs,
-                                   warmup_s=min(args.warmup_seconds, 30.0))
+            watermark = (bench_live("watermark", wm_rates, args.seconds, tmp / "live-watermark", runs=args.runs,
+                                    warmup_s=min(args.warmup_seconds, 30.0), raw_dir=raw_dir)
+                         if args.emit in ("both", "watermark") else empty)
             result["fraud_live"] = {"arrival": arrival, "watermark": watermark}
 
             def fig(res: dict, rate: int, path: str, q: str = "p99") -> dict:
@@ -579,7 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     path = out_dir / f"bench-{stamp}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"[bench] results written to {path.relative_to(ROOT)}", flush=True)
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    print(f"[bench] results written to {shown}", flush=True)
     print(json.dumps(result["headline"]), flush=True)
     return 0
 

@@ -150,6 +150,9 @@ class FraudConfig:
     # UDFs have no thread mode) and the operator waits for each bundle's results: 5,000 against 1,000, two 300k
     # drains, 8.4k/7.8k and 13.6k/10.7k events/s, 1.72/1.92 and 1.18/1.31 CPU s per 10k events.
     bundle_size: int = 5000
+    # How long the scoring UDF's bundle may wait to fill (flink.bundle_time_ms for this job): every transaction
+    # waits for its bundle to close on the live clock, while a drain fills bundle_size first.
+    bundle_time_ms: int = 5
     model_dir: str = "artifacts/models/fraud"
     model_version: str = "latest"
     device: str = "auto"  # auto | cpu | cuda
@@ -183,10 +186,12 @@ class ReplayConfig:
     sentiment_dir: str = "../shared/data/sentiment"
     rate: float = 2000.0
     speedup: float = 0.0  # 0 = as fast as `rate` allows, ignoring event-time gaps
-    # How long the replays' producer holds messages to batch them. librdkafka sends one produce request per
-    # partition (librdkafka#1700), so at 2,000 transactions/s with their labels over 8 partitions, 5 ms meant
-    # about 900 requests/s: the broker spent 0.2-0.3 of a core on them, 20 ms 0.08-0.12 (and the replay 0.1 less).
-    linger_ms: int = 20
+    # How long the replays' producer holds messages to batch them; on the live clock every transaction waits up to
+    # this long before the broker has it. librdkafka sends one produce request per partition (librdkafka#1700): at
+    # 2,000 transactions/s with their labels over 8 partitions, 5 ms meant about 900 requests/s and the broker spent
+    # 0.2-0.3 of a core on them (20 ms: 0.08-0.12), yet 5 ms with fraud.bundle_time_ms 5 took the live 2,000/s p99
+    # from 149 to 114 ms and 10/s from 93 to 69 (one run each; README, Benchmarks).
+    linger_ms: int = 5
     # A paced replay sleeps only once it is this far ahead of its schedule, sending what is due in between at once:
     # a sleep per message at 2,000/s was a wake-up every 0.5 ms.
     pace_slack_ms: float = 2.0
@@ -329,8 +334,10 @@ def _validate(cfg: Config) -> Config:
     f = cfg.fraud
     if not 0.0 <= f.review_threshold <= f.decline_threshold <= 1.0:
         raise ConfigError("fraud: need 0 <= review_threshold <= decline_threshold <= 1")
-    if f.max_batch < 1 or f.max_wait_ms < 0 or f.cuda_min_batch < 0 or f.bundle_size < 1:
-        raise ConfigError("fraud: max_batch and bundle_size must be >= 1, max_wait_ms >= 0 and cuda_min_batch >= 0")
+    if f.max_batch < 1 or f.max_wait_ms < 0 or f.cuda_min_batch < 0 or f.bundle_size < 1 \
+            or f.bundle_time_ms < 1:
+        raise ConfigError("fraud: max_batch, bundle_size and bundle_time_ms must be >= 1, max_wait_ms >= 0 and "
+                          "cuda_min_batch >= 0")
     if not 0.0 < f.max_amount <= 3.4028234663852886e38:
         raise ConfigError(f"fraud: max_amount must be > 0 and at most float32's largest value, not {f.max_amount}")
     s = cfg.sentiment
