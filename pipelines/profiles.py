@@ -23,7 +23,7 @@ import pandas as pd
 from pipelines import kafka_util
 from pipelines.config import Config, load_config
 from pipelines.metrics import PROFILE_LOOKUPS
-from pipelines.serde import serde
+from pipelines.serde import DEFAULT_MAX_AMOUNT, FLOAT32_MIN_NORMAL, serde
 
 REDIS_KEYS = {"customer": "streamscore:profiles:customer", "terminal": "streamscore:profiles:terminal"}
 FIELDS = ("mean_amount", "std_amount", "tx_per_day")
@@ -90,16 +90,45 @@ class ProfileBatch:
     mean: np.ndarray     # NaN where missing
     std: np.ndarray
     tx_per_day: np.ndarray
-    missing: np.ndarray  # bool
+    missing: np.ndarray  # bool: no usable profile (none, Redis down, or invalid); the features use the defaults
+    invalid: np.ndarray  # bool: a value was there but failed parse_profile (a subset of missing)
 
 
 _NO_PROFILE = (np.nan, np.nan, np.nan)
+INVALID = "invalid"  # a cached value that failed parse_profile: the defaults, flagged and counted as invalid
+MAX_TX_PER_DAY = 1_000_000.0  # far above any card or terminal; more than this is a crafted value
+
+
+def parse_profile(raw: bytes | str, max_amount: float = DEFAULT_MAX_AMOUNT) -> tuple[float, float, float] | None:
+    """A Redis profile value "mean,std,tx_per_day" as three floats, or None when it is not a valid profile.
+
+    Redis is writable by more than this job (see the docs on securing it), so a value is hostile until parsed:
+    exactly three fields, each a finite number in [0, bound] (max_amount for the mean and std, MAX_TX_PER_DAY for
+    the rate) and either zero or a normal float32 value. Past these bounds the derived features (a z-score over a
+    denormal std, a ratio over an infinite mean) would be non-finite or meaningless in the scorer's float32."""
+    try:
+        text = raw.decode("ascii") if isinstance(raw, bytes) else raw
+        parts = text.split(",")
+        if len(parts) != 3:
+            return None
+        values = tuple(float(x) for x in parts)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    for v, bound in zip(values, (max_amount, max_amount, MAX_TX_PER_DAY)):
+        # not (0 <= v <= bound) is also true for NaN
+        if not (0.0 <= v <= bound) or v != 0.0 and v < FLOAT32_MIN_NORMAL:
+            return None
+    return values  # type: ignore[return-value]
 
 
 class ProfileStore:
-    """Batch lookups against Redis with a short TTL cache; a Redis outage gives 'missing' (defaults + flag)."""
+    """Batch lookups against Redis with a short TTL cache.
 
-    def __init__(self, redis_url: str, ttl_s: float = 2.0, retry_s: float = 1.0, timeout_s: float = 1.0):
+    A Redis outage gives 'missing' (the defaults plus a flag); a value that is not a valid profile (see
+    parse_profile) gives the same defaults, its own flag and the 'invalid' counter, never an exception."""
+
+    def __init__(self, redis_url: str, ttl_s: float = 2.0, retry_s: float = 1.0, timeout_s: float = 1.0,
+                 max_amount: float = DEFAULT_MAX_AMOUNT):
         import redis
 
         # A stopped Redis refuses the connection at once; the timeout is for a slow answer. At 0.2 s a loaded
@@ -107,9 +136,10 @@ class ProfileStore:
         self._redis = redis.Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self.ttl_s = ttl_s
         self.retry_s = retry_s
-        self._cache: dict[str, dict[int, tuple[float, float, float] | None]] = {"customer": {}, "terminal": {}}
+        self._cache: dict[str, dict[int, tuple[float, float, float] | str | None]] = {"customer": {}, "terminal": {}}
         self._cache_time = {"customer": 0.0, "terminal": 0.0}
         self._down_until = 0.0
+        self.max_amount = max_amount
 
     def lookup(self, kind: str, ids: np.ndarray) -> ProfileBatch:
         import redis
@@ -128,7 +158,7 @@ class ProfileStore:
             try:
                 values = self._redis.hmget(REDIS_KEYS[kind], [str(i) for i in need])
                 for i, v in zip(need, values):
-                    cache[i] = tuple(float(x) for x in v.split(b",")) if v is not None else None
+                    cache[i] = None if v is None else parse_profile(v, self.max_amount) or INVALID
             except redis.RedisError:
                 self._down_until = now + self.retry_s
                 outage = True
@@ -136,14 +166,18 @@ class ProfileStore:
             outage = True
         n = len(ids)
         # One row per distinct id, then spread to the batch's rows.
-        out = np.array([cache.get(i) or _NO_PROFILE for i in keys], dtype=np.float64).reshape(-1, 3)[row_of]
+        cached = [cache.get(i) for i in keys]
+        out = np.array([v if isinstance(v, tuple) else _NO_PROFILE for v in cached],
+                       dtype=np.float64).reshape(-1, 3)[row_of]
+        invalid = np.array([v is INVALID for v in cached], dtype=bool).reshape(-1)[row_of]
         missing = np.isnan(out[:, 0])
-        if outage:
-            PROFILE_LOOKUPS.labels(kind, "redis-down").inc(int(missing.sum()))
-        else:
-            PROFILE_LOOKUPS.labels(kind, "missing").inc(int(missing.sum()))
+        n_invalid = int(invalid.sum())
+        n_missing = int(missing.sum()) - n_invalid
+        PROFILE_LOOKUPS.labels(kind, "redis-down" if outage else "missing").inc(n_missing)
+        if n_invalid:
+            PROFILE_LOOKUPS.labels(kind, "invalid").inc(n_invalid)
         PROFILE_LOOKUPS.labels(kind, "hit").inc(int(n - missing.sum()))
-        return ProfileBatch(out[:, 0], out[:, 1], out[:, 2], missing)
+        return ProfileBatch(out[:, 0], out[:, 1], out[:, 2], missing, invalid)
 
 
 def build_from_history(cfg: Config, history_days: float) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -66,7 +66,7 @@ def make_udf():
             self.cfg = load_config()
             self.scorer = load_scorer(self.cfg)
             self.features = list(getattr(self.scorer, "features", None) or self.scorer.meta["features"])
-            self.profiles = ProfileStore(self.cfg.redis.redis_url)
+            self.profiles = ProfileStore(self.cfg.redis.redis_url, max_amount=self.cfg.fraud.max_amount)
             self.encoder = BatchEncoder("fraud_score")
             self.m = metrics
             self.out = metrics.EVENTS_OUT.labels("fraud-job", self.cfg.topics.fraud_scores)
@@ -89,7 +89,8 @@ def make_udf():
             scores = np.asarray(self.scorer.score(cols), dtype=np.float64)
             review, decline = self.cfg.fraud.review_threshold, self.cfg.fraud.decline_threshold
             decision = np.where(scores >= decline, 2, np.where(scores >= review, 1, 0))
-            flags = cust.missing.astype(np.int64) | (term.missing.astype(np.int64) << 1)
+            flags = (cust.missing.astype(np.int64) | (term.missing.astype(np.int64) << 1)
+                     | (cust.invalid.astype(np.int64) << 2) | (term.invalid.astype(np.int64) << 3))
             now = int(time.time() * 1000)
             out = self.encoder.encode({
                 "transaction_id": c["transaction_id"], "customer_id": c["customer_id"],
@@ -108,10 +109,12 @@ def make_udf():
 
 
 def make_unknown_label_counter():
-    """Counts labels for transactions the job has not scored (streamscore_unknown_labels_total).
+    """Counts the labels that do not count toward risk: for transactions the job has not scored
+    (streamscore_unknown_labels_total) and repeats (streamscore_duplicate_labels_total).
 
-    Takes the rows of features_sql.UNKNOWN_LABELS_VIEW: one per (terminal, label time) with the count of its labels
-    for unknown transactions; a repeat of the previous (terminal, label time) is skipped all the same."""
+    Takes the rows of features_sql.UNKNOWN_LABELS_VIEW: one per (terminal, label time) with the counts of its
+    labels for unknown transactions and of its repeated labels; a repeat of the previous (terminal, label time) is
+    skipped all the same."""
     from pyflink.table import DataTypes
     from pyflink.table.udf import ScalarFunction, udf
 
@@ -121,15 +124,16 @@ def make_unknown_label_counter():
             from pipelines.config import load_config
 
             self.counter = metrics.UNKNOWN_LABELS
+            self.duplicates = metrics.DUPLICATE_LABELS
             self.last = None
             metrics.serve(load_config().metrics.job_port)
 
-        def eval(self, terminal_id, label_time, unknown):
+        def eval(self, terminal_id, label_time, unknown, duplicate):
             if (terminal_id, label_time) == self.last:
                 return 0
             self.last = (terminal_id, label_time)
-            self.counter.inc(unknown)
-            return unknown
+            self.counter.inc(unknown or 0)
+            self.duplicates.inc(duplicate or 0)
+            return (unknown or 0) + (duplicate or 0)
 
-    return udf(CountUnknownLabels(), input_types=[DataTypes.BIGINT(), DataTypes.BIGINT(), DataTypes.BIGINT()],
-               result_type=DataTypes.BIGINT())
+    return udf(CountUnknownLabels(), input_types=[DataTypes.BIGINT()] * 4, result_type=DataTypes.BIGINT())

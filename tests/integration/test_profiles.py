@@ -61,3 +61,25 @@ def test_redis_outage_gives_defaults_and_recovers(tmp_path):
             time.sleep(0.3)
     finally:
         server.stop()
+
+
+def test_invalid_profile_values_give_defaults_and_a_flag(redis_url):
+    """Crafted values in Redis (not numbers, wrong field count, inf, NaN, denormal, out of range) never raise
+    and never reach the features: the defaults, the invalid flag and the counter."""
+    import redis
+
+    from pipelines.metrics import PROFILE_LOOKUPS
+
+    bad = {9_100_001: "a,b,c", 9_100_002: "1,2", 9_100_003: "inf,1,1", 9_100_004: "1,nan,1",
+           9_100_005: "1e-310,1,1", 9_100_006: "1e30,1,1", 9_100_007: "\xff,1,1", 9_100_008: "1,2,3,4"}
+    good = 9_100_009
+    r = redis.Redis.from_url(redis_url)
+    r.hset("streamscore:profiles:customer", mapping={**{str(k): v for k, v in bad.items()}, str(good): "5,1,2"})
+    before = PROFILE_LOOKUPS.labels("customer", "invalid")._value.get()
+    store = ProfileStore(redis_url, ttl_s=0.0)
+    ids = np.array([*bad, good, 9_100_999])
+    got = store.lookup("customer", ids)
+    assert list(got.invalid) == [True] * len(bad) + [False, False]
+    assert list(got.missing) == [True] * len(bad) + [False, True]
+    assert np.isnan(got.mean[:len(bad)]).all() and got.mean[len(bad)] == 5.0
+    assert PROFILE_LOOKUPS.labels("customer", "invalid")._value.get() - before == len(bad)
