@@ -55,11 +55,13 @@ def build(t_env, cfg, args):
     for s in stmts:
         t_env.execute_sql(s)
 
-    # A label whose transaction the job never scored (unknown, or routed away as late) still counts towards its
-    # terminal's risk above; here it is only counted. The terminal function finds them (udfs/java TerminalFeatures).
+    # Labels come from outside and may be crafted: one whose transaction the job never scored at that terminal
+    # (unknown, routed away as late), or a repeat, does not count toward the terminal's risk above (udfs/java
+    # TerminalWindows); here they are counted.
     t_env.create_temporary_function("count_unknown_labels", make_unknown_label_counter())
     unknown = t_env.sql_query(
-        f"SELECT count_unknown_labels(terminal_id, label_time, unknown_labels) AS n FROM {UNKNOWN_LABELS_VIEW}")
+        f"SELECT count_unknown_labels(terminal_id, label_time, unknown_labels, duplicate_labels) AS n "
+        f"FROM {UNKNOWN_LABELS_VIEW}")
 
     t_env.create_temporary_function("score_fraud", make_udf())
     args_sql = ", ".join(f"CAST({c} AS {sql_type(c)})" for c in FINAL_COLUMNS)

@@ -301,6 +301,22 @@ def profile_amount_features(amount: np.ndarray, mean: np.ndarray, std: np.ndarra
     out["cust_profile_missing"] = missing.astype(np.float64)
 
 
+def counted_labels(tx: pd.DataFrame, labels: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The labels that count toward terminal risk, as the job counts them (udfs/java TerminalWindows): a label
+    counts only if its transaction is a row of ``tx`` at the label's terminal, and of several labels of one
+    transaction only the earliest (by label time, then by order). Labels come from outside and may be crafted; a
+    label for a transaction the job never scored there, or a repeat, must not move a terminal's risk.
+
+    Labels without a transaction_id column are taken as they are (unit tests of the windows alone)."""
+    if labels is None or not len(labels) or "transaction_id" not in labels.columns:
+        return labels
+    known = pd.MultiIndex.from_arrays([tx["transaction_id"].to_numpy(np.int64), tx["terminal_id"].to_numpy(np.int64)])
+    keys = pd.MultiIndex.from_arrays([labels["transaction_id"].to_numpy(np.int64),
+                                      labels["terminal_id"].to_numpy(np.int64)])
+    lab = labels[keys.isin(known)].sort_values("label_time", kind="stable")
+    return lab[~lab["transaction_id"].duplicated(keep="first")]
+
+
 def compute_features(tx: pd.DataFrame, profiles: pd.DataFrame | None = None,
                      labels: pd.DataFrame | None = None) -> pd.DataFrame:
     """The feature rows for every transaction of ``tx``.
@@ -309,6 +325,7 @@ def compute_features(tx: pd.DataFrame, profiles: pd.DataFrame | None = None,
     see every row of ``tx`` (so pass the history that should be visible, not just the rows to score).
     ``profiles``: customer profiles (customer_id, mean_amount, std_amount, ...), e.g. from :func:`build_profiles`.
     ``labels``: known labels (terminal_id, label, label_time), e.g. from :func:`make_labels`; None = none known.
+    With a transaction_id column, only the labels the job counts count (:func:`counted_labels`).
 
     Returns a float64 frame with the columns :data:`FEATURE_NAMES` in order, one row per input row in the input's
     order, indexed by transaction_id.
@@ -326,7 +343,7 @@ def compute_features(tx: pd.DataFrame, profiles: pd.DataFrame | None = None,
     cust_codes, _ = pd.factorize(tx["customer_id"].to_numpy(np.int64), sort=False)
     _customer_features(cust_codes, t, amount, out)
     _profile_features(tx, amount, profiles, out)
-    _terminal_features(tx["terminal_id"].to_numpy(np.int64), t, labels, out)
+    _terminal_features(tx["terminal_id"].to_numpy(np.int64), t, counted_labels(tx, labels), out)
     hour = (t // MS_PER_HOUR) % 24
     dow = (t // MS_PER_DAY + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
     out["hour_of_day"] = hour.astype(np.float64)
@@ -384,21 +401,30 @@ def arrival_window_features(cust_arrivals: Iterable[tuple[int, int, int, float]]
                     row[f"cust_sum_{name}"] += amounts[j]
         cust[txid] = row
     term: dict[int, dict] = {}
-    tkeys: dict[int, tuple[list[int], list[tuple[bool, int]]]] = {}
+    # Per terminal, in time order (arrival order among equal times): times and [is_tx, is_fraud, txid, counts].
+    tkeys: dict[int, tuple[list[int], list[list]]] = {}
     for terminal, txid, t, is_tx, is_fraud in term_arrivals:
         times, kinds = tkeys.setdefault(terminal, ([], []))
         at = bisect.bisect_right(times, t)
+        same = [k for k in kinds if k[2] == txid]
+        # A label counts if its transaction is in the window and no label of it came first; labels that arrived
+        # before their transaction wait for it, and then the earliest of them counts (udfs/java TerminalWindows).
+        counts = not is_tx and any(k[0] for k in same) and not any(not k[0] for k in same)
         times.insert(at, t)
-        kinds.insert(at, (bool(is_tx), int(is_fraud)))
+        kinds.insert(at, [bool(is_tx), int(is_fraud), txid, counts])
         if not is_tx:
             continue
+        if not any(k[0] or k[3] for k in same):
+            waiting = [k for k in same if not k[0]]
+            if waiting:
+                waiting[0][3] = True
         row = {}
         for name, w in tw:
             inside = [kinds[j] for j in range(at + 1)
                       if (times[j] >= t - w if LOWER_BOUND_INCLUSIVE else times[j] > t - w)]
             row[f"term_cnt_{name}"] = sum(1 for k in inside if k[0])
-            row[f"term_nlabels_{name}"] = sum(1 for k in inside if not k[0])
-            row[f"term_nfraud_{name}"] = sum(k[1] for k in inside if not k[0])
+            row[f"term_nlabels_{name}"] = sum(1 for k in inside if k[3])
+            row[f"term_nfraud_{name}"] = sum(k[1] for k in inside if k[3])
         term[txid] = row
     ids = [i for i in cust if i in term]
     frame = pd.DataFrame([{**cust[i], **term[i]} for i in ids], index=pd.Index(ids, name="transaction_id"))

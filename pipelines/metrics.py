@@ -52,7 +52,11 @@ CSV_ROWS_REJECTED = Counter(f"{PREFIX}_csv_rows_rejected_total", "Malformed sour
 PROFILE_LOOKUPS = Counter(f"{PREFIX}_profile_lookups_total", "Profile lookups by kind and result",
                           ["kind", "result"])
 UNKNOWN_LABELS = Counter(f"{PREFIX}_unknown_labels_total",
-                         "Labels whose transaction the job has not scored in the 30 days before the label", [])
+                         "Labels whose transaction the job has not scored at that terminal in the 30 days before the "
+                         "label; they do not count toward terminal risk", [])
+DUPLICATE_LABELS = Counter(f"{PREFIX}_duplicate_labels_total",
+                           "Labels for a transaction an earlier label already counts for; they do not count toward "
+                           "terminal risk", [])
 
 SCORER_BATCH_SIZE = Histogram(f"{PREFIX}_scorer_batch_size", "Events per scorer call", ["model", "backend"],
                               buckets=BATCH_BUCKETS)

@@ -27,9 +27,10 @@ CUSTOMER_COLUMNS = ([f"cust_{k}_{w}" for w in CUSTOMER_WINDOWS for k in ("cnt", 
                     + ["cust_same_ts", "cust_prev_ts"])
 TERMINAL_COLUMNS = [f"term_{k}_{w}" for w in TERMINAL_WINDOWS for k in ("cnt", "nlabels", "nfraud")]
 FINAL_COLUMNS = TX_COLUMNS + CUSTOMER_COLUMNS + TERMINAL_COLUMNS
-# Label rows that found no transaction of theirs in the terminal window: (terminal_id, label_time, unknown_labels),
-# one row per (terminal, label time) that has any, in both emit modes once the watermark passes the label time; see
-# TerminalFeatures.
+# Labels that do not count toward terminal risk: (terminal_id, label_time, unknown_labels, duplicate_labels), the
+# labels of that time whose transaction is not in the terminal window and those for a transaction an earlier label
+# already counts for; one row per (terminal, label time) that has any, in both emit modes once the watermark passes
+# the label time; see TerminalWindows.
 UNKNOWN_LABELS_VIEW = "f_unknown_labels"
 
 # Per emit mode (fraud.emit): "arrival" emits each row as it arrives, "watermark" when the watermark passes it.
@@ -74,8 +75,8 @@ def feature_views(tx_view: str, label_view: str) -> tuple[list[str], str]:
         "CREATE TEMPORARY VIEW f_term_out AS SELECT * FROM terminal_features(input => TABLE f_union PARTITION BY "
         "terminal_id, on_time => DESCRIPTOR(rowtime), uid => 'terminal-features')",
         f"CREATE TEMPORARY VIEW f_term AS SELECT {tx}, {term_fields}, rowtime FROM f_term_out WHERE is_tx = 1",
-        f"CREATE TEMPORARY VIEW {UNKNOWN_LABELS_VIEW} AS SELECT terminal_id, event_time AS label_time, unknown_labels "
-        f"FROM f_term_out WHERE is_tx = 0",
+        f"CREATE TEMPORARY VIEW {UNKNOWN_LABELS_VIEW} AS SELECT terminal_id, event_time AS label_time, unknown_labels, "
+        f"duplicate_labels FROM f_term_out WHERE is_tx = 0",
         "CREATE TEMPORARY VIEW f_cust_out AS SELECT * FROM customer_features(input => TABLE f_term PARTITION BY "
         "customer_id, on_time => DESCRIPTOR(rowtime), uid => 'customer-features')",
         f"CREATE TEMPORARY VIEW f_final AS SELECT {', '.join(FINAL_COLUMNS)} FROM f_cust_out",

@@ -86,7 +86,8 @@ def build() -> dict:
     p.append(_panel(15, "Profile lookups", [
         _target("sum by (kind, result) (rate(streamscore_profile_lookups_total[$__rate_interval]))",
                 "{{kind}} {{result}}"),
-        _target("rate(streamscore_unknown_labels_total[$__rate_interval])", "unknown labels", "B")],
+        _target("rate(streamscore_unknown_labels_total[$__rate_interval])", "unknown labels", "B"),
+        _target("rate(streamscore_duplicate_labels_total[$__rate_interval])", "repeated labels", "C")],
         12, y, unit="ops")); y += 8
 
     p.append(_row(16, "Kafka lag", y)); y += 1

@@ -3,7 +3,7 @@
 * The Java windows the feature functions keep (udfs/java WindowRows, CustomerWindows, TerminalWindows, driven by
   WindowCheck's main) against the Python twin pipelines.features.arrival_window_features, for random arrival
   orders: out of order within and beyond a window, equal timestamps, labels before and after their transactions,
-  and eviction behind a watermark.
+  hostile labels (repeats, unknown transactions, another terminal's transaction) and eviction behind a watermark.
 * For an input in time order the twin equals the training reference (compute_features), so the job on arrival
   gives the training features exactly when nothing arrives out of order.
 """
@@ -43,11 +43,27 @@ def random_arrivals(seed: int, n: int = 400):
     events = [("tx", r) for r in rows]
     events += [("label", {**r, "label_time": r["event_time"] + rng.choice([0, 1000, MS_PER_DAY]),
                           "label": rng.random() < 0.3}) for r in rows if rng.random() < 0.6]
+    events += hostile_labels(rng, rows)
     events.sort(key=lambda e: e[1]["label_time"] if e[0] == "label" else e[1]["event_time"])
     # Out of order: each event moves back by up to `jitter` places.
     jitter = rng.choice([0, 3, 50])
     keyed = sorted(((i + rng.uniform(0, jitter), e) for i, e in enumerate(events)), key=lambda x: x[0])
     return tx, [e for _, e in keyed]
+
+
+def hostile_labels(rng: random.Random, rows: list[dict]) -> list[tuple[str, dict]]:
+    """Labels that must not move risk: repeats of a transaction's label, labels for transactions never sent, and
+    labels naming a real transaction at another terminal."""
+    out = []
+    for r in rng.sample(rows, len(rows) // 10):
+        kind = rng.choice(["repeat", "unknown", "elsewhere"])
+        lab = {**r, "label_time": r["event_time"] + rng.choice([0, 1000, 2 * MS_PER_DAY]), "label": True}
+        if kind == "unknown":
+            lab["transaction_id"] = 10_000_000 + r["transaction_id"]
+        elif kind == "elsewhere":
+            lab["terminal_id"] = r["terminal_id"] + 100
+        out.append(("label", lab))
+    return out
 
 
 def java_windows(lines: list[str]) -> list[str]:
@@ -122,6 +138,9 @@ def test_in_order_arrival_is_the_training_reference(seed):
     labels = tx.sample(frac=0.5, random_state=seed).assign(
         label=lambda d: [int(rng.random() < 0.3) for _ in range(len(d))],
         label_time=lambda d: d["event_time"] + MS_PER_DAY, tx_time=lambda d: d["event_time"])
+    hostile = pd.DataFrame([r for _, r in hostile_labels(rng, tx.to_dict("records"))])
+    hostile = hostile.assign(label=1, label_time=hostile["label_time"] + MS_PER_DAY, tx_time=hostile["event_time"])
+    labels = pd.concat([labels, hostile], ignore_index=True)
     events = sorted([(r.event_time, 1, r.Index, "tx") for r in tx.itertuples()]
                     + [(r.label_time, 0, r.Index, "label") for r in labels.itertuples()])
     cust, term = [], []

@@ -20,8 +20,9 @@ import org.apache.flink.types.Row;
  * the RANGE semantics (rows sharing a timestamp count together, a row exactly 30 days older is in).
  *
  * <p>Output: the transaction rows (is_tx = 1) with their features, and for each (terminal, time) whose labels
- * include some for transactions the window has not seen, one row with is_tx = 0 and that number (on arrival too:
- * a label registers a timer at its time, the one timer this mode uses).
+ * include some that do not count (see {@link TerminalWindows}: for transactions the window has not seen, or repeats),
+ * one row with is_tx = 0 and those numbers (on arrival too: a label registers a timer at its time, the one timer
+ * this mode uses).
  *
  * <p>This class emits on arrival; {@link TerminalFeaturesAtWatermark} releases rows at the watermark (see
  * {@link RollingFeatures} for the two modes).
@@ -30,7 +31,7 @@ import org.apache.flink.types.Row;
         "ROW<transaction_id BIGINT, customer_id BIGINT, amount DOUBLE, event_time BIGINT, produced_at BIGINT, "
                 + "ingest_ms BIGINT, is_tx INT, cnt_1d BIGINT, nlabels_1d BIGINT, nfraud_1d BIGINT, cnt_7d BIGINT, "
                 + "nlabels_7d BIGINT, nfraud_7d BIGINT, cnt_30d BIGINT, nlabels_30d BIGINT, nfraud_30d BIGINT, "
-                + "unknown_labels BIGINT>"))
+                + "unknown_labels BIGINT, duplicate_labels BIGINT>"))
 public class TerminalFeatures extends RollingFeatures {
     private static final long serialVersionUID = 1L;
     // Pending row layout: longs, then doubles.
@@ -76,7 +77,7 @@ public class TerminalFeatures extends RollingFeatures {
         long flags = longs[FLAGS];
         boolean tx = (flags & TerminalWindows.TX) != 0;
         evictBehindWatermark(ctx, state);
-        int at = state.rows.add(t, 0.0, (byte) flags, longs[TX_ID]);
+        int at = TerminalWindows.add(state.rows, t, (byte) flags, longs[TX_ID]);
         if (ArrivalLog.ON) {
             ArrivalLog.terminal(terminalId == null ? NULL_LONG : terminalId, longs[TX_ID], t, tx);
         }
@@ -85,7 +86,7 @@ public class TerminalFeatures extends RollingFeatures {
             collect(Row.of(longs[TX_ID], longs[CUSTOMER], doubles[AMOUNT], longs[EVENT_TIME],
                     nullable(longs[PRODUCED]), nullable(longs[INGEST]), 1, f.getField(0), f.getField(1),
                     f.getField(2), f.getField(3), f.getField(4), f.getField(5), f.getField(6), f.getField(7),
-                    f.getField(8), 0L));
+                    f.getField(8), 0L, 0L));
         } else if ((flags & TerminalWindows.LABEL) != 0) {
             // Whether the label's transaction was scored is asked once the watermark passes the label's time: in a
             // fast replay a label can arrive before its transaction, which then still arrives on time.
@@ -93,13 +94,16 @@ public class TerminalFeatures extends RollingFeatures {
         }
     }
 
-    /** On arrival: the labels at the timer's time whose transaction the window does not hold. */
+    /** On arrival: the labels at the timer's time that do not count. */
     private void countUnknownLabels(OnTimerContext ctx, MapView<Integer, FeatureState> view) throws Exception {
         long t = ctx.timeContext(Long.class).time();
-        long unknown = TerminalWindows.unknownLabelsAt(load(view).rows, t);
-        if (unknown > 0) {
+        collectIgnored(t, TerminalWindows.ignoredLabelsAt(load(view).rows, t));
+    }
+
+    private void collectIgnored(long t, long[] ignored) {
+        if (ignored[0] > 0 || ignored[1] > 0) {
             collect(Row.of(null, null, null, t, null, null, 0, null, null, null, null, null, null, null, null, null,
-                    unknown));
+                    ignored[0], ignored[1]));
         }
     }
 
@@ -115,12 +119,12 @@ public class TerminalFeatures extends RollingFeatures {
         }
         long t = ctx.timeContext(Long.class).time();
         for (int i = 0; i < k; i++) {
-            state.rows.add(t, 0.0, (byte) taken.l[i * NL + FLAGS], taken.l[i * NL + TX_ID]);
+            TerminalWindows.add(state.rows, t, (byte) taken.l[i * NL + FLAGS], taken.l[i * NL + TX_ID]);
         }
         evict(state, t);
         store(view, state);
-        Row f = TerminalWindows.features(state.rows);
-        long unknown = (Long) f.getField(9);
+        long[] ignored = TerminalWindows.ignoredLabelsAt(state.rows, t);
+        Row f = TerminalWindows.featuresAt(state.rows, state.rows.n - 1, ignored[0]);
         for (int i = 0; i < k; i++) {
             int o = i * NL;
             if ((taken.l[o + FLAGS] & TerminalWindows.TX) == 0) {
@@ -129,12 +133,9 @@ public class TerminalFeatures extends RollingFeatures {
             collect(Row.of(taken.l[o + TX_ID], taken.l[o + CUSTOMER], taken.d[i * ND + AMOUNT],
                     taken.l[o + EVENT_TIME], nullable(taken.l[o + PRODUCED]), nullable(taken.l[o + INGEST]), 1,
                     f.getField(0), f.getField(1), f.getField(2), f.getField(3), f.getField(4), f.getField(5),
-                    f.getField(6), f.getField(7), f.getField(8), unknown));
+                    f.getField(6), f.getField(7), f.getField(8), ignored[0], 0L));
         }
-        if (unknown > 0) {
-            collect(Row.of(null, null, null, t, null, null, 0, null, null, null, null, null, null, null, null, null,
-                    unknown));
-        }
+        collectIgnored(t, ignored);
     }
 
     private static long flags(Integer isTx, Integer isLabel, Integer isFraud) {

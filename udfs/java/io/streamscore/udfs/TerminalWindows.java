@@ -8,9 +8,14 @@ import org.apache.flink.types.Row;
  * Handbook's terminal risk, "as known at t": a label counts from its label time). {@link TerminalFeatures} keeps
  * the rows and calls this once per timestamp.
  *
- * <p>It also finds labels for transactions the window has not seen (never sent, or routed away as late): the
- * labelled transaction is at the same terminal at most the label delay earlier, so it is still in the 30-day window
- * if the job scored it. This replaced an interval join of labels with transactions that cost 11% of the JVM's time.
+ * <p>Labels come from outside the job and may be crafted, so a label counts toward risk only if its transaction is
+ * a row of this terminal's window (the job scored it here) and it is the first label of that transaction: the rest
+ * (labels for unknown transactions, repeats) stay in the window uncounted and are counted as such
+ * ({@link #ignoredLabelsAt}). {@link #add} decides it: for a label that arrives after its transaction, at once; for
+ * one that arrives first (a fast replay reads the label topic ahead), when the transaction arrives; then the
+ * earliest of its labels counts. The labelled transaction is at the same terminal at most the label delay earlier,
+ * so it is still in the 30-day window if the job scored it. This replaced an interval join of labels with
+ * transactions that cost 11% of the JVM's time.
  *
  * <p>Result: ROW(cnt_1d, nlabels_1d, nfraud_1d, cnt_7d, nlabels_7d, nfraud_7d, cnt_30d, nlabels_30d, nfraud_30d,
  * unknown_labels at the newest timestamp).
@@ -20,14 +25,54 @@ final class TerminalWindows {
     static final byte TX = 1;
     static final byte LABEL = 2;
     static final byte FRAUD = 4;
+    /** A label row that counts toward risk (see the class comment); set by {@link #add} only. */
+    static final byte COUNTS = 8;
 
     private TerminalWindows() {
     }
 
-    /** The features of the window's newest timestamp (every row sharing it counts: RANGE semantics). */
-    static Row features(WindowRows acc) {
-        return featuresAt(acc, acc.n - 1, unknownLabelsAtNewest(acc));
+    /**
+     * Adds a transaction or label row of time {@code t} for transaction {@code id}, and decides which labels of that
+     * transaction count: a label arriving after its transaction counts if no label of it is in the window yet; when
+     * a transaction arrives after some of its labels, the earliest of them counts. Returns the row's index.
+     */
+    static int add(WindowRows acc, long t, byte flags, long id) {
+        byte f = (byte) (flags & ~COUNTS);
+        if ((f & TX) == 0) {
+            if ((f & LABEL) != 0) {
+                boolean known = false;
+                boolean labelled = false;
+                for (int j = 0; j < acc.n; j++) {
+                    if (acc.id[j] == id) {
+                        known |= (acc.flags[j] & TX) != 0;
+                        labelled |= (acc.flags[j] & (TX | LABEL)) == LABEL;
+                    }
+                }
+                if (known && !labelled) {
+                    f |= COUNTS;
+                }
+            }
+            return acc.add(t, 0.0, f, id);
+        }
+        int at = acc.add(t, 0.0, f, id);
+        int first = -1;
+        for (int j = 0; j < acc.n; j++) {
+            if (j == at || acc.id[j] != id) {
+                continue;
+            }
+            if ((acc.flags[j] & (TX | COUNTS)) != 0) {
+                return at; // a repeated transaction id: its labels were decided when the first one arrived
+            }
+            if ((acc.flags[j] & LABEL) != 0 && first < 0) {
+                first = j;
+            }
+        }
+        if (first >= 0) {
+            acc.flags[first] |= COUNTS;
+        }
+        return at;
     }
+
 
     /**
      * The features of row {@code at} over it and the rows before it (on arrival: the rows received so far up to its
@@ -49,8 +94,8 @@ final class TerminalWindows {
             }
             byte f = acc.flags[i];
             cnt[w] += (f & TX) != 0 ? 1 : 0;
-            labels[w] += (f & LABEL) != 0 ? 1 : 0;
-            frauds[w] += (f & FRAUD) != 0 ? 1 : 0;
+            labels[w] += (f & COUNTS) != 0 ? 1 : 0;
+            frauds[w] += (f & (COUNTS | FRAUD)) == (COUNTS | FRAUD) ? 1 : 0;
         }
         for (int j = 1; j < k; j++) {
             cnt[j] += cnt[j - 1];
@@ -61,24 +106,23 @@ final class TerminalWindows {
                 unknown);
     }
 
-    /** Labels at time {@code t} whose transaction is not a row of the window. */
-    static long unknownLabelsAt(WindowRows acc, long t) {
-        long unknown = 0;
+    /**
+     * The labels at time {@code t} that do not count: {unknown (their transaction is not a row of the window),
+     * repeated (it is, and an earlier label of it counts)}.
+     */
+    static long[] ignoredLabelsAt(WindowRows acc, long t) {
+        long[] ignored = new long[2];
         for (int i = 0; i < acc.n; i++) {
-            if (acc.ts[i] != t || (acc.flags[i] & LABEL) == 0) {
+            if (acc.ts[i] != t || (acc.flags[i] & (LABEL | COUNTS)) != LABEL) {
                 continue;
             }
             boolean seen = false;
             for (int j = 0; j < acc.n && !seen; j++) {
                 seen = (acc.flags[j] & TX) != 0 && acc.id[j] == acc.id[i];
             }
-            unknown += seen ? 0 : 1;
+            ignored[seen ? 1 : 0]++;
         }
-        return unknown;
+        return ignored;
     }
 
-    /** Labels at the newest timestamp whose transaction is not a row of the window. */
-    static long unknownLabelsAtNewest(WindowRows acc) {
-        return unknownLabelsAt(acc, acc.newest());
-    }
 }

@@ -45,7 +45,7 @@ public final class WindowCheck {
                 case "t": {
                     WindowRows w = terminals.computeIfAbsent(Long.parseLong(p[1]), k -> new WindowRows());
                     byte flags = Byte.parseByte(p[4]);
-                    int at = w.add(Long.parseLong(p[3]), 0.0, flags, Long.parseLong(p[2]));
+                    int at = TerminalWindows.add(w, Long.parseLong(p[3]), flags, Long.parseLong(p[2]));
                     if ((flags & TerminalWindows.TX) == 0) {
                         continue;
                     }
