@@ -36,10 +36,19 @@ def _check_label(rec: dict, now_ms: int, max_future_ms: int,
     return None
 
 
+# Longer texts are dead letters: the model reads only the first sentiment.max_length (<= 512) tokens, so the rest
+# would never be scored, and tokenising a megabyte-long post (a broker takes 1 MB messages) stalls its whole batch.
+MAX_POST_TEXT_CHARS = 10_000
+
+
 def _check_post(rec: dict, now_ms: int, max_future_ms: int,
                 max_amount: float = DEFAULT_MAX_AMOUNT) -> tuple[str, str] | None:
-    if not rec["text"].strip():
-        return "empty-text", "post text is empty"
+    text = rec["text"]
+    if len(text) > MAX_POST_TEXT_CHARS:
+        return "text-too-long", f"post text has {len(text)} characters (at most {MAX_POST_TEXT_CHARS})"
+    # Whitespace and control characters only (NULs, escapes) is nothing to score; stops at the first visible one.
+    if not any(c.isprintable() and not c.isspace() for c in text):
+        return "empty-text", "post text is empty (whitespace or control characters only)"
     if rec["event_time"] <= 0 or rec["event_time"] > now_ms + max_future_ms:
         return "bad-timestamp", f"event_time {rec['event_time']} is out of range"
     return None

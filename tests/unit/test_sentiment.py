@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipelines.config import load_config
 from pipelines.replay_posts import (MALFORMED_KINDS, TOPICS, PostsOptions, PostsReplay, assign_topic, author_of,
@@ -136,3 +138,24 @@ def test_model_artifact_scores_sentences():
     one_by_one = np.concatenate([scorer.predict_proba([t]) for t in texts])
     assert np.allclose(scorer.predict_proba(texts), one_by_one, atol=1e-4)
     assert scorer.predict_proba([]).shape == (0, 3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200) | st.text(st.characters(categories=("Cc", "Zs", "Zl", "Zp")), max_size=50)
+       | st.integers(10_000, 30_000).map(lambda n: "a" * n))
+def test_hostile_post_texts_are_scored_or_dead_letters(text):
+    """Any text decodes and is either scorable (something visible, within the length bound) or a dead letter with a
+    reason: empty, whitespace or control characters only, or too long for the model to read."""
+    from udfs.routing import KINDS, MAX_POST_TEXT_CHARS
+
+    s = serde("social_post")
+    rec = s.decode(s.encode({"post_id": "p", "author": "u", "text": text, "topic": "t", "language": "en",
+                              "event_time": 1_704_067_200_000, "produced_at": 1}))
+    problem = KINDS["social_post"].check(rec, 1_800_000_000_000, CFG.fraud.max_future_ms)
+    visible = any(c.isprintable() and not c.isspace() for c in text)
+    if len(text) > MAX_POST_TEXT_CHARS:
+        assert problem[0] == "text-too-long"
+    elif not visible:
+        assert problem[0] == "empty-text"
+    else:
+        assert problem is None
