@@ -17,8 +17,8 @@ import org.apache.flink.types.Row;
  * so it is still in the 30-day window if the job scored it. This replaced an interval join of labels with
  * transactions that cost 11% of the JVM's time.
  *
- * <p>Result: ROW(cnt_1d, nlabels_1d, nfraud_1d, cnt_7d, nlabels_7d, nfraud_7d, cnt_30d, nlabels_30d, nfraud_30d,
- * unknown_labels at the newest timestamp).
+ * <p>{@link #featuresAt} gives ROW(cnt_1d, nlabels_1d, nfraud_1d, cnt_7d, nlabels_7d, nfraud_7d, cnt_30d,
+ * nlabels_30d, nfraud_30d, the unknown-label count its caller passes).
  */
 final class TerminalWindows {
     static final long[] WINDOWS_MS = {86_400_000L, 7 * 86_400_000L, 30 * 86_400_000L};
@@ -72,7 +72,6 @@ final class TerminalWindows {
         }
         return at;
     }
-
 
     /**
      * The features of row {@code at} over it and the rows before it (on arrival: the rows received so far up to its
