@@ -148,10 +148,21 @@ def create_envs(cfg: Config, *, job_name: str, extra: dict[str, str] | None = No
     return env, t_env
 
 
+WATERMARK_GUARD = "io.streamscore.udfs.WatermarkGuard"
+
+
+def create_kafka_source(t_env, cfg: Config, **kwargs) -> None:
+    """Registers the watermark guard the source's WATERMARK calls, then the table of kafka_source_ddl(**kwargs)."""
+    t_env.execute_sql(f"CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS watermark_guard AS '{WATERMARK_GUARD}' "
+                      f"LANGUAGE JAVA")
+    t_env.execute_sql(kafka_source_ddl(cfg, **kwargs))
+
+
 def kafka_source_ddl(cfg: Config, *, table: str, topic: str, group_id: str, bootstrap: str | None = None,
-                     watermark: bool = True) -> str:
+                     watermark: bool = True, bounded: bool = False) -> str:
     """A Kafka table with the raw value bytes, the key, Kafka metadata, and a per-partition watermark on the
-    record timestamp (our producers set it to the event time).
+    record timestamp (our producers set it to the event time). The watermark needs `watermark_guard`
+    (create_kafka_source registers it). `bounded` stops at the offsets that are the latest at start.
 
     Fetches are kept small per partition: the reader emits a fetched batch split by split, and a large batch from
     one partition could outlast the idle timeout of the others, which would then be marked idle and let the
@@ -160,12 +171,14 @@ def kafka_source_ddl(cfg: Config, *, table: str, topic: str, group_id: str, boot
     bootstrap = bootstrap or cfg.kafka.bootstrap_servers
     startup = {"earliest": "earliest-offset", "latest": "latest-offset",
                "committed": "group-offsets"}[cfg.flink.starting_offsets]
-    # Watermarks are generated inside the Kafka source, one per partition (watermark push-down). The expression
-    # must stay deterministic for that: a wall-clock guard here would move watermarking behind the source and mix
-    # partitions. Records stamped far in the future are refused by the broker instead
-    # (log.message.timestamp.after.max.ms, 1 hour by default in Kafka 4).
-    wm = (f", WATERMARK FOR kafka_ts AS kafka_ts - INTERVAL '{cfg.fraud.out_of_orderness_ms / 1000:.3f}' SECOND"
+    # Watermarks are generated inside the Kafka source, one per partition (watermark push-down). A record stamped
+    # ahead of the wall clock moves its partition's watermark no further than now, and one beyond max_future_ms
+    # (a dead letter) not at all: udfs/java WatermarkGuard, which the planner takes for deterministic, as push-down
+    # requires.
+    wm = (f", WATERMARK FOR kafka_ts AS watermark_guard(kafka_ts, CAST({int(cfg.fraud.max_future_ms)} AS BIGINT)) "
+          f"- INTERVAL '{cfg.fraud.out_of_orderness_ms / 1000:.3f}' SECOND"
           if watermark else "")
+    bounded_opt = ",\n          'scan.bounded.mode' = 'latest-offset'" if bounded else ""
     return f"""
         CREATE TEMPORARY TABLE {table} (
           `key` BYTES,
@@ -191,7 +204,7 @@ def kafka_source_ddl(cfg: Config, *, table: str, topic: str, group_id: str, boot
           'key.format' = 'raw',
           'key.fields' = 'key',
           'value.format' = 'raw',
-          'value.fields-include' = 'EXCEPT_KEY'
+          'value.fields-include' = 'EXCEPT_KEY'{bounded_opt}
         )"""
 
 

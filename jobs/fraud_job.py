@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.common import create_envs, kafka_sink_ddl, kafka_source_ddl, restore_settings  # noqa: E402
+from jobs.common import create_envs, create_kafka_source, kafka_sink_ddl, restore_settings  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from udfs.features_sql import (FINAL_COLUMNS, UNKNOWN_LABELS_VIEW, feature_views, register_functions,  # noqa: E402
                                 sql_type)
@@ -34,10 +34,10 @@ JOB_NAME = "streamscore-fraud"
 
 def build(t_env, cfg, args):
     bootstrap = args.bootstrap
-    t_env.execute_sql(kafka_source_ddl(cfg, table="tx_source", topic=args.source_topic, group_id=args.group_id,
-                                       bootstrap=bootstrap))
-    t_env.execute_sql(kafka_source_ddl(cfg, table="label_source", topic=args.labels_topic,
-                                       group_id=args.group_id, bootstrap=bootstrap))
+    create_kafka_source(t_env, cfg, table="tx_source", topic=args.source_topic, group_id=args.group_id,
+                        bootstrap=bootstrap)
+    create_kafka_source(t_env, cfg, table="label_source", topic=args.labels_topic, group_id=args.group_id,
+                        bootstrap=bootstrap)
     for table, topic in (("scores_sink", args.out_topic), ("late_sink", args.late_topic),
                          ("dead_sink", args.dead_topic)):
         t_env.execute_sql(kafka_sink_ddl(cfg, table=table, topic=topic, bootstrap=bootstrap,

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pyflink.common import Row  # noqa: E402
 from pyflink.datastream import MapFunction  # noqa: E402
 
-from jobs.common import create_envs, kafka_sink_ddl, kafka_source_ddl  # noqa: E402
+from jobs.common import create_envs, create_kafka_source, kafka_sink_ddl  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from udfs.routing import KINDS, add_counters, kv_type, route_table, to_kv_table  # noqa: E402
 
@@ -36,10 +36,8 @@ class EncodeTransaction(MapFunction):
 
 def build(t_env, cfg, *, bootstrap: str, source_topic: str, out_topic: str, dead_topic: str, group_id: str,
           bounded: bool = False):
-    ddl = kafka_source_ddl(cfg, table="tx_source", topic=source_topic, group_id=group_id, bootstrap=bootstrap)
-    if bounded:
-        ddl = ddl.rstrip().rstrip(")") + ",\n 'scan.bounded.mode' = 'latest-offset')"
-    t_env.execute_sql(ddl)
+    create_kafka_source(t_env, cfg, table="tx_source", topic=source_topic, group_id=group_id, bootstrap=bootstrap,
+                        bounded=bounded)
     t_env.execute_sql(kafka_sink_ddl(cfg, table="tx_out", topic=out_topic, bootstrap=bootstrap,
                                      txn_prefix=f"{group_id}-out"))
     t_env.execute_sql(kafka_sink_ddl(cfg, table="dead_out", topic=dead_topic, bootstrap=bootstrap,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.common import create_envs, kafka_sink_ddl, kafka_source_ddl, restore_settings  # noqa: E402
+from jobs.common import create_envs, create_kafka_source, kafka_sink_ddl, restore_settings  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from udfs.routing import route_table, typed_view  # noqa: E402
 from udfs.sentiment import make_score_udf, make_trend_udf  # noqa: E402
@@ -33,8 +33,8 @@ JOB_NAME = "streamscore-sentiment"
 
 def build(t_env, cfg, args):
     bootstrap = args.bootstrap
-    t_env.execute_sql(kafka_source_ddl(cfg, table="posts_source", topic=args.source_topic, group_id=args.group_id,
-                                       bootstrap=bootstrap))
+    create_kafka_source(t_env, cfg, table="posts_source", topic=args.source_topic, group_id=args.group_id,
+                        bootstrap=bootstrap)
     for table, topic in (("sentiment_sink", args.out_topic), ("trends_sink", args.trends_topic),
                          ("late_sink", args.late_topic), ("dead_sink", args.dead_topic)):
         t_env.execute_sql(kafka_sink_ddl(cfg, table=table, topic=topic, bootstrap=bootstrap,
