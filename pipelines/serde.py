@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import fastavro
+from fastavro.read import SchemaResolutionError
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -65,20 +66,108 @@ def _fingerprint(parsed: dict) -> bytes:
     return struct.pack("<Q", value)
 
 
+def java_type(schema: Any, named: dict[str, Any] | None = None, defined: set[str] | None = None) -> str:
+    """A parsed (fastavro, unhinted) schema in the JVM decoders' notation (udfs/java AvroDecoder.Type.parse):
+    space-separated tokens in prefix order. ``null`` ... ``string``; ``long@timestamp-millis``;
+    ``bytes@decimal:P:S``; ``record NAME N`` then per field ``name DEFAULT TYPE``, where DEFAULT is ``-`` or the
+    hex of the default value's Avro binary encoding under the field's type (the JVM decodes it once, as Avro Java
+    does); ``enum NAME N sym... DEFAULT`` (a symbol or ``-``); ``fixed NAME SIZE LOGICAL`` (``-`` or
+    ``decimal:P:S``); ``array T``; ``map T``; ``union N T...``; ``ref NAME`` for a named type defined earlier."""
+    named = {} if named is None else named
+    defined = set() if defined is None else defined
+
+    def logical(s: dict) -> str:
+        lt = s.get("logicalType")
+        if lt == "decimal":
+            return f"decimal:{int(s['precision'])}:{int(s.get('scale', 0))}"
+        return lt if lt == "timestamp-millis" and s["type"] == "long" else ""
+
+    def go(s: Any) -> str:
+        if isinstance(s, str):
+            if s in named or s in defined:
+                return f"ref {s}"
+            return s
+        if isinstance(s, list):
+            return " ".join([f"union {len(s)}", *map(go, s)])
+        t = s["type"]
+        if isinstance(t, (dict, list)) or t in named:
+            return go(t)
+        if t == "record":
+            defined.add(s["name"])
+            parts = [f"record {s['name']} {len(s['fields'])}"]
+            for f in s["fields"]:
+                default = "-"
+                if "default" in f:
+                    buf = io.BytesIO()
+                    wrapper = {"type": "record", "name": "_default", "fields": [{"name": "v", "type": _as_refs(f["type"])}]}
+                    fastavro.schemaless_writer(buf, parse_schema(wrapper, named_schemas=dict(named)),
+                                               {"v": f["default"]})
+                    default = buf.getvalue().hex() or "="  # "=": an empty encoding (a null default)
+                parts.append(f"{f['name']} {default} {go(f['type'])}")
+            return " ".join(parts)
+        if t == "enum":
+            defined.add(s["name"])
+            return " ".join([f"enum {s['name']} {len(s['symbols'])}", *s["symbols"], s.get("default", "-")])
+        if t == "fixed":
+            defined.add(s["name"])
+            return f"fixed {s['name']} {int(s['size'])} {logical(s) or '-'}"
+        if t in ("array", "map"):
+            return f"{t} {go(s['items' if t == 'array' else 'values'])}"
+        lt = logical(s)
+        return f"{t}@{lt}" if lt else t
+
+    return go(schema)
+
+
+def _without_logical_types(t: Any) -> Any:
+    """A parsed schema without its logicalType annotations (the underlying types only)."""
+    if isinstance(t, list):
+        return [_without_logical_types(b) for b in t]
+    if not isinstance(t, dict):
+        return t
+    out = {k: v for k, v in t.items() if k != "logicalType"}
+    for k in ("items", "values"):
+        if k in out:
+            out[k] = _without_logical_types(out[k])
+    if "fields" in out:
+        out["fields"] = [{**f, "type": _without_logical_types(f["type"])} for f in out["fields"]]
+    if not isinstance(out["type"], str):
+        out["type"] = _without_logical_types(out["type"])
+    return out
+
+
+def _as_refs(t: Any) -> Any:
+    """A parsed type with each named type's definition replaced by its name (to parse it with named_schemas)."""
+    if isinstance(t, list):
+        return [_as_refs(b) for b in t]
+    if isinstance(t, dict):
+        if t["type"] in ("record", "enum", "fixed"):
+            return t["name"]
+        if t["type"] == "array":
+            return {**t, "items": _as_refs(t["items"])}
+        if t["type"] == "map":
+            return {**t, "values": _as_refs(t["values"])}
+    return t
+
+
+def _named(schema: dict) -> dict[str, Any]:
+    named: dict[str, Any] = {}
+    parse_schema(schema, named_schemas=named, _write_hint=False)
+    return named
+
+
 def java_schema_index() -> str:
     """Every shipped writer schema (schemas/ and schemas/history/) as a line for the JVM decoders
-    (udfs/java AvroDecoder): the fingerprint as hex of its bytes on the wire, the record's full name, then
-    ``name:type`` per field, comma-separated (a field of a non-primitive type is written as ``other``). The UDF jar
-    build writes it next to the classes, so the JVM reads the same .avsc files through the same fingerprints."""
-    primitives = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
-    lines = ["# fingerprint\tfull name\tfields (generated from schemas/**/*.avsc by pipelines/serde.py)"]
+    (udfs/java AvroDecoder): the fingerprint as hex of its bytes on the wire, the record's full name and the whole
+    schema in :func:`java_type`'s notation; then one ``reader:STEM`` line per schema in schemas/ (the readers the
+    JVM resolves every writer of the same record name to). The UDF jar build writes it next to the classes, so the
+    JVM reads the same .avsc files through the same fingerprints."""
+    lines = ["# fingerprint | reader:stem\tfull name\tschema (generated from schemas/**/*.avsc by pipelines/serde.py)"]
     for fp, parsed in sorted(_known_writers().items()):
-        fields = []
-        for f in parsed.get("fields", []):
-            t = f["type"]
-            t = t if isinstance(t, str) else t.get("type") if isinstance(t, dict) else "other"
-            fields.append(f"{f['name']}:{t if t in primitives else 'other'}")
-        lines.append(f"{fp.hex()}\t{parsed['name']}\t{','.join(fields)}")
+        lines.append(f"{fp.hex()}\t{parsed['name']}\t{java_type(parsed, _named(parsed))}")
+    for path in sorted(SCHEMA_DIR.glob("*.avsc")):
+        parsed = parse_schema(load_schema_file(path), _write_hint=False)
+        lines.append(f"reader:{path.stem}\t{parsed['name']}\t{java_type(parsed, _named(parsed))}")
     return "\n".join(lines) + "\n"
 
 
@@ -96,7 +185,10 @@ class AvroSerde:
         # fastavro re-parses a schema on every call unless it carries its parse hint (3x the cost of a small
         # record); the unhinted forms above stay for fingerprints and the JVM's index.
         self._write_schema = parse_schema(load_schema_file(self.path))
-        self._writers = {fp: parse_schema(w) for fp, w in _known_writers().items()}
+        # Read with the writers' logical types left out: a logical type is the reader's interpretation (Avro Java
+        # applies the reader's), and fastavro would apply a writer's (a v3 writer's timestamp-millis event_time
+        # came out as a datetime under the v2 reader, which has a plain long).
+        self._writers = {fp: parse_schema(_without_logical_types(w)) for fp, w in _known_writers().items()}
         self._writers[self.fingerprint] = self._write_schema
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
@@ -124,6 +216,11 @@ class AvroSerde:
             record = fastavro.schemaless_reader(buf, writer,
                                                 self._write_schema if writer is not self._write_schema else None)
         except Exception as exc:  # fastavro raises EOFError, ValueError, UnicodeDecodeError, IndexError...
+            if isinstance(exc, SchemaResolutionError) and writer.get("name") == self.schema["name"]:
+                # a writer of this record whose value the reader has no place for (an enum symbol without a
+                # default, a union branch); another record's writer is corrupt-avro, as it always was
+                raise DecodeError(f"schema mismatch for {self.name}: {exc}", raw, "schema-mismatch",
+                                  **where) from exc  # fastavro raises EOFError, ValueError, UnicodeDecodeError, IndexError...
             raise DecodeError(f"corrupt Avro body for {self.name}: {type(exc).__name__}: {exc}",
                               raw, "corrupt-avro", **where) from exc
         if buf.tell() != len(raw):

@@ -22,7 +22,7 @@ public class DecodeLabel extends AvroDecoder {
 
     @Override
     String[] check(Object[] v, long nowMs, long maxFutureMs, double maxAmount) {
-        long label = (Long) v[3];
+        int label = (Integer) v[3]; // an Avro int: the decoder refuses varints beyond 32 bits
         long labelTime = (Long) v[5];
         if (label != 0 && label != 1) {
             return new String[] {"bad-label", "label " + label + " is not 0 or 1"};
@@ -30,7 +30,6 @@ public class DecodeLabel extends AvroDecoder {
         if (labelTime <= 0 || labelTime > nowMs + maxFutureMs) {
             return new String[] {"bad-timestamp", "label_time " + labelTime + " is out of range"};
         }
-        v[3] = (int) label;
         return null;
     }
 }
