@@ -27,9 +27,10 @@ $(STAMP): requirements.txt constraints.txt
 
 venv: $(STAMP) ## Create the Python 3.11 virtualenv with pinned dependencies
 
-jars: $(STAMP) ## Fetch the Kafka broker and the Flink Kafka connector from Maven Central (cached in .cache/)
+jars: $(STAMP) ## Fetch the Kafka broker, the Flink Kafka connector and Avro Java (the decoder tests' oracle) from Maven Central (cached in .cache/)
 	@$(PY) -m infra.services kafka-libs >/dev/null
 	@$(PY) -m infra.services flink-jars >/dev/null
+	@$(PY) -m infra.services avro-jars >/dev/null
 
 NATIVE_STAMP := $(VENV)/.native
 NATIVE_SRC := $(shell find cpp_ext -path cpp_ext/build -prune -o -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.hpp' -o -name '*.py' -o -name '*.pyi' -o -name CMakeLists.txt -o -name pyproject.toml \) -print)

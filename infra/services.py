@@ -150,6 +150,16 @@ def ensure_flink_jars(cfg: Config | None = None) -> Path:
     return _resolved(ROOT / "infra" / "flink" / "pom.xml", cfg.path(cfg.flink.jars_dir), ["-DexcludeTransitive=true"])
 
 
+AVRO_JARS = CACHE / "avro-jars"
+
+
+def ensure_avro_jars() -> Path:
+    """Apache Avro's Java library and its dependencies (infra/avro/pom.xml) in .cache/avro-jars: the oracle the
+    JVM decoders are tested against (tests/avro_oracle.py) and the library the decode benchmark measures. Never on a
+    job's classpath."""
+    return _resolved(ROOT / "infra" / "avro" / "pom.xml", AVRO_JARS)
+
+
 def ensure_udf_jar() -> Path:
     """Compiles our Java SQL functions (udfs/java) against the Flink jars PyFlink ships; rebuilt when a source
     changes. Java is used only where per-row speed matters: the rolling-window aggregates and the Avro decoders."""
@@ -407,7 +417,7 @@ class RedisServer:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("service", choices=["kafka", "redis", "flink-jars", "kafka-libs"])
+    ap.add_argument("service", choices=["kafka", "redis", "flink-jars", "kafka-libs", "avro-jars"])
     ap.add_argument("action", nargs="?", default="start", choices=["start", "stop", "status"])
     args = ap.parse_args(argv)
     cfg = load_config()
@@ -417,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
             print(ensure_udf_jar())
         elif args.service == "kafka-libs":
             print(ensure_kafka_libs())
+        elif args.service == "avro-jars":
+            print(ensure_avro_jars())
         elif args.service == "kafka":
             if cfg.kafka.bootstrap:
                 log(f"kafka: using the external broker at {cfg.kafka.bootstrap} (KAFKA_BOOTSTRAP); not managing it")

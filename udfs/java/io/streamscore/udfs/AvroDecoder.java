@@ -712,7 +712,9 @@ public abstract class AvroDecoder extends ScalarFunction {
             if (n == Long.MIN_VALUE) {
                 throw new Corrupt("block count " + n);
             }
-            int64(in); // the block's size in bytes, for skipping
+            if (int64(in) < 0) { // the block's size in bytes, for skipping
+                throw new Corrupt("a block's byte size is negative");
+            }
             n = -n;
         }
         return n;
@@ -773,7 +775,7 @@ public abstract class AvroDecoder extends ScalarFunction {
         }
     }
 
-    /** Skips a writer value the reader has no field for, as Avro Java does (structure only). */
+    /** Skips a writer value the reader has no field for, as Avro Java does (structure, union and enum indexes). */
     static final class Skip extends Node {
         final Type w;
 
@@ -796,9 +798,15 @@ public abstract class AvroDecoder extends ScalarFunction {
                     in.pos++;
                     return;
                 case T_INT:
-                case T_ENUM:
                     int32(in);
                     return;
+                case T_ENUM: { // Avro Java checks a skipped enum's index too (fastavro does not)
+                    int i = int32(in);
+                    if (i < 0 || i >= t.names.length) {
+                        throw new Corrupt("enum index " + i + " out of range [0, " + t.names.length + ")");
+                    }
+                    return;
+                }
                 case T_LONG:
                     int64(in);
                     return;
