@@ -96,7 +96,7 @@ public final class AvroDecodeBench {
         Map<String, String> json = AvroOracle.lines(args[0]);
         List<byte[]> list = new ArrayList<>();
         for (String line : Files.readAllLines(Paths.get(args[1]), StandardCharsets.UTF_8)) {
-            list.add(AvroOracle.unhex(line));
+            list.add(AvroDecoder.unhex(line));
         }
         byte[][] records = list.toArray(new byte[0][]);
         int rounds = Integer.parseInt(args[2]);

@@ -113,8 +113,8 @@ public final class AvroOracle {
             String readerName = p[0];
             boolean kind = readerName.startsWith("kind:");
             String reader = kind ? readerName.substring(5) : readerName;
-            byte[] raw = unhex(p[1]);
-            String fpHex = hex(raw, 2, 8);
+            byte[] raw = AvroDecoder.unhex(p[1]);
+            String fpHex = AvroDecoder.hex(raw, 2, 8);
             String key = fpHex + "/" + reader;
             String[] mine;
             try {
@@ -277,10 +277,10 @@ public final class AvroOracle {
                 s.append(c >= 0x20 && c < 0x7f && c != '\\' ? String.valueOf(c) : String.format("\\u%04x", (int) c));
             }
         } else if (v instanceof byte[]) {
-            s.append('b').append(hex((byte[]) v, 0, ((byte[]) v).length));
+            s.append('b').append(AvroDecoder.hex((byte[]) v, 0, ((byte[]) v).length));
         } else if (v instanceof AvroDecoder.Fixed) {
             byte[] b = ((AvroDecoder.Fixed) v).bytes;
-            s.append('x').append(hex(b, 0, b.length));
+            s.append('x').append(AvroDecoder.hex(b, 0, b.length));
         } else if (v instanceof AvroDecoder.Symbol) {
             s.append('e').append(v);
         } else if (v instanceof BigDecimal) {
@@ -312,21 +312,5 @@ public final class AvroOracle {
         } else {
             s.append("?").append(v.getClass().getName());
         }
-    }
-
-    static byte[] unhex(String hex) {
-        byte[] b = new byte[hex.length() / 2];
-        for (int i = 0; i < b.length; i++) {
-            b[i] = (byte) Integer.parseInt(hex.substring(2 * i, 2 * i + 2), 16);
-        }
-        return b;
-    }
-
-    static String hex(byte[] b, int from, int n) {
-        StringBuilder s = new StringBuilder();
-        for (int i = from; i < from + n; i++) {
-            s.append(String.format("%02x", b[i] & 0xFF));
-        }
-        return s.toString();
     }
 }

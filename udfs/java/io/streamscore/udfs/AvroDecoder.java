@@ -314,7 +314,7 @@ public abstract class AvroDecoder extends ScalarFunction {
         }
     }
 
-    private static byte[] unhex(String hex) {
+    static byte[] unhex(String hex) {
         byte[] b = new byte[hex.length() / 2];
         for (int i = 0; i < b.length; i++) {
             b[i] = (byte) Integer.parseInt(hex.substring(2 * i, 2 * i + 2), 16);
@@ -677,10 +677,7 @@ public abstract class AvroDecoder extends ScalarFunction {
 
         @Override
         Object read(In in, boolean keep) throws Corrupt {
-            int i = int32(in);
-            if (i < 0 || i >= map.length) {
-                throw new Corrupt("enum index " + i + " out of range [0, " + map.length + ")");
-            }
+            int i = index(in, map.length, "enum");
             if (map[i] == null) {
                 throw new Corrupt(MISMATCH, "no match for the writer's enum symbol " + writerSymbols[i]);
             }
@@ -697,12 +694,29 @@ public abstract class AvroDecoder extends ScalarFunction {
 
         @Override
         Object read(In in, boolean keep) throws Corrupt {
-            int i = int32(in);
-            if (i < 0 || i >= branches.length) {
-                throw new Corrupt("union index " + i + " out of range [0, " + branches.length + ")");
-            }
-            return branches[i].read(in, keep);
+            return branches[index(in, branches.length, "union")].read(in, keep);
         }
+    }
+
+    /** A union's branch or an enum's symbol index, checked against the count. */
+    private static int index(In in, int count, String what) throws Corrupt {
+        int i = int32(in);
+        if (i < 0 || i >= count) {
+            throw new Corrupt(what + " index " + i + " out of range [0, " + count + ")");
+        }
+        return i;
+    }
+
+    /**
+     * Checks a block of n items of at least minSize bytes each against the bytes left (items of no bytes: at most
+     * MAX_EMPTY_ITEMS in all, counting the earlier blocks' {@code total}); returns the new total.
+     */
+    private static long items(In in, long n, long total, int minSize) throws Corrupt {
+        total += n;
+        if (minSize > 0 ? n > in.left() / minSize : total > MAX_EMPTY_ITEMS) {
+            throw new Corrupt("EOF: a block of " + n + " items in " + in.left() + " bytes");
+        }
+        return total;
     }
 
     /** The item count of the next array or map block: 0 at the end; a negative count's byte size is dropped. */
@@ -734,10 +748,7 @@ public abstract class AvroDecoder extends ScalarFunction {
             List<Object> out = keep ? new ArrayList<>() : null;
             long total = 0;
             for (long n = blockCount(in); n != 0; n = blockCount(in)) {
-                total += n;
-                if (itemMinSize > 0 ? n > in.left() / itemMinSize : total > MAX_EMPTY_ITEMS) {
-                    throw new Corrupt("EOF: an array block of " + n + " items in " + in.left() + " bytes");
-                }
+                total = items(in, n, total, itemMinSize);
                 for (long i = 0; i < n; i++) {
                     Object v = item.read(in, keep);
                     if (keep) {
@@ -760,9 +771,7 @@ public abstract class AvroDecoder extends ScalarFunction {
         Object read(In in, boolean keep) throws Corrupt {
             Map<String, Object> out = keep ? new HashMap<>() : null;
             for (long n = blockCount(in); n != 0; n = blockCount(in)) {
-                if (n > in.left()) { // each entry has a key of at least one byte
-                    throw new Corrupt("EOF: a map block of " + n + " entries in " + in.left() + " bytes");
-                }
+                items(in, n, 0, 1); // each entry has a key of at least one byte
                 for (long i = 0; i < n; i++) {
                     String k = (String) STRING.read(in, true);
                     Object v = value.read(in, keep);
@@ -800,13 +809,9 @@ public abstract class AvroDecoder extends ScalarFunction {
                 case T_INT:
                     int32(in);
                     return;
-                case T_ENUM: { // Avro Java checks a skipped enum's index too (fastavro does not)
-                    int i = int32(in);
-                    if (i < 0 || i >= t.names.length) {
-                        throw new Corrupt("enum index " + i + " out of range [0, " + t.names.length + ")");
-                    }
+                case T_ENUM: // Avro Java checks a skipped enum's index too (fastavro does not)
+                    index(in, t.names.length, "enum");
                     return;
-                }
                 case T_LONG:
                     int64(in);
                     return;
@@ -828,14 +833,9 @@ public abstract class AvroDecoder extends ScalarFunction {
                     need(in.b, in.pos, t.size);
                     in.pos += t.size;
                     return;
-                case T_UNION: {
-                    int i = int32(in);
-                    if (i < 0 || i >= t.children.length) {
-                        throw new Corrupt("union index " + i + " out of range [0, " + t.children.length + ")");
-                    }
-                    skip(t.children[i], in);
+                case T_UNION:
+                    skip(t.children[index(in, t.children.length, "union")], in);
                     return;
-                }
                 case T_ARRAY:
                 case T_MAP: {
                     Type item = t.children[0];
@@ -852,10 +852,7 @@ public abstract class AvroDecoder extends ScalarFunction {
                             in.pos += (int) size;
                             continue;
                         }
-                        total += n;
-                        if (min > 0 ? n > in.left() / min : total > MAX_EMPTY_ITEMS) {
-                            throw new Corrupt("EOF: a block of " + n + " items in " + in.left() + " bytes");
-                        }
+                        total = items(in, n, total, min);
                         for (long i = 0; i < n; i++) {
                             if (t.kind == T_MAP) {
                                 int k = length(in);
@@ -1152,7 +1149,7 @@ public abstract class AvroDecoder extends ScalarFunction {
         return (v >>> 1) ^ -(v & 1);
     }
 
-    private static String hex(byte[] b, int from, int n) {
+    static String hex(byte[] b, int from, int n) {
         StringBuilder s = new StringBuilder();
         for (int i = from; i < from + n; i++) {
             s.append(String.format("%02x", b[i] & 0xFF));
