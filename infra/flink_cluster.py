@@ -140,6 +140,8 @@ class FlinkCluster:
             "metrics.reporter.prom.factory.class": "org.apache.flink.metrics.prometheus.PrometheusReporterFactory",
             "metrics.reporter.prom.port": self.prom_ports,
             "metrics.reporter.prom.host": self.bind_host,
+            # The job's state as gauges (flink_jobmanager_job_runningState, ...): FlinkJobDown reads it.
+            "metrics.job.status.enable": "STATE",
             "restart-strategy.type": "fixed-delay",
             "restart-strategy.fixed-delay.attempts": 1000,
             "restart-strategy.fixed-delay.delay": "2 s",

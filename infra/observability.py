@@ -46,23 +46,48 @@ LOGS = RUN / "logs"
 # ---------------------------------------------------------------------------------------------------- config
 
 def port_map(cfg: Config) -> dict[int, int]:
-    """Default port in prometheus.yml -> the configured one."""
+    """Default port in prometheus.yml -> the configured one (the `flink` job's targets: flink_targets)."""
     d, m = MetricsConfig(), cfg.metrics
     return {d.prometheus_port: m.prometheus_port, d.producer_port: m.producer_port, d.job_port: m.job_port,
             d.dashboard_port: m.dashboard_port, d.lag_exporter_port: m.lag_exporter_port,
             d.sentiment_job_port: m.sentiment_job_port, d.posts_producer_port: m.posts_producer_port,
-            d.flink_reporter_port: m.flink_reporter_port, d.flink_reporter_port + 1: m.flink_reporter_port + 1}
+            d.flink_reporter_port: m.flink_reporter_port,
+            d.sentiment_flink_reporter_port: m.sentiment_flink_reporter_port}
+
+
+def flink_targets(cfg: Config, cluster: bool = False) -> list[dict[str, Any]]:
+    """The Flink reporters `make run` starts: each job's MiniCluster (one JVM, one port:
+    metrics.flink_reporter_port for the fraud job, sentiment_flink_reporter_port for the sentiment job), or with
+    `cluster` (`make run CLUSTER=1`) the standalone cluster's JobManager and TaskManager (flink_reporter_port and
+    the next port) in place of the fraud job's MiniCluster. The `service` label names the job either way."""
+    m = cfg.metrics
+    if cluster:
+        fraud = [{"targets": [f"127.0.0.1:{m.flink_reporter_port}"],
+                  "labels": {"service": "fraud-job", "component": "jobmanager"}},
+                 {"targets": [f"127.0.0.1:{m.flink_reporter_port + 1}"],
+                  "labels": {"service": "fraud-job", "component": "taskmanager"}}]
+    else:
+        fraud = [{"targets": [f"127.0.0.1:{m.flink_reporter_port}"],
+                  "labels": {"service": "fraud-job", "component": "minicluster"}}]
+    sentiment = [{"targets": [f"127.0.0.1:{m.sentiment_flink_reporter_port}"],
+                  "labels": {"service": "sentiment-job", "component": "minicluster"}}]
+    return fraud + (sentiment if (ROOT / "jobs" / "sentiment_job.py").exists() else [])
 
 
 def render_config(cfg: Config, *, jobs: Iterable[str] | None = None, scrape_interval: str | None = None,
-                  evaluation_interval: str | None = None) -> dict[str, Any]:
-    """prometheus.yml with the configured ports and absolute rule paths; `jobs` keeps only those scrape jobs."""
+                  evaluation_interval: str | None = None, cluster: bool = False) -> dict[str, Any]:
+    """prometheus.yml with the configured ports and absolute rule paths; `jobs` keeps only those scrape jobs;
+    `cluster`: the fraud job runs on the standalone cluster (flink_targets)."""
     data = yaml.safe_load(PROM_TEMPLATE.read_text())
     ports = port_map(cfg)
     keep = set(jobs) if jobs is not None else None
     scrapes = []
     for sc in data.get("scrape_configs", []):
         if keep is not None and sc["job_name"] not in keep:
+            continue
+        if sc["job_name"] == "flink":
+            sc["static_configs"] = flink_targets(cfg, cluster)
+            scrapes.append(sc)
             continue
         for static in sc.get("static_configs", []):
             targets = []
@@ -121,8 +146,9 @@ class PrometheusServer:
     retention: str = "2d"
 
     @classmethod
-    def from_config(cls, cfg: Config) -> "PrometheusServer":
-        conf = None if ports_are_default(cfg) else render_config(cfg)
+    def from_config(cls, cfg: Config, cluster: bool = False) -> "PrometheusServer":
+        """`cluster`: the fraud job runs on the standalone cluster (`make run CLUSTER=1`), see flink_targets."""
+        conf = None if ports_are_default(cfg) and not cluster else render_config(cfg, cluster=cluster)
         return cls(cfg.metrics.prometheus_port, RUN / "prometheus", conf)
 
     @property
@@ -279,8 +305,8 @@ class LagExporterService:
 # ------------------------------------------------------------------------------------------- library entry points
 # For infra/stack.py (`make run` / `make stop`): `prometheus_start(cfg)` and friends.
 
-def prometheus_start(cfg: Config | None = None) -> str:
-    return PrometheusServer.from_config(cfg or load_config()).start()
+def prometheus_start(cfg: Config | None = None, cluster: bool = False) -> str:
+    return PrometheusServer.from_config(cfg or load_config(), cluster=cluster).start()
 
 
 def prometheus_stop(cfg: Config | None = None) -> None:
@@ -307,17 +333,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("action", nargs="?", default="start", choices=["start", "stop", "status", "config"])
     ap.add_argument("--group", action="append", default=[], help="lag-exporter: another consumer group to watch")
     ap.add_argument("--interval", type=float, default=5.0, help="lag-exporter: seconds between polls")
+    ap.add_argument("--cluster", action="store_true",
+                    help="prometheus: scrape the standalone cluster's Flink processes, not the fraud job's MiniCluster "
+                         "(the default when `make run CLUSTER=1` runs the fraud job there)")
     args = ap.parse_args(argv)
     cfg = load_config()
     try:
         if args.service == "prometheus":
-            server = PrometheusServer.from_config(cfg)
+            from infra.stack import cluster_mode
+
+            server = PrometheusServer.from_config(cfg, cluster=cluster_mode(cfg, args.cluster))
             if args.action == "start":
                 server.start()
             elif args.action == "stop":
                 server.stop()
             elif args.action == "config":
-                print(yaml.safe_dump(server.config or render_config(cfg), sort_keys=False), end="")
+                print(yaml.safe_dump(server.config or render_config(cfg, cluster=args.cluster), sort_keys=False),
+                      end="")
             else:
                 print(server.status())
         else:

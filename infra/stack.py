@@ -97,9 +97,12 @@ def processes(cfg: Config, cluster: bool = False) -> list[Proc]:
     ]
     if (ROOT / "jobs" / "sentiment_job.py").exists():
         # Every process serves /metrics on its own port (infra/prometheus/prometheus.yml scrapes each): the sentiment
-        # job's Python workers read metrics.job_port from the environment, so this job gets sentiment_job_port there.
+        # job's Python workers read metrics.job_port from the environment, so this job gets sentiment_job_port there;
+        # likewise its MiniCluster's Flink reporter and REST endpoint (jobs/common.py local_cluster_settings).
         procs += [Proc("sentiment-job", [py, "jobs/sentiment_job.py"], multiprocess_metrics=True,
-                       env={"STREAMSCORE_METRICS__JOB_PORT": str(cfg.metrics.sentiment_job_port)}),
+                       env={"STREAMSCORE_METRICS__JOB_PORT": str(cfg.metrics.sentiment_job_port),
+                            "STREAMSCORE_METRICS__FLINK_REPORTER_PORT": str(cfg.metrics.sentiment_flink_reporter_port),
+                            "STREAMSCORE_FLINK__LOCAL_REST_PORT": str(cfg.flink.sentiment_rest_port)}),
                   Proc("posts-producer", [py, "-m", "pipelines.replay_posts", "--rate",
                                           os.environ.get("POSTS_RATE", "50"), "--loop",
                                           "--metrics-port", str(cfg.metrics.posts_producer_port)],
@@ -219,13 +222,18 @@ def all_topics(cfg: Config) -> tuple[list[str], list[str]]:
     return topics, [t.customer_profiles, t.terminal_profiles]
 
 
-def _prometheus(action: str) -> str | None:
+def _prometheus(action: str, cluster: bool = False) -> str | None:
+    """`cluster`: the fraud job runs on the standalone cluster, so Prometheus scrapes its JobManager and TaskManager
+    instead of the fraud job's MiniCluster (infra/observability.py render_config)."""
     try:
         from infra import observability
     except ImportError:
         return None
     cfg = load_config()
-    getattr(observability, f"prometheus_{action}")(cfg) if hasattr(observability, f"prometheus_{action}") else None
+    if action == "start":
+        observability.prometheus_start(cfg, cluster=cluster)
+    elif hasattr(observability, f"prometheus_{action}"):
+        getattr(observability, f"prometheus_{action}")(cfg)
     return f"http://127.0.0.1:{cfg.metrics.prometheus_port}"
 
 
@@ -253,7 +261,7 @@ def up(cfg: Config, cluster: bool = False) -> None:
         ClusterFraudJob(cfg).start()
     for p in processes(cfg, cluster):
         p.start()
-    prom = _prometheus("start")
+    prom = _prometheus("start", cluster=cluster)
     status(cfg, prom)
 
 

@@ -118,10 +118,64 @@ def flink_settings(cfg: Config, *, job_name: str, execution_mode: str | None = N
     return settings
 
 
+PROMETHEUS_REPORTER = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+LOCAL_LIB_DIR = ROOT / ".run" / "flink-local-lib"
+
+
+def on_cluster_client() -> bool:
+    """True when `flink run -py` runs this script: the client started PyFlink's gateway and says so in
+    PYFLINK_GATEWAY_PORT; a plain `python jobs/x.py` starts its own gateway JVM with a MiniCluster."""
+    return "PYFLINK_GATEWAY_PORT" in os.environ
+
+
+def local_cluster_settings(cfg: Config) -> dict[str, str]:
+    """The local MiniCluster's REST endpoint (flink.local_rest_port, loopback) and Flink's PrometheusReporter
+    (metrics.flink_reporter_port on metrics.host), with the job's state as gauges (runningState, restartingState, ...
+    next to numRestarts). Nothing under `flink run`: a rest.port there would redirect the submission, and a
+    cluster's reporters are its own (infra/flink_cluster.py)."""
+    if on_cluster_client():
+        return {}
+    settings = {"rest.address": "127.0.0.1", "rest.bind-address": "127.0.0.1", "metrics.job.status.enable": "STATE"}
+    if cfg.flink.local_rest_port:
+        settings["rest.port"] = settings["rest.bind-port"] = str(cfg.flink.local_rest_port)
+    if cfg.metrics.flink_reporter_port:
+        settings.update({"metrics.reporter.prom.factory.class": PROMETHEUS_REPORTER,
+                         "metrics.reporter.prom.host": cfg.metrics.host,
+                         "metrics.reporter.prom.port": str(cfg.metrics.flink_reporter_port)})
+    return settings
+
+
+def local_lib_dir() -> Path:
+    """pyflink/lib plus the Prometheus reporter that PyFlink ships in plugins/metrics-prometheus (the same Flink
+    release), as links. A MiniCluster finds reporters on its JVM's classpath only: it has no plugin manager, and
+    pipeline.jars is the user class loader, loaded after the reporters start. PyFlink's gateway puts
+    $FLINK_LIB_DIR/*.jar on that classpath (pyflink_gateway_server.construct_flink_classpath)."""
+    import pyflink
+
+    home = Path(pyflink.__file__).resolve().parent
+    jars = [*sorted((home / "lib").glob("*.jar")), *sorted((home / "plugins" / "metrics-prometheus").glob("*.jar"))]
+    LOCAL_LIB_DIR.mkdir(parents=True, exist_ok=True)
+    for link in LOCAL_LIB_DIR.iterdir():  # a jar of an earlier PyFlink
+        if link.is_symlink() and (not link.exists() or link.resolve() not in jars):
+            link.unlink(missing_ok=True)
+    for jar in jars:
+        try:
+            (LOCAL_LIB_DIR / jar.name).symlink_to(jar)
+        except FileExistsError:  # the other job, starting at the same time
+            pass
+    return LOCAL_LIB_DIR
+
+
 def prepare_process_env(cfg: Config) -> None:
     """Environment the local MiniCluster's JVM and Python workers inherit."""
     log_dir = cfg.path(cfg.flink.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
+    if not on_cluster_client():
+        import pyflink
+
+        # Without FLINK_HOME, PyFlink resets FLINK_LIB_DIR to its own lib (find_flink_home.py).
+        os.environ["FLINK_HOME"] = str(Path(pyflink.__file__).resolve().parent)
+        os.environ["FLINK_LIB_DIR"] = str(local_lib_dir())
     os.environ.setdefault("FLINK_LOG_DIR", str(log_dir))
     os.environ.setdefault("JVM_ARGS", f"-Xmx{cfg.flink.jvm_heap} {cfg.flink.jvm_opts}".strip())
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)
@@ -135,7 +189,8 @@ def create_envs(cfg: Config, *, job_name: str, extra: dict[str, str] | None = No
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import EnvironmentSettings, StreamTableEnvironment
 
-    settings = {**flink_settings(cfg, job_name=job_name, execution_mode=execution_mode), **(extra or {})}
+    settings = {**flink_settings(cfg, job_name=job_name, execution_mode=execution_mode),
+                **local_cluster_settings(cfg), **(extra or {})}
     conf = Configuration()
     for k, v in settings.items():
         conf.set_string(k, v)

@@ -112,6 +112,11 @@ class FlinkConfig:
     jars_dir: str = ".cache/flink-jars"
     # A remote cluster (host:port of the JobManager REST endpoint); empty means the local MiniCluster.
     jobmanager: str = ""
+    # The REST endpoint of a job's local MiniCluster, on loopback: where the dashboard and the tests read the job's
+    # state and restart count (0: a random port). `make run` starts the sentiment job with
+    # STREAMSCORE_FLINK__LOCAL_REST_PORT set to sentiment_rest_port. Not used on a cluster (its own rest.port).
+    local_rest_port: int = 8091
+    sentiment_rest_port: int = 8092
     # Kafka source consumer group and the start position for a job without a checkpoint.
     group_id: str = "streamscore-fraud"
     starting_offsets: str = "earliest"
@@ -211,7 +216,13 @@ class MetricsConfig:
     lag_exporter_port: int = 9404
     sentiment_job_port: int = 9405
     posts_producer_port: int = 9406  # pipelines/replay_posts.py
+    # Flink's own metrics (its PrometheusReporter: job state, numRestarts, checkpoints, records per task). The fraud
+    # job's: its local MiniCluster's reporter (jobs/common.py), or on the standalone cluster (`make run CLUSTER=1`)
+    # the JobManager's, the TaskManager taking the next port. 0: no reporter (the tests' jobs).
     flink_reporter_port: int = 9249
+    # The sentiment job's MiniCluster reporter: `make run` starts that job with STREAMSCORE_METRICS__FLINK_REPORTER_PORT
+    # set to this (as with job_port); apart from flink_reporter_port + 1, which a cluster's TaskManager takes.
+    sentiment_flink_reporter_port: int = 9251
     prometheus_port: int = 9090
 
 
@@ -347,6 +358,10 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("replay: linger_ms and pace_slack_ms must be >= 0")
     if cfg.flink.parallelism < 1:
         raise ConfigError("flink: parallelism must be >= 1")
+    for name in ("local_rest_port", "sentiment_rest_port"):
+        if not 0 <= getattr(cfg.flink, name) <= 65535:
+            raise ConfigError(f"flink: {name} must be a port number 0-65535 (0: a random port), not "
+                              f"{getattr(cfg.flink, name)}")
     if cfg.kafka.partitions < 1:
         raise ConfigError("kafka: partitions must be >= 1")
     if not cfg.metrics.host.strip():

@@ -19,8 +19,12 @@ def job_env(tmp_path: Path, extra: dict[str, str] | None = None) -> dict[str, st
     env["STREAMSCORE_FLINK__LOG_DIR"] = str(tmp_path / "flink-logs")
     env["STREAMSCORE_FLINK__CHECKPOINT_DIR"] = str(tmp_path / "checkpoints")
     env["STREAMSCORE_FLINK__CHECKPOINT_INTERVAL_MS"] = env.get("STREAMSCORE_FLINK__CHECKPOINT_INTERVAL_MS", "1000")
-    # Jobs in tests export no Prometheus endpoint of their own (ports would clash between tests).
+    # Jobs in tests export no Prometheus endpoint of their own (ports would clash between tests), neither from
+    # their Python workers nor from Flink's reporter; their MiniCluster's REST endpoint is on a random port unless
+    # RunningJob gives it one.
     env["STREAMSCORE_METRICS__JOB_PORT"] = "0"
+    env["STREAMSCORE_METRICS__FLINK_REPORTER_PORT"] = "0"
+    env["STREAMSCORE_FLINK__LOCAL_REST_PORT"] = "0"
     env.update(extra or {})
     if env["STREAMSCORE_METRICS__JOB_PORT"] != "0":
         # A job that serves /metrics: its Python workers are several processes, and the one that binds the port
@@ -55,11 +59,27 @@ def run_job(script: str, tmp_path: Path, *args: str, timeout: float = 300, env: 
 
 
 class RunningJob:
-    """An unbounded job in the background, in its own process group so it can be killed whole."""
+    """An unbounded job in the background, in its own process group so it can be killed whole.
+
+    Its MiniCluster's REST endpoint listens on a free loopback port (`rest_url`; or the
+    STREAMSCORE_FLINK__LOCAL_REST_PORT given in `env`), so a test can read the job's state:
+
+    - `num_restarts()`: how many times Flink has restarted the running job (its `numRestarts` metric, read from
+      the REST API). 0 for a job that never failed; a test that requires "the job never restarts" asserts
+      `job.num_restarts() == 0` after its traffic (a restart loop shows as a growing number). Waits up to
+      `timeout` seconds for the job to be submitted; raises if the job or its endpoint is gone.
+    - `status()`: the job's id, name, state (RUNNING, RESTARTING, ...) and restart count (pipelines/flink_rest.py).
+    """
 
     def __init__(self, script: str, tmp_path: Path, *args: str, env: dict[str, str] | None = None):
+        from infra.services import free_port
+
         self.tmp_path = tmp_path
         self.log = open(tmp_path / f"{Path(script).stem}.out", "ab")
+        env = dict(env or {})
+        if env.get("STREAMSCORE_FLINK__LOCAL_REST_PORT", "0") == "0":
+            env["STREAMSCORE_FLINK__LOCAL_REST_PORT"] = str(free_port())
+        self.rest_url = f"http://127.0.0.1:{env['STREAMSCORE_FLINK__LOCAL_REST_PORT']}"
         full_env = job_env(tmp_path, env)
         _fresh_metrics_dir(full_env)
         self.proc = subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=ROOT,
@@ -68,6 +88,29 @@ class RunningJob:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def status(self, timeout: float = 120.0):
+        """The job's pipelines.flink_rest.JobStatus, once its MiniCluster answers and lists it (up to `timeout`
+        seconds: the JVM, the Python workers and the first job take a while to start)."""
+        from pipelines.flink_rest import FlinkRestError, job_status
+
+        deadline = time.time() + timeout
+        while True:
+            if not self.alive():
+                raise AssertionError(f"the job exited ({self.proc.returncode})\n{self.output()}")
+            try:
+                st = job_status(self.rest_url)
+                if st is not None:
+                    return st
+            except FlinkRestError:
+                pass
+            if time.time() > deadline:
+                raise AssertionError(f"no job on {self.rest_url} within {timeout:.0f}s\n{self.output()}")
+            time.sleep(0.5)
+
+    def num_restarts(self, timeout: float = 120.0) -> int:
+        """How many times Flink restarted this job since it was submitted (its numRestarts metric)."""
+        return self.status(timeout).restarts
 
     def output(self) -> str:
         self.log.flush()

@@ -45,12 +45,17 @@ def test_generated_config_with_other_ports(tmp_path: Path) -> None:
     from infra.observability import render_config
 
     cfg = Config().with_overrides({"metrics": {"lag_exporter_port": 19404, "flink_reporter_port": 19249,
+                                               "sentiment_flink_reporter_port": 19251,
                                                "prometheus_port": 19090, "sentiment_job_port": 19405,
                                                "posts_producer_port": 19406}})
     conf = render_config(cfg)
     targets = {sc["job_name"]: [t for s in sc["static_configs"] for t in s["targets"]] for sc in conf["scrape_configs"]}
     assert targets["lag-exporter"] == ["127.0.0.1:19404"]
-    assert targets["flink"] == ["127.0.0.1:19249", "127.0.0.1:19250"]
+    assert targets["flink"] == ["127.0.0.1:19249", "127.0.0.1:19251"]  # the two jobs' MiniClusters
+    on_cluster = render_config(cfg, cluster=True)
+    flink = next(sc for sc in on_cluster["scrape_configs"] if sc["job_name"] == "flink")["static_configs"]
+    assert [(s["targets"], s["labels"]["component"]) for s in flink] == [
+        (["127.0.0.1:19249"], "jobmanager"), (["127.0.0.1:19250"], "taskmanager"), (["127.0.0.1:19251"], "minicluster")]
     assert targets["prometheus"] == ["127.0.0.1:19090"]
     assert targets["producer"] == ["127.0.0.1:9401", "127.0.0.1:19406"]
     assert targets["job-workers"] == ["127.0.0.1:9402", "127.0.0.1:19405"]
@@ -64,7 +69,7 @@ def test_scrape_targets_match_the_configured_ports() -> None:
     m = Config().metrics
     targets = {t for sc in conf["scrape_configs"] for s in sc["static_configs"] for t in s["targets"]}
     ports = (m.producer_port, m.job_port, m.dashboard_port, m.lag_exporter_port, m.sentiment_job_port,
-             m.posts_producer_port, m.flink_reporter_port, m.flink_reporter_port + 1, m.prometheus_port)
+             m.posts_producer_port, m.flink_reporter_port, m.sentiment_flink_reporter_port, m.prometheus_port)
     for port in ports:
         assert f"127.0.0.1:{port}" in targets
     assert len(targets) == len(ports), "a scrape target on a port no MetricsConfig key names"
@@ -98,6 +103,40 @@ def test_every_port_the_local_stack_serves_is_scraped_once() -> None:
     targets = [t for sc in conf["scrape_configs"] for s in sc["static_configs"] for t in s["targets"]]
     for name, port in served.items():
         assert targets.count(f"127.0.0.1:{port}") == 1, name
+
+
+def test_flink_targets_are_what_make_run_starts() -> None:
+    """The checked-in `flink` targets are infra/observability.py's for `make run` (a MiniCluster per job, each with
+    its reporter port), and each of those is the port that job's MiniCluster is given (jobs/common.py, infra/stack.py
+    for the sentiment job): a target nobody serves would keep FlinkJobDown/FlinkTargetDown firing."""
+    from infra import stack
+    from infra.observability import flink_targets
+    from jobs.common import local_cluster_settings
+    from pipelines.config import load_config
+
+    conf = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    flink = next(sc for sc in conf["scrape_configs"] if sc["job_name"] == "flink")
+    assert flink["static_configs"] == flink_targets(Config())
+    served = {}
+    for p in stack.processes(Config()):
+        if p.name.endswith("-job"):
+            job_cfg = load_config(environ={k: v for k, v in p.env.items() if k.startswith("STREAMSCORE_")})
+            served[p.name] = local_cluster_settings(job_cfg)["metrics.reporter.prom.port"]
+    scraped = {s["labels"]["service"]: s["targets"][0].rpartition(":")[2] for s in flink["static_configs"]}
+    assert served == scraped
+
+
+def test_every_alert_has_a_runbook_entry() -> None:
+    """docs/runbook.md has a section per alert (`## <AlertName>`) saying what it means, what to check, what to do."""
+    text = (ROOT / "docs" / "runbook.md").read_text()
+    sections = {line[3:].strip() for line in text.splitlines() if line.startswith("## ")}
+    alerts = {rule["alert"] for path in sorted((PROM / "rules").glob("*.yml"))
+              for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"] if "alert" in rule}
+    assert alerts <= sections, f"alerts without a runbook entry: {sorted(alerts - sections)}"
+    for alert in alerts:
+        body = text.split(f"## {alert}\n", 1)[1].split("\n## ", 1)[0]
+        for part in ("Means", "Check", "Do"):
+            assert f"**{part}**" in body, f"docs/runbook.md {alert}: no **{part}**"
 
 
 def _metric_label_names() -> set[str]:
