@@ -119,7 +119,8 @@ def build() -> dict:
                 "rejected {{reason}}", "D")], 6, y, w=10, unit="ops"))
     p.append(_panel(24, "Scrape targets up", [
         _target("up", "{{job}} {{instance}}", instant=True, fmt="table")], 16, y, w=8, kind="table",
-        description="1 = Prometheus scrapes the target; FlinkJobDown fires when no Flink process answers.")); y += 8
+        description="1 = Prometheus scrapes the target; FlinkTargetDown fires when one has not answered for 5 "
+                    "minutes.")); y += 8
     p.append(_panel(25, "Flink checkpoints", [
         _target("flink_jobmanager_job_lastCheckpointDuration / 1000", "last checkpoint duration (s) {{job_name}}"),
         _target("flink_jobmanager_job_numberOfFailedCheckpoints", "failed checkpoints {{job_name}}", "B")],
@@ -128,6 +129,15 @@ def build() -> dict:
         _target("sum by (task_name) (flink_taskmanager_job_task_numRecordsInPerSecond)", "in {{task_name}}"),
         _target("sum by (task_name) (flink_taskmanager_job_task_numRecordsOutPerSecond)", "out {{task_name}}", "B")],
         12, y, unit="ops")); y += 8
+    p.append(_panel(27, "Flink job restarts and state", [
+        _target("max by (service, job_name) (flink_jobmanager_job_numRestarts)", "restarts {{job_name}}"),
+        _target("sum by (service, job_name) (increase(flink_jobmanager_job_numRestarts[1m]))",
+                "restarts in the last minute {{job_name}}", "B"),
+        _target("max by (service, job_name) (flink_jobmanager_job_runningState)", "RUNNING (1) {{job_name}}", "C")],
+        0, y, w=24, unit="short",
+        description="Flink's numRestarts per job (each job's MiniCluster or the cluster's JobManager). "
+                    "FlinkJobRestartLoop fires at 2 restarts in a minute, FlinkJobDown when a job has not been "
+                    "RUNNING for a minute (docs/runbook.md).")); y += 8
 
     return {
         "uid": "streamscore-overview", "title": "streamscore", "tags": ["streamscore"], "timezone": "browser",
