@@ -21,25 +21,12 @@ from pipelines import kafka_util
 from pipelines.config import Config
 from pipelines.serde import serde
 from tests.flink_util import RunningJob
+from tests.integration.test_prometheus_server import _wait
 from tests.pipeline_util import write_test_model
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("prometheus") is None and not Path("/usr/bin/prometheus").exists(),
                                  reason="prometheus is not installed (apt-get install prometheus)")]
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except OSError as exc:
-            last = exc
-        time.sleep(0.5)
-    raise AssertionError(f"{what} not reached within {timeout:.0f}s (last: {last!r})")
 
 
 def _scrape(port: int) -> str:
