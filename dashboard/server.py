@@ -16,6 +16,10 @@
   ``--slow-timeout`` seconds ("stalled"), or whose queue stayed full for that long ("lagging"), is closed with code
   1008 and a reason, counted in ``streamscore_dashboard_disconnects_total{reason}``. The transport buffer above the
   kernel is capped by ``write_limit`` and the kernel send buffer by ``--sndbuf``, so memory per client is bounded.
+* The fraud job's state and restart count (the ``job`` panel) come from Flink's REST API at ``--flink-rest``
+  (default: the fraud job's MiniCluster on loopback, ``flink.local_rest_port``, or ``flink.jobmanager``), polled
+  every ``--job-interval`` seconds by the server, never by the browser: the page still reads nothing but the
+  authenticated WebSocket.
 * Client messages are JSON objects with a ``type``: ``{"type": "ping", "id": 1}`` -> ``pong``;
   ``{"type": "subscribe", "panels": ["histogram", ...]}`` -> ``subscribed``. Anything else gets an
   ``{"type": "error", ...}`` frame and the connection stays open.
@@ -78,6 +82,10 @@ class Settings:
     write_limit: int = 32 * 1024
     max_clients: int = 2000
     metrics_port: int = 0
+    # Flink's REST API to read the fraud job's state from ("": the job panel says NOT WATCHED), and the job's name.
+    flink_rest: str = ""
+    job_name: str = "streamscore-fraud"
+    job_interval: float = 2.0
     lag_interval: float = 2.0
 
 
@@ -371,6 +379,21 @@ class Dashboard:
                     log.exception("could not apply a %s record", kind)
                     st.add_decode_error()
 
+    async def _job_loop(self) -> None:
+        """Reads the fraud job's state and restart count from Flink's REST API into the state (in a thread: the
+        HTTP call blocks)."""
+        from pipelines.flink_rest import FlinkRestError, job_status
+
+        while True:
+            try:
+                st = await asyncio.to_thread(job_status, self.s.flink_rest, self.s.job_name, 2.0)
+                self.state.set_job(st.as_dict() if st else None, name=self.s.job_name)
+            except FlinkRestError as exc:
+                self.state.set_job(None, error=str(exc), name=self.s.job_name)
+            except Exception:  # an odd answer must not stop the dashboard
+                log.exception("could not read the job's state from %s", self.s.flink_rest)
+            await asyncio.sleep(self.s.job_interval)
+
     def _on_offsets(self, rows: list[dict], inputs: dict[str, int]) -> None:
         now = time.time()
         self.state.set_lag(rows, now)
@@ -385,6 +408,8 @@ class Dashboard:
                                   self._on_offsets, lag_interval=self.s.lag_interval)
         self.source.start()
         self._tasks = [asyncio.create_task(self._apply_loop()), asyncio.create_task(self._broadcast_loop())]
+        if self.s.flink_rest:
+            self._tasks.append(asyncio.create_task(self._job_loop()))
         try:
             async with serve(self.handler, self.s.host, self.s.port, process_request=self.process_request,
                              compression=None, max_size=16 * 1024, max_queue=16, write_limit=self.s.write_limit,
@@ -428,6 +453,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds a client may stay stalled or coalescing before it is disconnected")
     p.add_argument("--sndbuf", type=int, default=128 * 1024, help="kernel send buffer per client socket, 0 = OS")
     p.add_argument("--max-clients", type=int, default=2000)
+    p.add_argument("--flink-rest", help="Flink REST URL to read the fraud job's state from, '' = none (default: "
+                                        "http://<flink.jobmanager>, else http://127.0.0.1:<flink.local_rest_port>)")
+    p.add_argument("--job-name", default="streamscore-fraud", help="the Flink job whose state the dashboard shows")
+    p.add_argument("--job-interval", type=float, default=2.0, help="seconds between reads of the job's state")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -444,8 +473,14 @@ def settings_from(args: argparse.Namespace, cfg: Config) -> Settings:
     token = args.token if args.token is not None else d.token
     if not token:
         raise ConfigError("dashboard.token is empty; set STREAMSCORE_DASHBOARD__TOKEN or --token")
-    if args.interval <= 0 or args.slow_timeout <= 0:
-        raise ConfigError("--interval and --slow-timeout must be positive")
+    if args.interval <= 0 or args.slow_timeout <= 0 or args.job_interval <= 0:
+        raise ConfigError("--interval, --slow-timeout and --job-interval must be positive")
+    if args.flink_rest is not None:
+        flink_rest = args.flink_rest.rstrip("/")
+    elif cfg.flink.jobmanager:
+        flink_rest = cfg.flink.jobmanager if "://" in cfg.flink.jobmanager else f"http://{cfg.flink.jobmanager}"
+    else:
+        flink_rest = f"http://127.0.0.1:{cfg.flink.local_rest_port}" if cfg.flink.local_rest_port else ""
     return Settings(host=args.host or d.host, port=args.port if args.port is not None else d.port, token=token,
                     allowed_origins=d.allowed_origins,
                     send_queue=args.send_queue if args.send_queue is not None else d.send_queue,
@@ -453,7 +488,8 @@ def settings_from(args: argparse.Namespace, cfg: Config) -> Settings:
                     topics=SourceTopics.from_config(topics), group=args.group, interval=args.interval,
                     slow_timeout=args.slow_timeout, sndbuf=args.sndbuf, max_clients=args.max_clients,
                     metrics_port=(args.metrics_port if args.metrics_port is not None
-                                  else cfg.metrics.dashboard_port))
+                                  else cfg.metrics.dashboard_port),
+                    flink_rest=flink_rest, job_name=args.job_name, job_interval=args.job_interval)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,9 @@ broadcast tick. Every structure here is bounded, whatever the input rate or the 
   itself could not decode.
 * latency: p50 / p99 of ``scored_at - produced_at`` over the last ``latency_samples`` scores, per pipeline.
 * lag: rows per partition given by the lag poller (log-end offset minus the dashboard group's committed offset).
+* job: the fraud job's state (RUNNING, RESTARTING, ...) and its restart count (Flink's numRestarts) as the server's
+  poller last read them from Flink's REST API (``set_job``); UNREACHABLE when the endpoint did not answer, NO JOB
+  when it lists none, NOT WATCHED when the server has no endpoint to ask.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import time
 from collections import OrderedDict, deque
 from typing import Any, Iterable, Mapping
 
-PANELS = ("throughput", "histogram", "decisions", "sentiment", "counts", "latency", "lag")
+PANELS = ("throughput", "histogram", "decisions", "sentiment", "counts", "latency", "lag", "job")
 DECISIONS = ("APPROVE", "REVIEW", "DECLINE")
 
 
@@ -102,6 +105,8 @@ class DashboardState:
         self.lag: list[dict[str, Any]] = []
         self.lag_updated: float | None = None
         self.last_event: float | None = None
+        self.job: dict[str, Any] = {"state": "NOT WATCHED", "restarts": None, "name": None, "job_id": None,
+                                    "error": None, "updated": None}
 
     # ------------------------------------------------------------------------------------------------ inputs
 
@@ -229,6 +234,18 @@ class DashboardState:
         self.lag = [dict(r) for r in rows][:256]
         self.lag_updated = time.time() if now is None else now
 
+    def set_job(self, status: Mapping[str, Any] | None, error: str | None = None, name: str | None = None,
+                now: float | None = None) -> None:
+        """The poller's latest reading: a pipelines.flink_rest.JobStatus as a dict, or None with the `error` of an
+        endpoint that did not answer (None and no error: it answered and lists no job `name`)."""
+        now = time.time() if now is None else now
+        if status is not None:
+            self.job = {"state": str(status.get("state")), "restarts": int(status.get("restarts") or 0),
+                        "name": status.get("name"), "job_id": status.get("job_id"), "error": None, "updated": now}
+        else:
+            self.job = {"state": "UNREACHABLE" if error else "NO JOB", "restarts": None, "name": name,
+                        "job_id": None, "error": (error or "")[:200] or None, "updated": now}
+
     # ---------------------------------------------------------------------------------------------- snapshot
 
     def out_rate(self, now: float, window: int = 3) -> float:
@@ -287,3 +304,6 @@ class DashboardState:
     def _panel_lag(self, now: float) -> dict[str, Any]:
         return {"partitions": self.lag, "total": sum(max(0, int(r.get("lag") or 0)) for r in self.lag),
                 "updated": self.lag_updated}
+
+    def _panel_job(self, now: float) -> dict[str, Any]:
+        return dict(self.job)

@@ -65,6 +65,8 @@ def run_server(bootstrap: str, log_dir: Path, *, token: str = "test-token", topi
     for key, name in (topics or {}).items():
         cmd += ["--topic", f"{key}={name}"]
     cmd += extra or []
+    if "--flink-rest" not in cmd:  # not the default (make run's fraud job on loopback): no job panel unless given
+        cmd += ["--flink-rest", ""]
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"dashboard-{port}.log"
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}

@@ -108,7 +108,10 @@ def processes(cfg: Config, cluster: bool = False) -> list[Proc]:
                                           "--metrics-port", str(cfg.metrics.posts_producer_port)],
                        url=f"http://127.0.0.1:{cfg.metrics.posts_producer_port}/metrics")]
     if (ROOT / "dashboard" / "server.py").exists():
-        procs.append(Proc("dashboard", [py, "-m", "dashboard.server"],
+        # The dashboard shows the fraud job's state and restart count from Flink's REST API: by default the fraud
+        # job's MiniCluster (flink.local_rest_port); on the standalone cluster its JobManager.
+        dash_args = ["--flink-rest", local_cluster(cfg).rest_url] if cluster else []
+        procs.append(Proc("dashboard", [py, "-m", "dashboard.server", *dash_args],
                           url=f"http://{cfg.dashboard.host}:{cfg.dashboard.port}/?token={cfg.dashboard.token}"))
     if (ROOT / "pipelines" / "lag_exporter.py").exists():
         procs.append(Proc("lag-exporter", [py, "-m", "pipelines.lag_exporter"],

@@ -247,11 +247,23 @@ function renderLag(p) {
       color: (i) => PALETTE[topics.indexOf(rows[i].topic) % PALETTE.length] });
 }
 
+// The fraud job's state and restart count, as the server last read them from Flink's REST API.
+function renderJob(p) {
+  setText("job-state", p.state || "–");
+  setText("job-restarts", fmtInt(p.restarts));
+  const el = $("job-state");
+  const title = p.error || (p.job_id ? `${p.name} ${p.job_id}` : "");
+  if (el && el.title !== title) el.title = title;
+  const kpi = $("job-kpi");
+  const cls = p.state === "RUNNING" ? (p.restarts ? "kpi warn" : "kpi") : (p.state === "NOT WATCHED" ? "kpi" : "kpi bad");
+  if (kpi && kpi.className !== cls) kpi.className = cls;
+}
+
 const SHORT = { fraud_score: "fraud", sentiment_score: "sent", trend: "trend", late_transaction: "late-tx",
   late_post: "late-post", dead_letter: "dlq" };
 
 const RENDER = { throughput: renderThroughput, histogram: renderHistogram, decisions: renderDecisions,
-  sentiment: renderSentiment, counts: renderCounts, latency: renderLatency, lag: renderLag };
+  sentiment: renderSentiment, counts: renderCounts, latency: renderLatency, lag: renderLag, job: renderJob };
 
 function render(msg) {
   last = msg;

@@ -93,7 +93,8 @@ def test_dashboard_shows_the_running_pipeline(kafka_bootstrap, redis_url, topic_
     drv = None
     replay = None
     try:
-        with testkit.run_server(kafka_bootstrap, tmp_path / "logs", topics=topics) as server:
+        with testkit.run_server(kafka_bootstrap, tmp_path / "logs", topics=topics,
+                                extra=["--flink-rest", job.rest_url, "--job-interval", "1"]) as server:
             drv = driver()
             drv.get(server.url)
             state = lambda: drv.find_element(By.ID, "connection-status").get_attribute("data-state")  # noqa: E731
@@ -108,6 +109,9 @@ def test_dashboard_shows_the_running_pipeline(kafka_bootstrap, redis_url, topic_
                 return as_int(drv, "fraud-scores-total") or 0
 
             wait(lambda: on_screen() > 0, left(), "the job's first scores on screen")
+            # The job's state and restart count, read by the server from the job's MiniCluster REST API.
+            wait(lambda: drv.find_element(By.ID, "job-state").text == "RUNNING", 30, "the job RUNNING on screen")
+            assert drv.find_element(By.ID, "job-restarts").text == str(job.num_restarts()) == "0"
 
             def caught_up() -> None:
                 # The late events go out once the job has scored (so passed) nearly everything before them.

@@ -277,3 +277,74 @@ def test_source_replaces_a_wedged_consumer(monkeypatch):
     finally:
         src.stop()
         loop.close()
+
+
+def test_job_panel_shows_state_and_restarts():
+    st = DashboardState(start=T0)
+    assert st.snapshot(T0, ["job"])["job"]["state"] == "NOT WATCHED"
+    st.set_job({"job_id": "ab", "name": "streamscore-fraud", "state": "RESTARTING", "restarts": 3}, now=T0)
+    job = st.snapshot(T0, ["job"])["job"]
+    assert (job["state"], job["restarts"], job["job_id"], job["updated"]) == ("RESTARTING", 3, "ab", T0)
+    st.set_job(None, error="http://127.0.0.1:1/jobs/overview: refused", name="streamscore-fraud", now=T0 + 1)
+    job = st.snapshot(T0 + 1, ["job"])["job"]
+    assert job["state"] == "UNREACHABLE" and job["restarts"] is None and "refused" in job["error"]
+    st.set_job(None, name="streamscore-fraud", now=T0 + 2)
+    assert st.snapshot(T0 + 2, ["job"])["job"]["state"] == "NO JOB"
+
+
+def test_dashboard_reads_the_job_from_flink_rest():
+    """The server polls Flink's REST API (here a stand-in serving the two calls it makes) into the job panel; the
+    newest live job of the name wins over an older finished one."""
+    import asyncio
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from dashboard.server import parse_args, settings_from
+    from pipelines.config import Config
+
+    class Rest(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/jobs/overview":
+                body = {"jobs": [
+                    {"jid": "old", "name": "streamscore-fraud", "state": "CANCELED", "start-time": 1},
+                    {"jid": "j1", "name": "streamscore-fraud", "state": "RUNNING", "start-time": 2},
+                    {"jid": "s1", "name": "streamscore-sentiment", "state": "RUNNING", "start-time": 3}]}
+            elif self.path == "/jobs/j1/metrics?get=numRestarts":
+                body = [{"id": "numRestarts", "value": "4"}]
+            else:
+                self.send_error(404)
+                return
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *a):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Rest)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        args = parse_args(["--flink-rest", f"http://127.0.0.1:{httpd.server_port}", "--job-interval", "0.1"])
+        d = _dashboard()
+        d.s = settings_from(args, Config())
+
+        async def go():
+            task = asyncio.create_task(d._job_loop())
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if d.state.job["state"] != "NOT WATCHED":
+                    break
+            task.cancel()
+
+        asyncio.run(go())
+        job = d.state.snapshot(T0, ["job"])["job"]
+        assert (job["state"], job["restarts"], job["job_id"]) == ("RUNNING", 4, "j1")
+    finally:
+        httpd.shutdown()
+    # Defaults: the fraud job's MiniCluster on loopback, or the configured JobManager; '' turns it off.
+    assert settings_from(parse_args([]), Config()).flink_rest == f"http://127.0.0.1:{Config().flink.local_rest_port}"
+    cluster = Config().with_overrides({"flink": {"jobmanager": "127.0.0.1:8081"}})
+    assert settings_from(parse_args([]), cluster).flink_rest == "http://127.0.0.1:8081"
+    assert settings_from(parse_args(["--flink-rest", ""]), Config()).flink_rest == ""
