@@ -36,7 +36,7 @@ from collections import Counter, defaultdict
 
 import pandas as pd
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from pipelines import kafka_util
@@ -46,6 +46,7 @@ from pipelines.serde import FLOAT32_MAX, FLOAT32_MIN_NORMAL, serde
 from tests import fuzz_util as fz
 from tests.flink_util import RunningJob
 from tests.integration.test_poison_record import FAILOVER, RUNNING
+from tests.integration.test_sentiment_job import sentiment_model_dir  # noqa: F401 (a fixture)
 from tests.pipeline_util import scrape, select, total, write_test_model
 from tests.unit.test_java_decoder import NEGATIVE_UNION, OVERLONG, OVERLONG_INT, SKIPPED_ENUM
 from udfs.routing import BatchDecoder
@@ -65,6 +66,21 @@ def java_stricter(reason: str | None, error: str) -> bool:
     """The documented cases where the JVM decoder refuses (corrupt-avro) what fastavro reads."""
     return reason == "corrupt-avro" and (error.endswith((OVERLONG, OVERLONG_INT)) or bool(NEGATIVE_UNION.search(error))
                                          or bool(SKIPPED_ENUM.search(error)))
+
+
+def job_restarts(job) -> int:
+    """Flink's numRestarts of the job (RunningJob.num_restarts, the REST API); 0 where this RunningJob has no
+    such reader (the logs are checked for failovers at the end either way)."""
+    reader = getattr(job, "num_restarts", None)
+    return reader() if reader is not None else 0
+
+
+def job_logs_have_no_failover(job, tmp_path, script_out: str) -> None:
+    logs = [p for p in (tmp_path / "flink-logs").glob("*") if p.is_file()] + [tmp_path / script_out]
+    text = "\n".join(p.read_text(errors="replace") for p in logs if p.exists())
+    assert RUNNING.search(text), "no state transitions in the job's logs"
+    failovers = [line[:300] for line in text.splitlines() if FAILOVER.search(line)]
+    assert not failovers, "the job failed over:\n" + "\n".join(failovers[:20])
 
 
 def scrape_totals(port: int, component: str) -> tuple[Counter, list]:
@@ -139,6 +155,30 @@ def fraud_batches(draw):
     }
 
 
+# One batch with every class, run first in each round (Hypothesis's explicit phase), so that even the short run
+# of `make test` meets them all.
+EVERY_MUTATION = [("random-bytes", b"\x00\xff" * 20), ("random-body", b"\x02\x04"), ("truncated", 15),
+                  ("bit-flip", [(12, 7), (20, 3)]), ("body-bit-flip", [(0, 0)]), ("byte-set", (30, 255)),
+                  ("unknown-fingerprint", b"\x00" * 8), ("bad-marker", b"\xc3\x00"), ("overlong-varint", (0, 6)),
+                  ("huge-length", (2**63 - 8, 3, b"EUR")), ("huge-length", (-5, 3, b"EUR")),
+                  ("trailing-bytes", b"\x00"), ("empty", None), ("null", None)]
+EVERY_FRAUD_CLASS = {
+    "good": [("a,b,c", None, 10.0), ("inf,1,1", "1,2", 20.0), (None, "1e-310,1,1", 30.0), ("5,1,2", "5,1,2", 40.0),
+             (None, None, 50.0)],
+    "values": [{"amount": a, "event_time": ("now", 0), "customer_id": None, "terminal_id": None, "currency": "EUR"}
+               for a in (math.nan, math.inf, -1.0, 1e-40, 3.5e38, MAX_AMOUNT * 2, 0.0, MAX_AMOUNT,
+                         FLOAT32_MIN_NORMAL)]
+    + [{"amount": 1.0, "event_time": t, "customer_id": c, "terminal_id": None, "currency": "€"}
+       for t, c in ((("far-future", MAX_FUTURE + 86_400_000), None), (("absolute", -1), None), (("absolute", 0), None),
+                    (("near-future", 3_600_000), None), (("now", 0), -1))],
+    "mutated": EVERY_MUTATION,
+    "labels": {"values": [{"label": 2, "label_time": ("now", 0)}, {"label": 1, "label_time": ("absolute", -1)},
+                          {"label": 0, "label_time": ("far-future", MAX_FUTURE + 86_400_000)}],
+               "mutated": EVERY_MUTATION[:4], "unknown": 2, "repeat": [2, 1]},
+    "crafted_50": True,
+}
+
+
 # ----------------------------------------------------------------------------------------------- the fraud job
 class FraudFuzz:
     def __init__(self, bootstrap: str, redis_url: str, tmp_path, port: int):
@@ -190,7 +230,7 @@ class FraudFuzz:
         kafka_util.delete_topics(self.bootstrap, self.topics)
 
     def restarts(self) -> int:
-        return self.job.num_restarts()
+        return job_restarts(self.job)
 
     # -- one batch
     def run_batch(self, plan: dict) -> None:
@@ -444,12 +484,7 @@ class FraudFuzz:
             f"scores differ from expected: extra {dict((scored - self.expected_scores).most_common(5))}, "
             f"missing {dict((self.expected_scores - scored).most_common(5))}")
         assert self.restarts() == 0, self.job.output()
-        logs = [p for p in (self.tmp_path / "flink-logs").glob("*") if p.is_file()] + \
-            [self.tmp_path / "fraud_job.out"]
-        text = "\n".join(p.read_text(errors="replace") for p in logs if p.exists())
-        assert RUNNING.search(text), "no state transitions in the job's logs"
-        failovers = [line[:300] for line in text.splitlines() if FAILOVER.search(line)]
-        assert not failovers, "the job failed over:\n" + "\n".join(failovers[:20])
+        job_logs_have_no_failover(self.job, self.tmp_path, "fraud_job.out")
         self.totals.verdicts["labels-unknown"] = hi
         self.totals.verdicts["labels-duplicate"] = self.labels_duplicate
 
@@ -473,11 +508,240 @@ def test_fuzz_fraud_job(fraud_fuzz):
     f = fraud_fuzz
 
     @given(plan=fraud_batches())
+    @example(plan=EVERY_FRAUD_CLASS)
     def fuzz_fraud_batch(plan):
         f.run_batch(plan)
 
     share = fz.fuzz_seconds() * 2 / 3
     fz.rounds(fuzz_fraud_batch, f.totals, seconds=share, short_examples=6)
+    f.finish()
+    f.totals.report()
+    assert f.totals.batches > 0 and sum(f.totals.hostile.values()) > 0
+
+
+# ----------------------------------------------------------------------------------------------- the sentiment job
+INVALID_UTF8 = st.one_of(st.sampled_from([b"\xff", b"\xfe", b"\xc3", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xed\xa0\x80",
+                                          b"\xf4\x90\x80\x80", b"\xf8\x88\x80\x80\x80", b"\x80", b"ok \xe2\x82"]),
+                         st.binary(min_size=1, max_size=24).filter(lambda b: not _utf8(b)))
+
+
+def _utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+CONTROL = st.text(alphabet=st.sampled_from("\x00\x01\x07\x08\t\n\r\x0b\x0c\x1b\x7f\u200b\u2028\u00a0 \u3000\ufeff"),
+                  max_size=40)
+TEXTS = st.one_of(  # (class, text): the reference decides which are dead letters
+    st.tuples(st.just("text"), st.text(max_size=200)),
+    st.tuples(st.just("control-only"), CONTROL),
+    st.tuples(st.just("empty-text"), st.just("")),
+    st.tuples(st.just("control-mixed"), st.tuples(CONTROL, st.text(min_size=1, max_size=20), CONTROL).map("".join)),
+    st.tuples(st.just("long-text"), st.tuples(st.sampled_from(["a", "é", "😀", "ab ", "\u0627"]),
+                                              st.integers(2_000, 10_000)).map(lambda t: (t[0] * t[1])[:10_000])),
+    st.tuples(st.just("huge-text"), st.tuples(st.sampled_from(["a", "é", "😀", " x"]),
+                                              st.integers(10_001, 200_000)).map(lambda t: t[0] * (t[1] // len(t[0]) + 1))),
+)
+
+
+EVERY_POST_CLASS = {
+    "good": ["a good day", "terrible service!!", "😀 ok", "مرحبا", "x" * 80],
+    "texts": [(("empty-text", ""), ("now", 0)), (("control-only", "\x00\x1b\u200b \t"), ("now", 0)),
+              (("control-mixed", "\x00ok\x07"), ("now", 0)), (("long-text", "é" * 10_000), ("now", 0)),
+              (("huge-text", "a" * 10_001), ("now", 0)), (("huge-text", "😀" * 200_000), ("now", 0)),
+              (("text", "fine"), ("far-future", MAX_FUTURE + 86_400_000)), (("text", "fine"), ("absolute", -1)),
+              (("text", "fine"), ("near-future", 3_600_000))],
+    "invalid_utf8": [("ok ", b"\xff", "text"), ("", b"\xed\xa0\x80", "author"), ("p", b"\xc0\xaf", "post_id")],
+    "mutated": EVERY_MUTATION,
+}
+
+
+@st.composite
+def post_batches(draw):
+    return {
+        "good": draw(st.lists(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]),
+                                      min_size=1, max_size=80).filter(lambda t: any(c.isalnum() for c in t)),
+                              min_size=1, max_size=20)),
+        "texts": draw(st.lists(st.tuples(TEXTS, TIMES), max_size=12)),
+        "invalid_utf8": draw(st.lists(st.tuples(st.text(max_size=10), INVALID_UTF8, st.sampled_from(["text", "author",
+                                                                                                    "post_id"])),
+                                      max_size=4)),
+        "mutated": draw(st.lists(fz.MUTATIONS, max_size=12)),
+    }
+
+
+class SentimentFuzz:
+    def __init__(self, bootstrap: str, tmp_path, port: int, model_dir):
+        self.bootstrap = bootstrap
+        self.posts_t, self.out_t, self.trends_t, self.late_t, self.dead_t = (
+            f"fuzz-{n}-{int(time.time() * 1000) % 10**9}" for n in ("posts", "sentiment", "trends", "plate", "pdead"))
+        self.topics = [self.posts_t, self.out_t, self.trends_t, self.late_t, self.dead_t]
+        kafka_util.ensure_topics(bootstrap, self.topics, partitions=2)
+        env = {"STREAMSCORE_SENTIMENT__MODEL_DIR": str(model_dir), "STREAMSCORE_SENTIMENT__DEVICE": "cpu",
+               "STREAMSCORE_METRICS__JOB_PORT": str(port)}
+        self.port, self.tmp_path = port, tmp_path
+        self.job = RunningJob("jobs/sentiment_job.py", tmp_path, "--bootstrap", bootstrap, "--source-topic",
+                              self.posts_t, "--out-topic", self.out_t, "--trends-topic", self.trends_t,
+                              "--late-topic", self.late_t, "--dead-topic", self.dead_t, "--group-id",
+                              f"g-{self.posts_t}", env=env)
+        self.producer = kafka_util.producer(bootstrap, **{"linger.ms": 5})
+        self.post = serde("social_post")
+        self.dec = BatchDecoder("social_post", MAX_FUTURE, MAX_AMOUNT)
+        self.scores = fz.Tail(bootstrap, self.out_t, serde("sentiment_score").decode)
+        self.dead = fz.Tail(bootstrap, self.dead_t, serde("dead_letter").decode)
+        self.late = fz.Tail(bootstrap, self.late_t, serde("late_event").decode)
+        self.n_batch = 0
+        self.n_post = 0
+        self.expected_dead: Counter = Counter()
+        self.expected_scores: Counter = Counter()
+        self.totals = fz.Totals("sentiment")
+
+    def close(self) -> None:
+        for t in (self.scores, self.dead, self.late):
+            t.close()
+        self.job.kill()
+        kafka_util.delete_topics(self.bootstrap, self.topics)
+
+    def run_batch(self, plan: dict) -> None:
+        self.n_batch += 1
+        b = self.n_batch
+        now = int(time.time() * 1000)
+
+        def post(text: str, event_time: int = now, **change) -> tuple[str, bytes]:
+            self.n_post += 1
+            pid = f"fz{b}-{self.n_post}"
+            return pid, self.post.encode({"post_id": pid, "author": "fuzz", "text": text, "topic": "fuzz",
+                                          "language": "en", "event_time": event_time, "produced_at": now, **change})
+
+        sent = []
+        for text in plan["good"]:
+            sent.append({"cls": "good", "raw": post(text)[1]})
+        for (cls, text), when in plan["texts"]:
+            off = when[1] if when[0] == "absolute" else now + when[1]
+            sent.append({"cls": f"{cls}:{when[0]}", "raw": post(text, off)[1]})
+        for prefix, bad, field in plan["invalid_utf8"]:
+            # a placeholder of the same byte length, then swapped for the invalid bytes
+            ph = "Q" * (len(prefix.encode()) + len(bad))
+            _, raw = post(ph) if field == "text" else post("hello", **{field: ph})
+            i = raw.index(ph.encode())
+            sent.append({"cls": f"invalid-utf8-{field}", "raw": raw[:i] + prefix.encode() + bad + raw[i + len(ph):]})
+        for m in plan["mutated"]:
+            sent.append({"cls": m[0], "raw": fz.apply_mutation(m, post("a valid post")[1], self.post.fingerprint)})
+        ref = self.dec(pd.Series([r["raw"] for r in sent], dtype=object), now_ms=now)
+        for i, (r, (_, want)) in enumerate(zip(sent, ref.iterrows())):
+            r["reason"], r["error"] = want["reason"], want["error"]
+            r["post_id"] = None if want["reason"] else want["post_id"]
+            r["event_time"] = None if want["reason"] else int(want["event_time"])
+            r["key"] = f"fzp{b}-{i}".encode()
+            if r["cls"] != "good":
+                self.totals.hostile[r["cls"].split(":")[0]] += 1
+        self.totals.good += len(plan["good"])
+
+        delivered: dict[bytes, tuple[int, int]] = {}
+
+        def on_delivery(err, msg):
+            assert err is None, err
+            delivered[msg.key()] = (msg.partition(), msg.offset())
+
+        for r in sent:
+            self.producer.produce(self.posts_t, r["raw"], key=r["key"], on_delivery=on_delivery)
+            self.producer.poll(0)
+        assert self.producer.flush(30) == 0
+        want = Counter(r["post_id"] for r in sent if r["reason"] is None)
+
+        def outcomes():
+            self.scores.poll(0.3), self.dead.poll(0.1), self.late.poll(0.1)
+            scored = Counter(s["post_id"] for _, s in self.scores.records)
+            dead_keys = {k for k, _ in self.dead.records}
+            late_keys = {k for k, _ in self.late.records}
+            missing = [r for r in sent if r["key"] not in dead_keys and r["key"] not in late_keys and (
+                r["reason"] is not None or scored[r["post_id"]] - self.expected_scores[r["post_id"]] < 1)]
+            if missing:
+                return (f"batch {b}: {len(missing)} of {len(sent)} posts have no outcome yet, e.g. "
+                        f"{[(m['cls'], m['reason'], m['raw'] and m['raw'][:60]) for m in missing[:3]]}")
+            return True
+
+        wait_for(outcomes, BATCH_TIMEOUT, f"posts batch {b}: every post scored, late or dead", self.job)
+        time.sleep(0.3)
+        self.scores.poll(0.5), self.dead.poll(0.2), self.late.poll(0.2)
+        dead, late = defaultdict(list), defaultdict(list)
+        for k, d in self.dead.records:
+            dead[k].append(d)
+        for k, e in self.late.records:
+            late[k].append(e)
+        for r in sent:
+            ds, ls = dead.get(r["key"], []), late.get(r["key"], [])
+            where = (r["cls"], r["raw"][:200] if r["raw"] else r["raw"], r["reason"], r["error"])
+            if r["reason"] is not None:
+                assert len(ds) == 1 and not ls, (where, ds, ls)
+                d = ds[0]
+                assert d["reason"] == r["reason"] and d["error"], (where, d["reason"], d["error"])
+                assert d["payload"] == (r["raw"] or b"") and d["source_topic"] == self.posts_t, where
+                assert (d["source_partition"], d["source_offset"]) == delivered[r["key"]], (where, d)
+                self.expected_dead[r["reason"]] += 1
+                self.totals.verdicts[f"dead:{r['reason']}"] += 1
+            else:
+                assert not ds, (where, ds)
+                if ls:
+                    assert len(ls) == 1 and r["event_time"] < now, (where, ls)
+                    want[r["post_id"]] -= 1
+                    self.totals.verdicts["late"] += 1
+                else:
+                    self.totals.verdicts["scored"] += 1
+        scored = Counter(s["post_id"] for _, s in self.scores.records)
+        for pid, n in want.items():
+            assert scored[pid] - self.expected_scores[pid] == n, f"posts batch {b}: {pid} scored " \
+                f"{scored[pid] - self.expected_scores[pid]} times, expected {n}"
+            self.expected_scores[pid] += n
+        for _, s in self.scores.records:
+            if s["post_id"] in want:
+                assert s["label"] in ("negative", "neutral", "positive") and all(
+                    math.isfinite(s[k]) for k in ("p_negative", "p_neutral", "p_positive")), s
+
+        def counters():
+            got, _ = scrape_totals(self.port, "sentiment-job")
+            return True if got == self.expected_dead else f"dead letters {dict(got)} != {dict(self.expected_dead)}"
+
+        wait_for(counters, 30, f"posts batch {b}: the job's counters", self.job)
+        assert job_restarts(self.job) == 0, f"posts batch {b}: the job restarted\n{self.job.output()}"
+        self.totals.batches += 1
+
+    def finish(self) -> None:
+        time.sleep(2)
+        self.scores.poll(1)
+        scored = Counter(s["post_id"] for _, s in self.scores.records)
+        assert scored == self.expected_scores, (
+            f"scores differ: extra {dict((scored - self.expected_scores).most_common(5))}, "
+            f"missing {dict((self.expected_scores - scored).most_common(5))}")
+        assert job_restarts(self.job) == 0, self.job.output()
+        job_logs_have_no_failover(self.job, self.tmp_path, "sentiment_job.out")
+
+
+@pytest.fixture(scope="module")
+def sentiment_fuzz(kafka_bootstrap, tmp_path_factory, sentiment_model_dir):
+    from infra.services import free_port
+
+    f = SentimentFuzz(kafka_bootstrap, tmp_path_factory.mktemp("fuzz-sentiment"), free_port(), sentiment_model_dir)
+    try:
+        f.run_batch({"good": ["warm up, a good day"] * 3, "texts": [], "invalid_utf8": [], "mutated": []})
+        f.totals = fz.Totals("sentiment")
+        yield f
+    finally:
+        f.close()
+
+
+def test_fuzz_sentiment_job(sentiment_fuzz):
+    f = sentiment_fuzz
+
+    @given(plan=post_batches())
+    @example(plan=EVERY_POST_CLASS)
+    def fuzz_posts_batch(plan):
+        f.run_batch(plan)
+
+    fz.rounds(fuzz_posts_batch, f.totals, seconds=fz.fuzz_seconds() / 3, short_examples=5)
     f.finish()
     f.totals.report()
     assert f.totals.batches > 0 and sum(f.totals.hostile.values()) > 0
