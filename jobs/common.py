@@ -87,6 +87,9 @@ def flink_settings(cfg: Config, *, job_name: str, execution_mode: str | None = N
         "table.exec.source.idle-timeout": f"{cfg.fraud.idleness_ms} ms",
         # The source's watermark is per Kafka partition; late rows are split off (udfs/routing.py) before any window.
         "table.exec.state.ttl": "0",
+        # Our feature functions bound their own state (udfs/java RollingFeatures reads these in open()).
+        "pipeline.global-job-parameters": (f"streamscore.fraud.state-ttl-ms:{cfg.fraud.state_ttl_ms},"
+                                           f"streamscore.fraud.max-rows-ahead:{cfg.fraud.max_rows_ahead}"),
         # Chained operators hand rows on without a defensive copy (JFR: RowDataSerializer.copy was 14% of the
         # JVM's CPU). Safe here: every operator in our jobs is a SQL or Python-UDF operator, which never keeps or
         # mutates a row it has emitted.

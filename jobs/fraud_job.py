@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jobs.common import create_envs, create_kafka_source, kafka_sink_ddl, restore_settings  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
-from udfs.features_sql import (FINAL_COLUMNS, UNKNOWN_LABELS_VIEW, feature_views, register_functions,  # noqa: E402
-                                sql_type)
+from udfs.features_sql import (DROPPED_VIEW, FINAL_COLUMNS, UNKNOWN_LABELS_VIEW, feature_views,  # noqa: E402
+                                register_functions, sql_type)
 from udfs.fraud_scoring import make_udf, make_unknown_label_counter  # noqa: E402
-from udfs.routing import add_counters, route_table  # noqa: E402
+from udfs.routing import add_counters, dropped_row_udf, route_table  # noqa: E402
 
 JOB_NAME = "streamscore-fraud"
 
@@ -63,6 +63,14 @@ def build(t_env, cfg, args):
         f"SELECT count_unknown_labels(terminal_id, label_time, unknown_labels, duplicate_labels) AS n "
         f"FROM {UNKNOWN_LABELS_VIEW}")
 
+    # Rows over a key's bound of rows ahead of the watermark (fraud.max_rows_ahead) were not added: dead letters.
+    t_env.create_temporary_function("dropped_row", dropped_row_udf(
+        "fraud-job", {"transaction": args.source_topic, "transaction_label": args.labels_topic},
+        cfg.fraud.max_rows_ahead))
+    dropped = t_env.sql_query(
+        f"SELECT ENCODE(CAST(transaction_id AS STRING), 'UTF-8') AS `key`, dropped_row(kind, key_kind, key_id, "
+        f"transaction_id, event_time) AS `value` FROM {DROPPED_VIEW}")
+
     t_env.create_temporary_function("score_fraud", make_udf())
     args_sql = ", ".join(f"CAST({c} AS {sql_type(c)})" for c in FINAL_COLUMNS)
     scores = t_env.sql_query(
@@ -73,7 +81,7 @@ def build(t_env, cfg, args):
     if args.decisions_topic:
         st.add_insert("decisions_sink", scores)
     st.add_insert("late_sink", tx.late.union_all(lb.late))
-    st.add_insert("dead_sink", tx.dead.union_all(lb.dead))
+    st.add_insert("dead_sink", tx.dead.union_all(lb.dead).union_all(dropped))
     add_counters(t_env, st, unknown, tx.counted, lb.counted)
     return st
 

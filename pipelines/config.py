@@ -141,6 +141,14 @@ class FraudConfig:
     idleness_ms: int = 30000
     # A record whose event time is this far ahead of wall-clock "now" or of the watermark is rejected.
     max_future_ms: int = 86_400_000
+    # A customer's or terminal's feature state is dropped once the watermark is this far past its newest row (the
+    # longest window: nothing older can be in a window; 0: never), so ids that never come back do not grow the heap.
+    # A key that comes back after that starts afresh (no previous transaction). docs/architecture.md: memory per key.
+    state_ttl_ms: int = 30 * 86_400_000
+    # Rows one key may hold ahead of the watermark (a transaction or label over it is a dead letter,
+    # too-many-ahead): honest traffic holds a few seconds' worth (out_of_orderness_ms), a flood stamped ahead would
+    # otherwise pile up in one key and slow every row of it.
+    max_rows_ahead: int = 1000
     label_delay_days: float = 7.0
     review_threshold: float = 0.5
     decline_threshold: float = 0.9
@@ -345,6 +353,9 @@ def _validate(cfg: Config) -> Config:
     f = cfg.fraud
     if not 0.0 <= f.review_threshold <= f.decline_threshold <= 1.0:
         raise ConfigError("fraud: need 0 <= review_threshold <= decline_threshold <= 1")
+    if f.state_ttl_ms < 0 or f.max_rows_ahead < 1:
+        raise ConfigError(f"fraud: state_ttl_ms must be >= 0 and max_rows_ahead >= 1, not {f.state_ttl_ms} and "
+                          f"{f.max_rows_ahead}")
     if f.max_batch < 1 or f.max_wait_ms < 0 or f.cuda_min_batch < 0 or f.bundle_size < 1 \
             or f.bundle_time_ms < 1:
         raise ConfigError("fraud: max_batch, bundle_size and bundle_time_ms must be >= 1, max_wait_ms >= 0 and "

@@ -32,6 +32,10 @@ FINAL_COLUMNS = TX_COLUMNS + CUSTOMER_COLUMNS + TERMINAL_COLUMNS
 # already counts for; one row per (terminal, label time) that has any, in both emit modes once the watermark passes
 # the label time; see TerminalWindows.
 UNKNOWN_LABELS_VIEW = "f_unknown_labels"
+# Rows a feature function did not add because the key already held fraud.max_rows_ahead rows ahead of the
+# watermark (udfs/java RollingFeatures): (kind 'transaction' | 'transaction_label', key_kind 'terminal' | 'customer',
+# key_id, transaction_id, event_time); the job makes them dead letters (routing.dropped_row_udf).
+DROPPED_VIEW = "f_dropped"
 
 # Per emit mode (fraud.emit): "arrival" emits each row as it arrives, "watermark" when the watermark passes it.
 JAVA_FUNCTIONS = {
@@ -79,6 +83,11 @@ def feature_views(tx_view: str, label_view: str) -> tuple[list[str], str]:
         f"duplicate_labels FROM f_term_out WHERE is_tx = 0",
         "CREATE TEMPORARY VIEW f_cust_out AS SELECT * FROM customer_features(input => TABLE f_term PARTITION BY "
         "customer_id, on_time => DESCRIPTOR(rowtime), uid => 'customer-features')",
-        f"CREATE TEMPORARY VIEW f_final AS SELECT {', '.join(FINAL_COLUMNS)} FROM f_cust_out",
+        f"CREATE TEMPORARY VIEW f_final AS SELECT {', '.join(FINAL_COLUMNS)} FROM f_cust_out WHERE dropped = 0",
+        f"CREATE TEMPORARY VIEW {DROPPED_VIEW} AS "
+        "SELECT CASE WHEN is_tx = 2 THEN 'transaction' ELSE 'transaction_label' END AS kind, 'terminal' AS key_kind, "
+        "terminal_id AS key_id, transaction_id, event_time FROM f_term_out WHERE is_tx >= 2 "
+        "UNION ALL SELECT 'transaction' AS kind, 'customer' AS key_kind, customer_id AS key_id, transaction_id, "
+        "event_time FROM f_cust_out WHERE dropped = 1",
     ]
     return stmts, "f_final"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Callable, Mapping, NamedTuple
 
 from pyflink.common import Types
 
@@ -175,6 +175,14 @@ def _decode_udf(kind: str, max_future_ms: int, component: str, max_amount: float
     return udf(Decode(), input_types=[DataTypes.BYTES()], result_type=result, func_type="pandas")
 
 
+def _dead_letter(codec, *, topic, partition, offset, reason, error, key, payload) -> bytes:
+    return codec.encode({
+        "source_topic": topic or "", "source_partition": partition if partition is not None else -1,
+        "source_offset": offset if offset is not None else -1, "reason": reason, "error": error or "",
+        "key": bytes(key) if key is not None else None, "payload": bytes(payload or b""),
+        "failed_at": int(time.time() * 1000)})
+
+
 def _dead_letter_udf(component: str):
     from pyflink.table import DataTypes
     from pyflink.table.udf import ScalarFunction, udf
@@ -188,14 +196,41 @@ def _dead_letter_udf(component: str):
 
         def eval(self, key, value, topic, partition, offset, reason, error):
             self.m.DEAD_LETTERS.labels(component, reason).inc()
-            return self.serde.encode({
-                "source_topic": topic or "", "source_partition": partition if partition is not None else -1,
-                "source_offset": offset if offset is not None else -1, "reason": reason, "error": error or "",
-                "key": bytes(key) if key is not None else None, "payload": bytes(value or b""),
-                "failed_at": int(time.time() * 1000)})
+            return _dead_letter(self.serde, topic=topic, partition=partition, offset=offset, reason=reason,
+                                error=error, key=key, payload=value)
 
     return udf(DeadLetter(), input_types=[DataTypes.BYTES(), DataTypes.BYTES(), DataTypes.STRING(), DataTypes.INT(),
                                           DataTypes.BIGINT(), DataTypes.STRING(), DataTypes.STRING()],
+               result_type=DataTypes.BYTES())
+
+
+TOO_MANY_AHEAD = "too-many-ahead"
+
+
+def dropped_row_udf(component: str, topics: Mapping[str, str], max_rows_ahead: int):
+    """The dead letter of a row a feature function did not add because its key already held `max_rows_ahead` rows
+    ahead of the watermark (udfs/java RollingFeatures; features_sql.DROPPED_VIEW). The record was decoded long
+    before: the dead letter names it (kind, transaction id, event time, the key) in `error`, with its source topic
+    from `topics` (kind -> topic), and has no raw bytes, partition or offset (-1)."""
+    from pyflink.table import DataTypes
+    from pyflink.table.udf import ScalarFunction, udf
+
+    class DroppedRow(ScalarFunction):
+        def open(self, function_context):
+            from pipelines import metrics
+
+            self.m = metrics
+            self.serde = serde("dead_letter")
+
+        def eval(self, kind, key_kind, key_id, transaction_id, event_time):
+            self.m.DEAD_LETTERS.labels(component, TOO_MANY_AHEAD).inc()
+            error = (f"{key_kind} {key_id} already holds {max_rows_ahead} rows ahead of the watermark: the {kind} of "
+                     f"transaction {transaction_id} at {event_time} was not added")
+            return _dead_letter(self.serde, topic=topics.get(kind, kind), partition=-1, offset=-1,
+                                reason=TOO_MANY_AHEAD, error=error, key=str(transaction_id).encode(), payload=b"")
+
+    return udf(DroppedRow(), input_types=[DataTypes.STRING(), DataTypes.STRING(), DataTypes.BIGINT(),
+                                          DataTypes.BIGINT(), DataTypes.BIGINT()],
                result_type=DataTypes.BYTES())
 
 

@@ -13,7 +13,9 @@ import org.apache.flink.types.Row;
  * over the transaction rows {@link TerminalFeatures} emits: the same event-time RANGE semantics, with the rows
  * waiting for the watermark in {@link PendingRows} and the window's timestamps and amounts in {@link WindowRows}.
  * Each row goes out with its own columns, its terminal features and its customer features: on arrival (this class)
- * or at the watermark ({@link CustomerFeaturesAtWatermark}).
+ * or at the watermark ({@link CustomerFeaturesAtWatermark}), with {@code dropped = 0}; a row over the key's bound of
+ * rows ahead of the watermark goes out at once with null customer features and {@code dropped = 1} (see
+ * {@link RollingFeatures}).
  */
 @FunctionHint(output = @DataTypeHint(
         "ROW<transaction_id BIGINT, terminal_id BIGINT, amount DOUBLE, event_time BIGINT, produced_at BIGINT, "
@@ -22,7 +24,7 @@ import org.apache.flink.types.Row;
                 + "term_nlabels_30d BIGINT, term_nfraud_30d BIGINT, cust_cnt_5m BIGINT, cust_sum_5m DOUBLE, "
                 + "cust_cnt_1h BIGINT, cust_sum_1h DOUBLE, cust_cnt_1d BIGINT, cust_sum_1d DOUBLE, "
                 + "cust_cnt_7d BIGINT, cust_sum_7d DOUBLE, cust_cnt_30d BIGINT, cust_sum_30d DOUBLE, "
-                + "cust_same_ts BIGINT, cust_prev_ts BIGINT>"))
+                + "cust_same_ts BIGINT, cust_prev_ts BIGINT, dropped INT>"))
 public class CustomerFeatures extends RollingFeatures {
     private static final long serialVersionUID = 1L;
     /** The input's long columns kept while a row waits, in output order (the terminal features included). */
@@ -51,12 +53,31 @@ public class CustomerFeatures extends RollingFeatures {
         }
         Double amount = input.getFieldAs("amount");
         doubles[0] = amount == null ? Double.NaN : amount;
-        if (onArrival) {
-            arrive(ctx, state, input.getFieldAs("customer_id"));
+        if (onArrival ? roomAhead(ctx, state) : hold(ctx, state)) {
+            if (onArrival) {
+                arrive(ctx, state, input.getFieldAs("customer_id"));
+            }
+            store(view, state);
         } else {
-            hold(ctx, state);
+            collect(Row.of(row(longs, 0, doubles[0], null, 1)));
         }
-        store(view, state);
+    }
+
+    /** An output row: the input's columns (from {@code ls} at {@code o}), then the customer features (or nulls). */
+    private static Object[] row(long[] ls, int o, double amount, Row c, int dropped) {
+        int nc = CustomerWindows.ARITY;
+        Object[] out = new Object[NL + 1 + nc + 1];
+        out[0] = ls[o];
+        out[1] = ls[o + 1];
+        out[2] = amount;
+        for (int j = 2; j < NL; j++) {
+            out[j + 1] = nullable(ls[o + j]);
+        }
+        for (int j = 0; c != null && j < nc; j++) {
+            out[NL + 1 + j] = c.getField(j);
+        }
+        out[NL + 1 + nc] = dropped;
+        return out;
     }
 
     /** The row joins the window now and goes out with the window as known at its arrival. */
@@ -67,48 +88,26 @@ public class CustomerFeatures extends RollingFeatures {
         if (ArrivalLog.ON) {
             ArrivalLog.customer(customerId == null ? NULL_LONG : customerId, longs[0], t);
         }
-        Row c = CustomerWindows.featuresAt(state.rows, at);
-        int nc = c.getArity();
-        Object[] out = new Object[NL + 1 + nc];
-        out[0] = longs[0];
-        out[1] = longs[1];
-        out[2] = doubles[0];
-        for (int j = 2; j < NL; j++) {
-            out[j + 1] = nullable(longs[j]);
-        }
-        for (int j = 0; j < nc; j++) {
-            out[NL + 1 + j] = c.getField(j);
-        }
-        collect(Row.of(out));
+        scheduleExpiry(ctx, t);
+        collect(Row.of(row(longs, 0, doubles[0], CustomerWindows.featuresAt(state.rows, at), 0)));
     }
 
     public void onTimer(OnTimerContext ctx, MapView<Integer, FeatureState> view) throws Exception {
         FeatureState state = load(view);
+        long t = ctx.timeContext(Long.class).time();
         int k = release(ctx, state);
         if (k == 0) {
+            expire(t, view, state);
             return;
         }
-        long t = ctx.timeContext(Long.class).time();
         for (int i = 0; i < k; i++) {
             state.rows.add(t, taken.d[i * ND], (byte) 0);
         }
         evict(state, t);
         store(view, state);
         Row c = CustomerWindows.features(state.rows);
-        int nc = c.getArity();
         for (int i = 0; i < k; i++) {
-            Object[] out = new Object[NL + 1 + nc];
-            int o = i * NL;
-            out[0] = taken.l[o];
-            out[1] = taken.l[o + 1];
-            out[2] = taken.d[i * ND];
-            for (int j = 2; j < NL; j++) {
-                out[j + 1] = nullable(taken.l[o + j]);
-            }
-            for (int j = 0; j < nc; j++) {
-                out[NL + 1 + j] = c.getField(j);
-            }
-            collect(Row.of(out));
+            collect(Row.of(row(taken.l, i * NL, taken.d[i * ND], c, 0)));
         }
     }
 }

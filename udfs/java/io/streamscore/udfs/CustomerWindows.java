@@ -17,6 +17,8 @@ import org.apache.flink.types.Row;
 final class CustomerWindows {
     /** Ascending; the rows older than the longest leave the window. */
     static final long[] WINDOWS_MS = {300_000L, 3_600_000L, 86_400_000L, 7 * 86_400_000L, 30 * 86_400_000L};
+    /** Fields of the result row: a count and a sum per window, same_ts, prev_ts. */
+    static final int ARITY = 2 * WINDOWS_MS.length + 2;
 
     private CustomerWindows() {
     }

@@ -1,6 +1,7 @@
 package io.streamscore.udfs;
 
 import org.apache.flink.table.api.dataview.MapView;
+import org.apache.flink.table.functions.FunctionContext;
 import org.apache.flink.table.functions.ProcessTableFunction;
 import org.apache.flink.types.Row;
 
@@ -19,6 +20,16 @@ import org.apache.flink.types.Row;
  * {@link FeatureState#pending} with a timer at its own timestamp; when the watermark passes it, every row of that
  * timestamp comes back out at once ({@link #release}) and rows older than the longest window leave the window.
  *
+ * <p>State is bounded two ways (the job's global parameters, from fraud.state_ttl_ms and fraud.max_rows_ahead):
+ * <ul>
+ *   <li>A key's state expires once the watermark is {@code state_ttl_ms} past its newest row (one timer per key and
+ *   {@code state_ttl_ms / 8}, so a busy key holds at most nine): a producer that writes random ids leaves keys
+ *   that are dropped instead of a heap that grows until the job dies. A key that comes back starts afresh.</li>
+ *   <li>A key holds at most {@code max_rows_ahead} rows ahead of the watermark (on arrival: in its window; at the
+ *   watermark: waiting in {@link FeatureState#pending}). A row over the bound is not added: it goes out as a
+ *   dropped row, which the job makes a dead letter ({@code too-many-ahead}).</li>
+ * </ul>
+ *
  * <p>A subclass fills {@link #longs} and {@link #doubles} per input row and reads the released rows from
  * {@link #taken}.
  */
@@ -34,6 +45,15 @@ abstract class RollingFeatures extends ProcessTableFunction<Row> {
     static final Integer STATE_KEY = 0;
     /** Marks a null long column while a row waits. */
     static final long NULL_LONG = Long.MIN_VALUE;
+    /** Global job parameters (pipeline.global-job-parameters, set by jobs/common.py from the fraud config). */
+    static final String TTL_PARAM = "streamscore.fraud.state-ttl-ms";
+    static final String MAX_AHEAD_PARAM = "streamscore.fraud.max-rows-ahead";
+    static final long DEFAULT_TTL_MS = 30L * 86_400_000L;
+    static final int DEFAULT_MAX_AHEAD = 1000;
+
+    /** 0: keys never expire. */
+    long ttlMs = DEFAULT_TTL_MS;
+    int maxAhead = DEFAULT_MAX_AHEAD;
 
     final int nl;
     final int nd;
@@ -54,12 +74,58 @@ abstract class RollingFeatures extends ProcessTableFunction<Row> {
         this.doubles = new double[nd];
     }
 
-    /** Keeps the row in {@link #longs}/{@link #doubles} until the watermark passes its time. */
-    final void hold(Context ctx, FeatureState state) {
+    @Override
+    public void open(FunctionContext context) throws Exception {
+        super.open(context);
+        ttlMs = Long.parseLong(context.getJobParameter(TTL_PARAM, Long.toString(DEFAULT_TTL_MS)));
+        maxAhead = Integer.parseInt(context.getJobParameter(MAX_AHEAD_PARAM, Integer.toString(DEFAULT_MAX_AHEAD)));
+    }
+
+    /**
+     * Keeps the row in {@link #longs}/{@link #doubles} until the watermark passes its time; false (and nothing
+     * kept) when the key already holds {@link #maxAhead} rows.
+     */
+    final boolean hold(Context ctx, FeatureState state) {
+        if (state.pending.n >= maxAhead) {
+            return false;
+        }
         TimeContext<Long> time = ctx.timeContext(Long.class);
         long t = time.time();
         state.pending.add(t, longs, doubles);
         time.registerOnTime(t);
+        scheduleExpiry(ctx, t);
+        return true;
+    }
+
+    /** On arrival: whether the window may take one more row ahead of the watermark. */
+    final boolean roomAhead(Context ctx, FeatureState state) {
+        Long wm = ctx.timeContext(Long.class).currentWatermark();
+        return state.rows.countAfter(wm == null ? Long.MIN_VALUE : wm) < maxAhead;
+    }
+
+    /**
+     * The key's expiry timer for a row of time {@code t}: {@link #ttlMs} later, rounded up to an eighth of it, so
+     * the rows of a busy key share a few timers.
+     */
+    final void scheduleExpiry(Context ctx, long t) {
+        if (ttlMs <= 0) {
+            return;
+        }
+        long step = Math.max(1L, ttlMs / 8);
+        long at = t > Long.MAX_VALUE - ttlMs - step ? Long.MAX_VALUE : Math.floorDiv(t + ttlMs + step - 1, step) * step;
+        ctx.timeContext(Long.class).registerOnTime(at);
+    }
+
+    /**
+     * At a timer of time {@code t}: drops the key's state when nothing waits and its newest row is at least
+     * {@link #ttlMs} older; returns whether it did.
+     */
+    final boolean expire(long t, MapView<Integer, FeatureState> view, FeatureState state) throws Exception {
+        if (ttlMs <= 0 || state.pending.n > 0 || (state.rows.n > 0 && state.rows.newest() > t - ttlMs)) {
+            return false;
+        }
+        view.clear();
+        return true;
     }
 
     /**

@@ -24,6 +24,9 @@ import org.apache.flink.types.Row;
  * one row with is_tx = 0 and those numbers (on arrival too: a label registers a timer at its time, the one timer
  * this mode uses).
  *
+ * <p>A row over the key's bound of rows ahead of the watermark (see {@link RollingFeatures}) goes out at once as a
+ * dropped row: {@code is_tx = 2} for a transaction, {@code 3} for a label, with null features.
+ *
  * <p>This class emits on arrival; {@link TerminalFeaturesAtWatermark} releases rows at the watermark (see
  * {@link RollingFeatures} for the two modes).
  */
@@ -37,6 +40,8 @@ public class TerminalFeatures extends RollingFeatures {
     // Pending row layout: longs, then doubles.
     private static final int TX_ID = 0, CUSTOMER = 1, EVENT_TIME = 2, PRODUCED = 3, INGEST = 4, FLAGS = 5, NL = 6;
     private static final int AMOUNT = 0, ND = 1;
+    /** is_tx of a row over the bound of rows ahead of the watermark. */
+    static final int DROPPED_TX = 2, DROPPED_LABEL = 3;
 
     /** On arrival (see {@link RollingFeatures}); {@link TerminalFeaturesAtWatermark} is the other mode. */
     public TerminalFeatures() {
@@ -63,12 +68,17 @@ public class TerminalFeatures extends RollingFeatures {
         longs[INGEST] = orNull(input.getFieldAs("ingest_ms"));
         longs[FLAGS] = flags(isTx, isLabel, isFraud);
         doubles[AMOUNT] = amount == null ? Double.NaN : amount;
-        if (onArrival) {
-            arrive(ctx, state, input.getFieldAs("terminal_id"));
+        if (onArrival ? roomAhead(ctx, state) : hold(ctx, state)) {
+            if (onArrival) {
+                arrive(ctx, state, input.getFieldAs("terminal_id"));
+            }
+            store(view, state);
         } else {
-            hold(ctx, state);
+            collect(Row.of(longs[TX_ID], longs[CUSTOMER], doubles[AMOUNT], longs[EVENT_TIME],
+                    nullable(longs[PRODUCED]), nullable(longs[INGEST]),
+                    (longs[FLAGS] & TerminalWindows.TX) != 0 ? DROPPED_TX : DROPPED_LABEL,
+                    null, null, null, null, null, null, null, null, null, null, null));
         }
-        store(view, state);
     }
 
     /** The row joins the window now; a transaction goes out with the window as known at its arrival. */
@@ -78,6 +88,7 @@ public class TerminalFeatures extends RollingFeatures {
         boolean tx = (flags & TerminalWindows.TX) != 0;
         evictBehindWatermark(ctx, state);
         int at = TerminalWindows.add(state.rows, t, (byte) flags, longs[TX_ID]);
+        scheduleExpiry(ctx, t);
         if (ArrivalLog.ON) {
             ArrivalLog.terminal(terminalId == null ? NULL_LONG : terminalId, longs[TX_ID], t, tx);
         }
@@ -94,10 +105,12 @@ public class TerminalFeatures extends RollingFeatures {
         }
     }
 
-    /** On arrival: the labels at the timer's time that do not count. */
+    /** On arrival: the labels at the timer's time that do not count; then the key may expire. */
     private void countUnknownLabels(OnTimerContext ctx, MapView<Integer, FeatureState> view) throws Exception {
         long t = ctx.timeContext(Long.class).time();
-        collectIgnored(t, TerminalWindows.ignoredLabelsAt(load(view).rows, t));
+        FeatureState state = load(view);
+        collectIgnored(t, TerminalWindows.ignoredLabelsAt(state.rows, t));
+        expire(t, view, state);
     }
 
     private void collectIgnored(long t, long[] ignored) {
@@ -113,11 +126,12 @@ public class TerminalFeatures extends RollingFeatures {
             return;
         }
         FeatureState state = load(view);
+        long t = ctx.timeContext(Long.class).time();
         int k = release(ctx, state);
         if (k == 0) {
+            expire(t, view, state);
             return;
         }
-        long t = ctx.timeContext(Long.class).time();
         for (int i = 0; i < k; i++) {
             TerminalWindows.add(state.rows, t, (byte) taken.l[i * NL + FLAGS], taken.l[i * NL + TX_ID]);
         }

@@ -66,6 +66,21 @@ public class WindowRows {
         n -= k;
     }
 
+    /** How many rows are stamped after {@code t} (binary search: rows are in timestamp order). */
+    public int countAfter(long t) {
+        int lo = 0;
+        int hi = n;
+        while (lo < hi) {
+            int mid = (lo + hi) >>> 1;
+            if (ts[mid] <= t) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        return n - lo;
+    }
+
     /** The window's upper bound: the current row's timestamp (RANGE ... AND CURRENT ROW). */
     public long newest() {
         return n == 0 ? Long.MIN_VALUE : ts[n - 1];
