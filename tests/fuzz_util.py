@@ -8,9 +8,9 @@
   (Hypothesis has no time budget of its own); failures go to a Hypothesis example database under `.fuzz/` (git
   ignored) and are replayed first next time.
 
-Settings (environment): STREAMSCORE_FUZZ_SECONDS (0, the default: the short run of `make test`, a fixed number of
-examples), STREAMSCORE_FUZZ_SEED (the first round's seed; random otherwise), STREAMSCORE_FUZZ_EXAMPLES (examples
-per round), STREAMSCORE_FUZZ_REPORT (a JSON file the totals are written to).
+Settings (environment): FUZZ_SECONDS (0, the default: the short run of `make test`, a fixed number of
+examples), FUZZ_SEED (the first round's seed; random otherwise), FUZZ_EXAMPLES (examples
+per round), FUZZ_REPORT (a JSON file the totals are written to).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ DB_DIR = ROOT / ".fuzz" / "hypothesis"
 
 
 def fuzz_seconds() -> float:
-    return float(os.environ.get("STREAMSCORE_FUZZ_SECONDS", "0") or 0)
+    return float(os.environ.get("FUZZ_SECONDS", "0") or 0)
 
 
 def log(msg: str) -> None:
@@ -183,7 +183,7 @@ class Totals:
         log(f"{self.name}: {d['batches']} batches in {d['seconds']} s: {d['good_records']} good and "
             f"{d['hostile_records']} hostile records, {sum(self.profiles.values())} bad profiles; seeds {self.seeds}")
         log(f"{self.name}: hostile records by class {d['hostile_by_class']}; outcomes {d['outcomes']}")
-        out = os.environ.get("STREAMSCORE_FUZZ_REPORT")
+        out = os.environ.get("FUZZ_REPORT")
         if out:
             p = Path(out)
             data = json.loads(p.read_text()) if p.exists() else {}
@@ -196,17 +196,17 @@ def rounds(test: Callable[[], None], totals: Totals, *, seconds: float, short_ex
     """Runs `test` (a function decorated with @given and nothing else) in rounds until `seconds` have passed (or
     one round of `short_examples` examples when seconds is 0; the caller reports the totals). Each round has its own seed, printed; a failure
     says it, and Hypothesis keeps the failing example in DB_DIR for the next run (replayed before new ones)."""
-    first = os.environ.get("STREAMSCORE_FUZZ_SEED")
+    first = os.environ.get("FUZZ_SEED")
     rng = random.Random(int(first) if first else None)
-    per_round = int(os.environ.get("STREAMSCORE_FUZZ_EXAMPLES", "0") or 0) or (short_examples if not seconds
+    per_round = int(os.environ.get("FUZZ_EXAMPLES", "0") or 0) or (short_examples if not seconds
                                                                              else 10)
     deadline = time.time() + seconds
     n = 0
     while True:
         s = int(first) if first and n == 0 else rng.randrange(2**32)
         totals.seeds.append(s)
-        log(f"{totals.name}: round {n} seed {s} ({per_round} examples); replay with STREAMSCORE_FUZZ_SEED={s} "
-            f"STREAMSCORE_FUZZ_EXAMPLES={per_round}")
+        log(f"{totals.name}: round {n} seed {s} ({per_round} examples); replay with FUZZ_SEED={s} "
+            f"FUZZ_EXAMPLES={per_round}")
         # No shrinking: each example costs seconds against the live job; the first failing example is saved.
         run = settings(max_examples=per_round, deadline=None, database=DirectoryBasedExampleDatabase(str(DB_DIR)),
                        phases=(Phase.explicit, Phase.reuse, Phase.generate), derandomize=False,
@@ -214,10 +214,33 @@ def rounds(test: Callable[[], None], totals: Totals, *, seconds: float, short_ex
         try:
             run()
         except BaseException as exc:
-            exc.add_note(f"fuzz {totals.name}: failed in round {n}, seed {s}; replay with STREAMSCORE_FUZZ_SEED={s} "
-                         f"STREAMSCORE_FUZZ_EXAMPLES={per_round} (the failing example is also saved in {DB_DIR})")
+            exc.add_note(f"fuzz {totals.name}: failed in round {n}, seed {s}; replay with FUZZ_SEED={s} "
+                         f"FUZZ_EXAMPLES={per_round} (the failing example is also saved in {DB_DIR})")
             totals.report()
             raise
         n += 1
         if not seconds or time.time() >= deadline:
             break
+
+
+def summary(path: str) -> str:
+    """One paragraph of what a `make fuzz` run tried, from its report file."""
+    p = Path(path)
+    if not p.exists():
+        return f"fuzz: no report at {path}"
+    data = json.loads(p.read_text())
+    lines = []
+    for name, d in data.items():
+        dead = sum(v for k, v in d["outcomes"].items() if k.startswith("dead:"))
+        lines.append(f"fuzz {name}: {d['seconds']:.0f} s, {d['batches']} batches, {d['hostile_records']} hostile "
+                     f"records ({dead} of them dead letters, the rest valid to the reference decoder) and "
+                     f"{d['good_records']} good ones, {sum(d['bad_profiles'].values())} bad profiles in Redis; "
+                     f"seeds {d['seeds']}")
+    hostile = sum(d["hostile_records"] for d in data.values())
+    good = sum(d["good_records"] for d in data.values())
+    lines.append(f"fuzz total: {hostile} hostile and {good} good records")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(summary(sys.argv[1] if len(sys.argv) > 1 else str(ROOT / ".fuzz" / "report.json")))
