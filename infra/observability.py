@@ -59,13 +59,12 @@ def flink_targets(cfg: Config, cluster: bool = False) -> list[dict[str, Any]]:
     """The Flink reporters `make run` starts: each job's MiniCluster (one JVM, one port:
     metrics.flink_reporter_port for the fraud job, sentiment_flink_reporter_port for the sentiment job), or with
     `cluster` (`make run CLUSTER=1`) the standalone cluster's JobManager and TaskManager (flink_reporter_port and
-    the next port) in place of the fraud job's MiniCluster. The `service` label names the job either way."""
+    the next port, taken by whichever JVM binds first: `component: cluster`) in place of the fraud job's
+    MiniCluster. The `service` label names the job either way."""
     m = cfg.metrics
     if cluster:
-        fraud = [{"targets": [f"127.0.0.1:{m.flink_reporter_port}"],
-                  "labels": {"service": "fraud-job", "component": "jobmanager"}},
-                 {"targets": [f"127.0.0.1:{m.flink_reporter_port + 1}"],
-                  "labels": {"service": "fraud-job", "component": "taskmanager"}}]
+        fraud = [{"targets": [f"127.0.0.1:{m.flink_reporter_port}", f"127.0.0.1:{m.flink_reporter_port + 1}"],
+                  "labels": {"service": "fraud-job", "component": "cluster"}}]
     else:
         fraud = [{"targets": [f"127.0.0.1:{m.flink_reporter_port}"],
                   "labels": {"service": "fraud-job", "component": "minicluster"}}]

@@ -103,6 +103,22 @@ def test_fraud_job_on_standalone_cluster_parallelism_2(kafka_bootstrap, redis_ur
         # Both subtasks of the scoring operator did work.
         detail = cluster.rest(f"/jobs/{job_id}")
         assert detail["state"] == "RUNNING"
+        # The JobManager's reporter has the job's state and restart count, which FlinkJobDown and
+        # FlinkJobRestartLoop read; the REST API has the count the dashboard shows. Which JVM took which port of the
+        # range is whichever bound first.
+        import re
+        import urllib.request
+
+        from pipelines.flink_rest import job_status
+
+        text = ""
+        for port in (prom, prom + 1):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text += r.read().decode()
+        job_name = r'job_name="streamscore_fraud"'
+        assert re.search(rf'^flink_jobmanager_job_runningState{{[^}}]*{job_name}[^}}]*}} 1\.0$', text, re.M), text[:2000]
+        assert re.search(rf'^flink_jobmanager_job_numRestarts{{[^}}]*{job_name}', text, re.M)
+        assert job_status(cluster.rest_url, "streamscore-fraud").restarts >= 0
         print(f"standalone cluster, parallelism 2: {N} scored exactly once in {elapsed:.0f}s from cluster start")
     finally:
         if job_id:

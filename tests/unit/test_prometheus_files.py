@@ -55,7 +55,7 @@ def test_generated_config_with_other_ports(tmp_path: Path) -> None:
     on_cluster = render_config(cfg, cluster=True)
     flink = next(sc for sc in on_cluster["scrape_configs"] if sc["job_name"] == "flink")["static_configs"]
     assert [(s["targets"], s["labels"]["component"]) for s in flink] == [
-        (["127.0.0.1:19249"], "jobmanager"), (["127.0.0.1:19250"], "taskmanager"), (["127.0.0.1:19251"], "minicluster")]
+        (["127.0.0.1:19249", "127.0.0.1:19250"], "cluster"), (["127.0.0.1:19251"], "minicluster")]
     assert targets["prometheus"] == ["127.0.0.1:19090"]
     assert targets["producer"] == ["127.0.0.1:9401", "127.0.0.1:19406"]
     assert targets["job-workers"] == ["127.0.0.1:9402", "127.0.0.1:19405"]
