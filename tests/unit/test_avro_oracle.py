@@ -260,7 +260,9 @@ def agree(row: list[str], what) -> str:
     return mine or "ok"
 
 
-def test_random_evolved_schemas_and_records_agree_with_avro_java(tmp_path):
+@pytest.fixture(scope="module")
+def random_cases(tmp_path_factory):
+    """The random schema pairs, their records and the oracle's rows: (writer, reader, raw, row) per record."""
     rng = random.Random(SEED)
     gen = Schemas(rng)
     writers, readers, lines, what = [], {}, [], []
@@ -273,10 +275,15 @@ def test_random_evolved_schemas_and_records_agree_with_avro_java(tmp_path):
         good = [single_object(writer, enc.encode(writer, gen.value(writer))) for _ in range(RECORDS)]
         for raw in good + [c for g in good for c in corruptions(rng, g, 1)]:
             lines.append(f"r{k}\t{raw.hex()}")
-            what.append((k, json.dumps(writer), json.dumps(reader), raw.hex()))
+            what.append((writer, reader, raw))
+    rows = avro_oracle.run(tmp_path_factory.mktemp("oracle"), writers, readers, lines)
+    return [(w, r, raw, row) for (w, r, raw), row in zip(what, rows)]
+
+
+def test_random_evolved_schemas_and_records_agree_with_avro_java(random_cases):
+    lines = random_cases
     assert len(lines) >= 10_000
-    rows = avro_oracle.run(tmp_path, writers, readers, lines)
-    verdicts = [agree(row, w) for row, w in zip(rows, what)]
+    verdicts = [agree(row, (json.dumps(w), json.dumps(r), raw.hex())) for w, r, raw, row in random_cases]
     counts = {v: verdicts.count(v) for v in set(verdicts)}
     print(f"{len(lines)} records against Avro Java: {counts}")
     assert counts["ok"] > 4000 and counts["corrupt-avro"] > 2000 and counts["schema-mismatch"] > 50, counts
@@ -341,3 +348,4 @@ def test_transaction_writers_and_the_sql_function_agree_with_avro_java(tmp_path)
             assert row[6:12] == row[12:18], (line, row)
     assert {"ok", "corrupt-avro", "bad-amount", "negative-amount", "amount-too-large", "bad-timestamp",
             "future-timestamp", "bad-id"} <= seen, seen
+
