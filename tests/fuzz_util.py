@@ -192,8 +192,9 @@ class Totals:
             p.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def rounds(test: Callable[[], None], totals: Totals, *, seconds: float, short_examples: int) -> None:
-    """Runs `test` (a function decorated with @given and nothing else) in rounds until `seconds` have passed (or
+def rounds(make_test: Callable[[], Callable[[], None]], totals: Totals, *, seconds: float, short_examples: int) -> None:
+    """Runs the test `make_test` returns (a fresh function decorated with @given, and @example, but no settings,
+    each round) in rounds until `seconds` have passed (or
     one round of `short_examples` examples when seconds is 0; the caller reports the totals). Each round has its own seed, printed; a failure
     says it, and Hypothesis keeps the failing example in DB_DIR for the next run (replayed before new ones)."""
     first = os.environ.get("FUZZ_SEED")
@@ -210,7 +211,7 @@ def rounds(test: Callable[[], None], totals: Totals, *, seconds: float, short_ex
         # No shrinking: each example costs seconds against the live job; the first failing example is saved.
         run = settings(max_examples=per_round, deadline=None, database=DirectoryBasedExampleDatabase(str(DB_DIR)),
                        phases=(Phase.explicit, Phase.reuse, Phase.generate), derandomize=False,
-                       suppress_health_check=list(HealthCheck), print_blob=True)(seed(s)(test))
+                       suppress_health_check=list(HealthCheck), print_blob=True)(seed(s)(make_test()))
         try:
             run()
         except BaseException as exc:

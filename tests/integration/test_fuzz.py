@@ -508,13 +508,15 @@ def fraud_fuzz(kafka_bootstrap, redis_url, tmp_path_factory):
 def test_fuzz_fraud_job(fraud_fuzz):
     f = fraud_fuzz
 
-    @given(plan=fraud_batches())
-    @example(plan=EVERY_FRAUD_CLASS)
-    def fuzz_fraud_batch(plan):
-        f.run_batch(plan)
+    def make():
+        @given(plan=fraud_batches())
+        @example(plan=EVERY_FRAUD_CLASS)
+        def fuzz_fraud_batch(plan):
+            f.run_batch(plan)
+        return fuzz_fraud_batch
 
     share = fz.fuzz_seconds() * 2 / 3
-    fz.rounds(fuzz_fraud_batch, f.totals, seconds=share, short_examples=6)
+    fz.rounds(make, f.totals, seconds=share, short_examples=6)
     f.finish()
     f.totals.report()
     assert f.totals.batches > 0 and sum(f.totals.hostile.values()) > 0
@@ -737,12 +739,14 @@ def sentiment_fuzz(kafka_bootstrap, tmp_path_factory, sentiment_model_dir):
 def test_fuzz_sentiment_job(sentiment_fuzz):
     f = sentiment_fuzz
 
-    @given(plan=post_batches())
-    @example(plan=EVERY_POST_CLASS)
-    def fuzz_posts_batch(plan):
-        f.run_batch(plan)
+    def make():
+        @given(plan=post_batches())
+        @example(plan=EVERY_POST_CLASS)
+        def fuzz_posts_batch(plan):
+            f.run_batch(plan)
+        return fuzz_posts_batch
 
-    fz.rounds(fuzz_posts_batch, f.totals, seconds=fz.fuzz_seconds() / 3, short_examples=5)
+    fz.rounds(make, f.totals, seconds=fz.fuzz_seconds() / 3, short_examples=5)
     f.finish()
     f.totals.report()
     assert f.totals.batches > 0 and sum(f.totals.hostile.values()) > 0
