@@ -141,6 +141,9 @@ class FraudConfig:
     idleness_ms: int = 30000
     # A record whose event time is this far ahead of wall-clock "now" or of the watermark is rejected.
     max_future_ms: int = 86_400_000
+    # No record time (transactions, labels, posts) may be older than this (epoch ms; default 2000-01-01, the
+    # Python and Java decoders' DEFAULT_MIN_TIME_MS): an older one is a dead letter (bad-timestamp).
+    min_event_time_ms: int = 946_684_800_000
     # A customer's or terminal's feature state is dropped once the watermark is this far past its newest row (the
     # longest window: nothing older can be in a window; 0: never), so ids that never come back do not grow the heap.
     # A key that comes back after that starts afresh (no previous transaction). docs/architecture.md: memory per key.

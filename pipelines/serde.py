@@ -239,10 +239,12 @@ def serde(name: str) -> AvroSerde:
 FLOAT32_MAX = 3.4028234663852886e38
 FLOAT32_MIN_NORMAL = 1.1754943508222875e-38
 DEFAULT_MAX_AMOUNT = 1_000_000.0  # pipelines.config FraudConfig.max_amount's default
+DEFAULT_MIN_TIME_MS = 946_684_800_000  # FraudConfig.min_event_time_ms's default: 2000-01-01 (udfs/java AvroDecoder)
 
 
 def check_transaction(tx: Mapping[str, Any], now_ms: int, max_future_ms: int,
-                      max_amount: float = DEFAULT_MAX_AMOUNT) -> tuple[str, str] | None:
+                      max_amount: float = DEFAULT_MAX_AMOUNT,
+                      min_time_ms: int = DEFAULT_MIN_TIME_MS) -> tuple[str, str] | None:
     """The rules a decoded transaction must keep beyond its Avro types. Returns (reason, message) or None.
 
     The JVM decoder (udfs/java DecodeTransaction) keeps the same rules in the same order; the tests compare them.
@@ -259,6 +261,8 @@ def check_transaction(tx: Mapping[str, Any], now_ms: int, max_future_ms: int,
         return "amount-too-large", f"amount {amount} is over fraud.max_amount {max_amount}"
     if tx["event_time"] <= 0:
         return "bad-timestamp", f"event_time {tx['event_time']} is not a positive epoch-millis value"
+    if tx["event_time"] < min_time_ms:
+        return "bad-timestamp", f"event_time {tx['event_time']} is before fraud.min_event_time_ms {min_time_ms}"
     if tx["event_time"] > now_ms + max_future_ms:
         return "future-timestamp", (f"event_time {tx['event_time']} is more than {max_future_ms} ms "
                                     f"ahead of the reference time {now_ms}")

@@ -17,7 +17,7 @@ from typing import Callable, Mapping, NamedTuple
 
 from pyflink.common import Types
 
-from pipelines.serde import DEFAULT_MAX_AMOUNT, DecodeError, check_transaction, serde
+from pipelines.serde import DEFAULT_MAX_AMOUNT, DEFAULT_MIN_TIME_MS, DecodeError, check_transaction, serde
 
 def kv_type():
     """(key, value) bytes: what our raw-format Kafka sinks take."""
@@ -25,13 +25,13 @@ def kv_type():
                                               Types.PRIMITIVE_ARRAY(Types.BYTE())])
 
 
-# Every kind's check takes (record, now_ms, max_future_ms, max_amount): max_amount (fraud.max_amount) only matters
-# to transactions.
-def _check_label(rec: dict, now_ms: int, max_future_ms: int,
-                 max_amount: float = DEFAULT_MAX_AMOUNT) -> tuple[str, str] | None:
+# Every kind's check takes (record, now_ms, max_future_ms, max_amount, min_time_ms): max_amount (fraud.max_amount)
+# only matters to transactions; no record time may be before min_time_ms (fraud.min_event_time_ms).
+def _check_label(rec: dict, now_ms: int, max_future_ms: int, max_amount: float = DEFAULT_MAX_AMOUNT,
+                 min_time_ms: int = DEFAULT_MIN_TIME_MS) -> tuple[str, str] | None:
     if rec["label"] not in (0, 1):
         return "bad-label", f"label {rec['label']} is not 0 or 1"
-    if rec["label_time"] <= 0 or rec["label_time"] > now_ms + max_future_ms:
+    if rec["label_time"] <= 0 or rec["label_time"] < min_time_ms or rec["label_time"] > now_ms + max_future_ms:
         return "bad-timestamp", f"label_time {rec['label_time']} is out of range"
     return None
 
@@ -41,15 +41,15 @@ def _check_label(rec: dict, now_ms: int, max_future_ms: int,
 MAX_POST_TEXT_CHARS = 10_000
 
 
-def _check_post(rec: dict, now_ms: int, max_future_ms: int,
-                max_amount: float = DEFAULT_MAX_AMOUNT) -> tuple[str, str] | None:
+def _check_post(rec: dict, now_ms: int, max_future_ms: int, max_amount: float = DEFAULT_MAX_AMOUNT,
+                min_time_ms: int = DEFAULT_MIN_TIME_MS) -> tuple[str, str] | None:
     text = rec["text"]
     if len(text) > MAX_POST_TEXT_CHARS:
         return "text-too-long", f"post text has {len(text)} characters (at most {MAX_POST_TEXT_CHARS})"
     # Whitespace and control characters only (NULs, escapes) is nothing to score; stops at the first visible one.
     if not any(c.isprintable() and not c.isspace() for c in text):
         return "empty-text", "post text is empty (whitespace or control characters only)"
-    if rec["event_time"] <= 0 or rec["event_time"] > now_ms + max_future_ms:
+    if rec["event_time"] <= 0 or rec["event_time"] < min_time_ms or rec["event_time"] > now_ms + max_future_ms:
         return "bad-timestamp", f"event_time {rec['event_time']} is out of range"
     return None
 
@@ -59,7 +59,7 @@ class RecordKind:
     schema: str
     time_field: str
     id_field: str
-    check: Callable[..., tuple[str, str] | None]  # (record, now_ms, max_future_ms, max_amount)
+    check: Callable[..., tuple[str, str] | None]  # (record, now_ms, max_future_ms, max_amount, min_time_ms)
     fields: tuple[str, ...]
     types: Callable[[], list]
 
@@ -109,11 +109,13 @@ class BatchDecoder:
     (zeros and empty strings stand in for the fields of a record that failed). Nothing raises out of a call: a
     failure of ours (any exception) is the verdict "internal-error"."""
 
-    def __init__(self, kind: str, max_future_ms: int, max_amount: float = DEFAULT_MAX_AMOUNT):
+    def __init__(self, kind: str, max_future_ms: int, max_amount: float = DEFAULT_MAX_AMOUNT,
+                 min_time_ms: int = DEFAULT_MIN_TIME_MS):
         self.kind = KINDS[kind]
         self.serde = serde(self.kind.schema)
         self.max_future_ms = max_future_ms
         self.max_amount = max_amount
+        self.min_time_ms = min_time_ms
         self.sql_types = _kind_sql_types(self.kind)
 
     def __call__(self, values, now_ms: int | None = None) -> "pd.DataFrame":
@@ -126,12 +128,12 @@ class BatchDecoder:
         errors: list = []
         blank = {f: ("" if t == "STRING" else 0.0 if t == "DOUBLE" else 0) for f, t in zip(fields, self.sql_types)}
         decode, check = self.serde.decode, self.kind.check
-        max_future_ms, max_amount = self.max_future_ms, self.max_amount
+        max_future_ms, max_amount, min_time_ms = self.max_future_ms, self.max_amount, self.min_time_ms
         for raw in values:
             reason = error = None
             try:
                 rec = decode(raw)
-                problem = check(rec, now_ms, max_future_ms, max_amount)
+                problem = check(rec, now_ms, max_future_ms, max_amount, min_time_ms)
                 if problem is not None:
                     reason, error = problem
                 else:
@@ -151,7 +153,8 @@ class BatchDecoder:
         return pd.DataFrame({"reason": reasons, "error": errors, **cols})
 
 
-def _decode_udf(kind: str, max_future_ms: int, component: str, max_amount: float = DEFAULT_MAX_AMOUNT):
+def _decode_udf(kind: str, max_future_ms: int, component: str, max_amount: float = DEFAULT_MAX_AMOUNT,
+                min_time_ms: int = DEFAULT_MIN_TIME_MS):
     from pyflink.table import DataTypes
     from pyflink.table.udf import ScalarFunction, udf
 
@@ -165,7 +168,7 @@ def _decode_udf(kind: str, max_future_ms: int, component: str, max_amount: float
         def open(self, function_context):
             from pipelines import metrics
 
-            self.decoder = BatchDecoder(kind, max_future_ms, max_amount)
+            self.decoder = BatchDecoder(kind, max_future_ms, max_amount, min_time_ms)
             self.in_counter = metrics.EVENTS_IN.labels(component, k.schema)
 
         def eval(self, values):
@@ -320,11 +323,13 @@ def route_table(t_env, *, source_table: str, kind: str, view: str, max_future_ms
     (event time, with the source's watermark), on-time records only. Returns the late and dead tables of (key,
     value) bytes for the raw-format Kafka sinks (late rows stay in `view` when `with_late` is False), and, for a
     kind decoded in the JVM, the input counts for add_counters. `max_amount` is fraud.max_amount (None: the loaded
-    config's)."""
-    if max_amount is None:
-        from pipelines.config import load_config
+    config's); the oldest time a record may carry is the loaded config's fraud.min_event_time_ms."""
+    from pipelines.config import load_config
 
-        max_amount = load_config().fraud.max_amount
+    fraud_cfg = load_config().fraud
+    if max_amount is None:
+        max_amount = fraud_cfg.max_amount
+    min_time_ms = fraud_cfg.min_event_time_ms
     k = KINDS[kind]
     suffix = view  # function names per view: a job routes several sources
     java = JAVA_DECODERS.get(kind)
@@ -333,9 +338,11 @@ def route_table(t_env, *, source_table: str, kind: str, view: str, max_future_ms
         limits = f"CAST({int(max_future_ms)} AS BIGINT)"
         if kind == "transaction":
             limits += f", CAST({float(max_amount)!r} AS DOUBLE)"
+        limits += f", CAST({int(min_time_ms)} AS BIGINT)"
         call = f"decode_{suffix}(`value`, {limits})"
     else:
-        t_env.create_temporary_function(f"decode_{suffix}", _decode_udf(kind, max_future_ms, component, max_amount))
+        t_env.create_temporary_function(f"decode_{suffix}", _decode_udf(kind, max_future_ms, component, max_amount,
+                                                                         min_time_ms))
         call = f"decode_{suffix}(`value`)"
     t_env.create_temporary_function(f"dead_letter_{suffix}", _dead_letter_udf(component))
     fields = ", ".join(f"d.`{f}` AS `{f}`" for f in k.fields)

@@ -91,3 +91,14 @@ def test_checkpoint_settings_follow_the_config(monkeypatch, tmp_path):
     s = common.flink_settings(cfg, job_name="j")
     assert s["state.changelog.enabled"] == "true"
     assert s["state.changelog.dstl.dfs.base-path"] == (tmp_path / "j" / "changelog").as_uri()
+
+
+def test_the_minimum_event_time_default_is_the_decoders():
+    from pipelines.config import FraudConfig
+    from pipelines.serde import DEFAULT_MIN_TIME_MS
+
+    from pipelines.config import ROOT
+
+    java = (ROOT / "udfs" / "java" / "io" / "streamscore" / "udfs" / "AvroDecoder.java").read_text()
+    assert FraudConfig().min_event_time_ms == DEFAULT_MIN_TIME_MS
+    assert f"DEFAULT_MIN_TIME_MS = {DEFAULT_MIN_TIME_MS:_}L;" in java

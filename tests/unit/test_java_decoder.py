@@ -94,7 +94,7 @@ def test_transactions_agree_with_the_reference():
     broken = [
         None, b"", b"not avro at all", MARKER + b"\x00" * 8 + b"\x02",
         tx.encode({**TX, "amount": float("nan")}), tx.encode({**TX, "amount": float("inf")}),
-        tx.encode({**TX, "amount": -0.01}), tx.encode({**TX, "event_time": 0}),
+        tx.encode({**TX, "amount": -0.01}), tx.encode({**TX, "event_time": 0}), tx.encode({**TX, "event_time": 946_684_799_999}),
         tx.encode({**TX, "event_time": NOW + MAX_FUTURE + 1}), tx.encode({**TX, "event_time": NOW + MAX_FUTURE}),
         tx.encode({**TX, "customer_id": -1}), tx.encode({**TX, "terminal_id": -5}),
         tx.encode({**TX, "currency": "€uro"}),
@@ -113,7 +113,8 @@ def test_labels_agree_with_the_reference():
     lb = serde("transaction_label")
     good = [lb.encode({**LABEL, "transaction_id": i, "label": i % 2}) for i in range(20)]
     broken = [lb.encode({**LABEL, "label": 2}), lb.encode({**LABEL, "label": -1}),
-              lb.encode({**LABEL, "label_time": 0}), lb.encode({**LABEL, "label_time": NOW + MAX_FUTURE + 1}),
+              lb.encode({**LABEL, "label_time": 0}), lb.encode({**LABEL, "label_time": 946_684_799_999}),
+              lb.encode({**LABEL, "label_time": NOW + MAX_FUTURE + 1}),
               serde("transaction").encode(TX), good[0] + b"\x01"]
     truncated = [good[3][:n] for n in range(len(good[3]))]
     reasons = assert_agree("transaction_label", good + broken + truncated)
@@ -294,17 +295,17 @@ public class ThrowingDecoders {
         for (Throwable t : ts) {
             Throws d = new Throws(t);
             d.load();
-            print(d.eval(raw, 86400000L, 1e6).toString());
+            print(d.eval(raw, 86400000L, 1e6, null).toString());
         }
         DecodeTransaction unopened = new DecodeTransaction(); // open() never ran: no writer plans
-        print(unopened.eval(raw, 86400000L, 1e6).toString());
+        print(unopened.eval(raw, 86400000L, 1e6, null).toString());
         DecodeTransaction d = new DecodeTransaction();
         d.load();
-        print(d.eval(raw, null, null).toString()); // null limits: the defaults
-        print(d.eval(null, 86400000L, 1e6).toString());
+        print(d.eval(raw, null, null, null).toString()); // null limits: the defaults
+        print(d.eval(null, 86400000L, 1e6, null).toString());
         DecodeLabel l = new DecodeLabel();
         l.load();
-        print(l.eval(raw, 86400000L).toString());
+        print(l.eval(raw, 86400000L, null).toString());
     }
 
     static void print(String s) {

@@ -71,6 +71,7 @@ def test_schemas_are_files_not_strings():
     ({"amount": math.inf}, "bad-amount"),
     ({"amount": -1.0}, "negative-amount"),
     ({"event_time": 0}, "bad-timestamp"),
+    ({"event_time": 946_684_799_999}, "bad-timestamp"),  # before fraud.min_event_time_ms (2000-01-01)
     ({"event_time": 10**13 * 5}, "future-timestamp"),
 ])
 def test_transaction_rules(change, reason):

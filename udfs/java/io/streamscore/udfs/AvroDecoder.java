@@ -93,6 +93,11 @@ public abstract class AvroDecoder extends ScalarFunction {
      */
     abstract String[] check(Object[] values, long nowMs, long maxFutureMs, double maxAmount);
 
+    /** fraud.min_event_time_ms's default (2000-01-01): no record time may be older; pipelines/serde.py has it too. */
+    static final long DEFAULT_MIN_TIME_MS = 946_684_800_000L;
+    /** The oldest time a record may carry (fraud.min_event_time_ms, the SQL function's last argument). */
+    long minTimeMs = DEFAULT_MIN_TIME_MS;
+
     /** Per writer fingerprint, the plan that reads its records as the reader. */
     private transient Map<Long, Record> plans;
     private transient Map<Long, String> others;
@@ -1158,14 +1163,15 @@ public abstract class AvroDecoder extends ScalarFunction {
     }
 
     /** The SQL functions' body: never throws (a record that cannot be judged is an "internal-error" row). */
-    Row toRow(byte[] raw, Long maxFutureMs, Double maxAmount) {
+    Row toRow(byte[] raw, Long maxFutureMs, Double maxAmount, Long minTimeMs) {
+        this.minTimeMs = minTimeMs == null ? DEFAULT_MIN_TIME_MS : minTimeMs;
         return Row.of(decode(raw, System.currentTimeMillis(), maxFutureMs == null ? Long.MAX_VALUE / 2 : maxFutureMs,
                 maxAmount == null || Double.isNaN(maxAmount) ? FLOAT32_MAX : maxAmount));
     }
 
     /**
      * For the tests (tests/unit/test_java_decoder.py): {@code java -cp ... io.streamscore.udfs.AvroDecoder KIND
-     * NOW_MS MAX_FUTURE_MS [MAX_AMOUNT]} reads one record per line as hex ("-" for null) and prints reason, error,
+     * NOW_MS MAX_FUTURE_MS [MAX_AMOUNT [MIN_TIME_MS]]} reads one record per line as hex ("-" for null) and prints reason, error,
      * then the fields, tab-separated (tabs and newlines in an error as spaces).
      */
     public static void main(String[] args) throws IOException {
@@ -1178,6 +1184,7 @@ public abstract class AvroDecoder extends ScalarFunction {
         long now = Long.parseLong(args[1]);
         long maxFuture = Long.parseLong(args[2]);
         double maxAmount = args.length > 3 ? Double.parseDouble(args[3]) : FLOAT32_MAX;
+        d.minTimeMs = args.length > 4 ? Long.parseLong(args[4]) : DEFAULT_MIN_TIME_MS;
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
         StringBuilder out = new StringBuilder();
         String line;

@@ -3,7 +3,7 @@ package io.streamscore.udfs;
 import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.types.Row;
 
-/** {@code decode_transaction_label(value, max_future_ms)}: see {@link AvroDecoder}; the rules are udfs/routing.py's. */
+/** {@code decode_transaction_label(value, max_future_ms, min_time_ms)}: see {@link AvroDecoder}; the rules are udfs/routing.py's. */
 public class DecodeLabel extends AvroDecoder {
     private static final long serialVersionUID = 1L;
     private static final String[] FIELDS = {"transaction_id", "customer_id", "terminal_id", "label", "tx_time",
@@ -16,8 +16,8 @@ public class DecodeLabel extends AvroDecoder {
 
     @DataTypeHint("ROW<reason STRING, error STRING, transaction_id BIGINT, customer_id BIGINT, terminal_id BIGINT, "
             + "label INT, tx_time BIGINT, label_time BIGINT>")
-    public Row eval(byte[] value, Long maxFutureMs) {
-        return toRow(value, maxFutureMs, null);
+    public Row eval(byte[] value, Long maxFutureMs, Long minTimeMs) {
+        return toRow(value, maxFutureMs, null, minTimeMs);
     }
 
     @Override
@@ -27,7 +27,7 @@ public class DecodeLabel extends AvroDecoder {
         if (label != 0 && label != 1) {
             return new String[] {"bad-label", "label " + label + " is not 0 or 1"};
         }
-        if (labelTime <= 0 || labelTime > nowMs + maxFutureMs) {
+        if (labelTime <= 0 || labelTime < minTimeMs || labelTime > nowMs + maxFutureMs) {
             return new String[] {"bad-timestamp", "label_time " + labelTime + " is out of range"};
         }
         return null;

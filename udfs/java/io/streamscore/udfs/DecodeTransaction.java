@@ -4,7 +4,7 @@ import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.types.Row;
 
 /**
- * {@code decode_transaction(value, max_future_ms, max_amount)}: see {@link AvroDecoder}; the rules are
+ * {@code decode_transaction(value, max_future_ms, max_amount, min_time_ms)}: see {@link AvroDecoder}; the rules are
  * serde.check_transaction. {@code max_amount} is fraud.max_amount (null: only the scorer's float32 range limits
  * the amount).
  */
@@ -20,8 +20,8 @@ public class DecodeTransaction extends AvroDecoder {
 
     @DataTypeHint("ROW<reason STRING, error STRING, transaction_id BIGINT, customer_id BIGINT, terminal_id BIGINT, "
             + "amount DOUBLE, event_time BIGINT, produced_at BIGINT, ingest_ms BIGINT>")
-    public Row eval(byte[] value, Long maxFutureMs, Double maxAmount) {
-        return toRow(value, maxFutureMs, maxAmount);
+    public Row eval(byte[] value, Long maxFutureMs, Double maxAmount, Long minTimeMs) {
+        return toRow(value, maxFutureMs, maxAmount, minTimeMs);
     }
 
     @Override
@@ -45,6 +45,10 @@ public class DecodeTransaction extends AvroDecoder {
         }
         if (eventTime <= 0) {
             return new String[] {"bad-timestamp", "event_time " + eventTime + " is not a positive epoch-millis value"};
+        }
+        if (eventTime < minTimeMs) {
+            return new String[] {"bad-timestamp", "event_time " + eventTime + " is before fraud.min_event_time_ms "
+                    + minTimeMs};
         }
         if (eventTime > nowMs + maxFutureMs) {
             return new String[] {"future-timestamp", "event_time " + eventTime + " is more than " + maxFutureMs
