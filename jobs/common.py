@@ -241,9 +241,9 @@ def kafka_source_ddl(cfg: Config, *, table: str, topic: str, group_id: str, boot
         CREATE TEMPORARY TABLE {table} (
           `key` BYTES,
           `value` BYTES,
-          `topic` STRING METADATA VIRTUAL,
-          `partition` INT METADATA VIRTUAL,
-          `offset` BIGINT METADATA VIRTUAL,
+          `kafka_topic` STRING METADATA FROM 'topic' VIRTUAL,
+          `kafka_partition` INT METADATA FROM 'partition' VIRTUAL,
+          `kafka_offset` BIGINT METADATA FROM 'offset' VIRTUAL,
           `kafka_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL
           {wm}
         ) WITH (

@@ -347,8 +347,8 @@ def route_table(t_env, *, source_table: str, kind: str, view: str, max_future_ms
     t_env.create_temporary_function(f"dead_letter_{suffix}", _dead_letter_udf(component))
     fields = ", ".join(f"d.`{f}` AS `{f}`" for f in k.fields)
     decoded = t_env.sql_query(
-        f"SELECT `key`, `value`, `topic`, `partition`, `offset`, d.reason AS reason, d.error AS error, {fields} "
-        f"FROM (SELECT `key`, `value`, `topic`, `partition`, `offset`, {call} AS d FROM {source_table})")
+        f"SELECT `key`, `value`, kafka_topic, kafka_partition, kafka_offset, d.reason AS reason, d.error AS error, {fields} "
+        f"FROM (SELECT `key`, `value`, kafka_topic, kafka_partition, kafka_offset, {call} AS d FROM {source_table})")
     # One DataStream for every branch below: the decoder runs once per record whatever the planner does with the
     # three queries, and watermarks pass through to_data_stream.
     typed_view(t_env, t_env.to_data_stream(decoded), f"{view}_all", k.time_field, proctime=bool(java))
@@ -361,22 +361,22 @@ def route_table(t_env, *, source_table: str, kind: str, view: str, max_future_ms
         t_env.create_temporary_function(f"count_in_{suffix}", _input_counter_udf(component, k.schema))
         counted = t_env.sql_query(f"SELECT count_in_{suffix}(n) AS n FROM (SELECT COUNT(*) AS n FROM TABLE(TUMBLE("
                                   f"TABLE {view}_all, DESCRIPTOR(proctime), INTERVAL '5' SECOND)) "
-                                  f"GROUP BY window_start, window_end, `partition`)")
+                                  f"GROUP BY window_start, window_end, kafka_partition)")
     cols = ", ".join(f"`{f}`" for f in k.fields)
     on_time = "(CURRENT_WATERMARK(rowtime) IS NULL OR rowtime > CURRENT_WATERMARK(rowtime))" if with_late else "TRUE"
     t_env.create_temporary_view(view, t_env.sql_query(
         f"SELECT {cols}, rowtime FROM {view}_all WHERE reason IS NULL AND {on_time}"))
     dead = t_env.sql_query(
-        f"SELECT COALESCE(`key`, CAST(X'' AS BYTES)) AS `key`, dead_letter_{suffix}(`key`, `value`, `topic`, "
-        f"`partition`, `offset`, reason, error) AS `value` FROM {view}_all WHERE reason IS NOT NULL")
+        f"SELECT COALESCE(`key`, CAST(X'' AS BYTES)) AS `key`, dead_letter_{suffix}(`key`, `value`, kafka_topic, "
+        f"kafka_partition, kafka_offset, reason, error) AS `value` FROM {view}_all WHERE reason IS NOT NULL")
     late = None
     if with_late:
         t_env.create_temporary_function(f"late_event_{suffix}", _late_udf(component))
         wm_ms = ("(CAST(TIMESTAMPDIFF(SECOND, TO_TIMESTAMP_LTZ(0, 3), CURRENT_WATERMARK(rowtime)) AS BIGINT) * 1000 "
                  "+ EXTRACT(MILLISECOND FROM CURRENT_WATERMARK(rowtime)))")
         late = t_env.sql_query(
-            f"SELECT COALESCE(`key`, CAST(X'' AS BYTES)) AS `key`, late_event_{suffix}(`value`, `topic`, "
-            f"`partition`, `offset`, CAST(`{k.id_field}` AS STRING), `{k.time_field}`, {wm_ms}) AS `value` "
+            f"SELECT COALESCE(`key`, CAST(X'' AS BYTES)) AS `key`, late_event_{suffix}(`value`, kafka_topic, "
+            f"kafka_partition, kafka_offset, CAST(`{k.id_field}` AS STRING), `{k.time_field}`, {wm_ms}) AS `value` "
             f"FROM {view}_all WHERE reason IS NULL AND CURRENT_WATERMARK(rowtime) IS NOT NULL "
             f"AND rowtime <= CURRENT_WATERMARK(rowtime)")
     return Routes(late, dead, counted)

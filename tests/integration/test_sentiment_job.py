@@ -111,6 +111,11 @@ def test_sentiment_job_scores_trends_late_dead(kafka_bootstrap, topic_factory, t
     assert all(e["event_time"] <= e["watermark"] and e["source_topic"] == posts_t for e in late)
     assert len(dead) == rep.malformed and all(d["source_topic"] == posts_t and d["reason"] for d in dead)
 
+    # -- each post keeps its own topic (not the Kafka topic's name: the source's metadata columns are kafka_*)
+    sent_topic = {p["post_id"]: p["topic"] for p in on_time}
+    assert len(set(sent_topic.values())) > 1, "the replay sent one topic only"
+    assert all(s["topic"] == sent_topic[s["post_id"]] for s in scores), "a score lost its post's topic"
+
     # -- trend windows == per-topic per-minute counts of the on-time posts, with the score records' labels
     main_scores = [s for s in scores if s["event_time"] < MAIN_END]
     expect = defaultdict(Counter)
@@ -122,6 +127,7 @@ def test_sentiment_job_scores_trends_late_dead(kafka_bootstrap, topic_factory, t
     windows = {(t["topic"], t["window_start"]): t for t in trends if t["window_end"] <= MAIN_END}
     assert Counter((t["topic"], t["window_start"]) for t in trends).most_common(1)[0][1] == 1, "duplicate windows"
     assert set(windows) == set(expect)
+    assert {t for t, _ in windows} == {sent_topic[s["post_id"]] for s in main_scores}
     for key, t in windows.items():
         assert t["window_end"] - t["window_start"] == 60_000
         assert (t["count_negative"], t["count_neutral"], t["count_positive"]) == (
