@@ -47,7 +47,7 @@ def build(t_env, cfg, args):
         t_env.execute_sql(kafka_sink_ddl(cfg, table="decisions_sink", topic=args.decisions_topic,
                                          bootstrap=bootstrap, guarantee="at-least-once"))
 
-    common = dict(max_future_ms=cfg.fraud.max_future_ms, component="fraud-job")
+    common = dict(limits=cfg.fraud, component="fraud-job")
     tx = route_table(t_env, source_table="tx_source", kind="transaction", view="tx_v", **common)
     lb = route_table(t_env, source_table="label_source", kind="transaction_label", view="label_v", **common)
     register_functions(t_env, cfg.fraud.emit)

@@ -43,7 +43,7 @@ def build(t_env, cfg, *, bootstrap: str, source_topic: str, out_topic: str, dead
     t_env.execute_sql(kafka_sink_ddl(cfg, table="dead_out", topic=dead_topic, bootstrap=bootstrap,
                                      txn_prefix=f"{group_id}-dead"))
     routes = route_table(t_env, source_table="tx_source", kind="transaction", view="tx_v",
-                         max_future_ms=cfg.fraud.max_future_ms, component="passthrough-job", with_late=False)
+                         limits=cfg.fraud, component="passthrough-job", with_late=False)
     ok = t_env.to_data_stream(t_env.from_path("tx_v"))  # the kind's fields, then rowtime
     encoded = ok.map(EncodeTransaction(), output_type=kv_type()).name("encode-transaction")
     stmts = t_env.create_statement_set()

@@ -41,7 +41,7 @@ def build(t_env, cfg, args):
                                          txn_prefix=f"{args.group_id}-{table}"))
 
     late, dead, _ = route_table(t_env, source_table="posts_source", kind="social_post", view="posts_v",
-                                max_future_ms=cfg.fraud.max_future_ms, component="sentiment-job")
+                                limits=cfg.fraud, component="sentiment-job")
 
     t_env.create_temporary_function("score_sentiment", make_score_udf())
     t_env.create_temporary_function("encode_trend", make_trend_udf())

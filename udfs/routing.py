@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Callable, Mapping, NamedTuple
 
 from pyflink.common import Types
 
 from pipelines.serde import DEFAULT_MAX_AMOUNT, DEFAULT_MIN_TIME_MS, DecodeError, check_transaction, serde
+
+if TYPE_CHECKING:
+    from pipelines.config import FraudConfig
 
 def kv_type():
     """(key, value) bytes: what our raw-format Kafka sinks take."""
@@ -317,29 +320,24 @@ def add_counters(t_env, statements, *tables) -> None:
     statements.add_insert("counters_sink", union)
 
 
-def route_table(t_env, *, source_table: str, kind: str, view: str, max_future_ms: int, component: str,
-                with_late: bool = True, max_amount: float | None = None) -> Routes:
+def route_table(t_env, *, source_table: str, kind: str, view: str, limits: "FraudConfig", component: str,
+                with_late: bool = True) -> Routes:
     """Reads `source_table` (jobs.common.kafka_source_ddl) and registers `view`: the kind's fields plus `rowtime`
     (event time, with the source's watermark), on-time records only. Returns the late and dead tables of (key,
     value) bytes for the raw-format Kafka sinks (late rows stay in `view` when `with_late` is False), and, for a
-    kind decoded in the JVM, the input counts for add_counters. `max_amount` is fraud.max_amount (None: the loaded
-    config's); the oldest time a record may carry is the loaded config's fraud.min_event_time_ms."""
-    from pipelines.config import load_config
-
-    fraud_cfg = load_config().fraud
-    if max_amount is None:
-        max_amount = fraud_cfg.max_amount
-    min_time_ms = fraud_cfg.min_event_time_ms
+    kind decoded in the JVM, the input counts for add_counters. `limits` is the job's config section whose
+    max_future_ms, max_amount and min_event_time_ms the decoders apply."""
+    max_future_ms, max_amount, min_time_ms = limits.max_future_ms, limits.max_amount, limits.min_event_time_ms
     k = KINDS[kind]
     suffix = view  # function names per view: a job routes several sources
     java = JAVA_DECODERS.get(kind)
     if java:
         t_env.execute_sql(f"CREATE TEMPORARY FUNCTION IF NOT EXISTS decode_{suffix} AS '{java}' LANGUAGE JAVA")
-        limits = f"CAST({int(max_future_ms)} AS BIGINT)"
+        sql_args = f"CAST({int(max_future_ms)} AS BIGINT)"
         if kind == "transaction":
-            limits += f", CAST({float(max_amount)!r} AS DOUBLE)"
-        limits += f", CAST({int(min_time_ms)} AS BIGINT)"
-        call = f"decode_{suffix}(`value`, {limits})"
+            sql_args += f", CAST({float(max_amount)!r} AS DOUBLE)"
+        sql_args += f", CAST({int(min_time_ms)} AS BIGINT)"
+        call = f"decode_{suffix}(`value`, {sql_args})"
     else:
         t_env.create_temporary_function(f"decode_{suffix}", _decode_udf(kind, max_future_ms, component, max_amount,
                                                                          min_time_ms))
