@@ -79,7 +79,7 @@ test-integration: install ## Tests against a real Kafka broker, Redis and PyFlin
 # -------------------------------------------------------------------------------------------------------- bench
 .PHONY: bench
 bench: install model ## Benchmarks (fraud job end to end, scorer, sentiment); results with machine and settings in bench-results/
-	$(PY) -m pipelines.bench --out bench-results
+	$(PY) -m infra.bench.run --out bench-results
 
 .PHONY: clean
 clean: ## Remove build outputs and local state (.run), keep caches

@@ -271,7 +271,7 @@ class LagExporterService:
             return self.url
         if port_open(self.port):
             raise ServiceError(f"port {self.port} is taken; set STREAMSCORE_METRICS__LAG_EXPORTER_PORT")
-        cmd = [sys.executable, "-m", "pipelines.lag_exporter", "--port", str(self.port), "--bootstrap",
+        cmd = [sys.executable, "-m", "infra.lag_exporter", "--port", str(self.port), "--bootstrap",
                self.bootstrap, "--interval", str(self.interval)]
         for g in self.groups:
             cmd += ["--group", g]

@@ -92,7 +92,7 @@ def processes(cfg: Config, cluster: bool = False) -> list[Proc]:
         Proc("fraud-job", [py, FRAUD_JOB] if (ROOT / FRAUD_JOB).exists()
              else [py, "jobs/passthrough_job.py"], multiprocess_metrics=True)]
     procs += [
-        Proc("fraud-producer", [py, "-m", "pipelines.replay_fraud", "--rate", rate, "--loop"],
+        Proc("fraud-producer", [py, "-m", "pipelines.replay.fraud", "--rate", rate, "--loop"],
              url=f"http://127.0.0.1:{cfg.metrics.producer_port}/metrics"),
     ]
     if (ROOT / "jobs" / "sentiment_job.py").exists():
@@ -103,7 +103,7 @@ def processes(cfg: Config, cluster: bool = False) -> list[Proc]:
                        env={"STREAMSCORE_METRICS__JOB_PORT": str(cfg.metrics.sentiment_job_port),
                             "STREAMSCORE_METRICS__FLINK_REPORTER_PORT": str(cfg.metrics.sentiment_flink_reporter_port),
                             "STREAMSCORE_FLINK__LOCAL_REST_PORT": str(cfg.flink.sentiment_rest_port)}),
-                  Proc("posts-producer", [py, "-m", "pipelines.replay_posts", "--rate",
+                  Proc("posts-producer", [py, "-m", "pipelines.replay.posts", "--rate",
                                           os.environ.get("POSTS_RATE", "50"), "--loop",
                                           "--metrics-port", str(cfg.metrics.posts_producer_port)],
                        url=f"http://127.0.0.1:{cfg.metrics.posts_producer_port}/metrics")]
@@ -114,7 +114,7 @@ def processes(cfg: Config, cluster: bool = False) -> list[Proc]:
         procs.append(Proc("dashboard", [py, "-m", "dashboard.server", *dash_args],
                           url=f"http://{cfg.dashboard.host}:{cfg.dashboard.port}/?token={cfg.dashboard.token}"))
     if (ROOT / "pipelines" / "lag_exporter.py").exists():
-        procs.append(Proc("lag-exporter", [py, "-m", "pipelines.lag_exporter"],
+        procs.append(Proc("lag-exporter", [py, "-m", "infra.lag_exporter"],
                           url=f"http://127.0.0.1:{cfg.metrics.lag_exporter_port}/metrics"))
     return procs
 

@@ -30,5 +30,5 @@ native-valgrind: native ## Valgrind memcheck of a small scoring loop; fails on e
 	mkdir -p $(NATIVE_VG_DIR)
 	PYTHONMALLOC=malloc PYTHONPATH=$(CURDIR) valgrind --tool=memcheck --leak-check=full --show-leak-kinds=definite \
 	  --num-callers=40 --suppressions=cpp_ext/sanitizers/valgrind.supp --xml=yes --xml-file=$(NATIVE_VG_DIR)/memcheck.xml \
-	  --log-file=$(NATIVE_VG_DIR)/memcheck.log $(PY) cpp_ext/tools/valgrind_loop.py $(NATIVE_VG_DIR)/model
+	  --log-file=$(NATIVE_VG_DIR)/memcheck.log $(PY) tests/valgrind_loop.py $(NATIVE_VG_DIR)/model
 	$(PY) cpp_ext/tools/valgrind_report.py $(NATIVE_VG_DIR)/memcheck.xml

@@ -3,4 +3,4 @@ TRAIN_FRAUD_ARGS ?=
 
 .PHONY: train-fraud
 train-fraud: ## Train the fraud MLP + handbook RF baseline (Apr-May train, June test); writes artifacts/models/fraud/<version>
-	$(PY) -m pipelines.train_fraud $(TRAIN_FRAUD_ARGS)
+	$(PY) -m pipelines.train.fraud $(TRAIN_FRAUD_ARGS)

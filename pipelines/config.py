@@ -219,14 +219,14 @@ class MetricsConfig:
     # sets 0.0.0.0 so that Prometheus in another container can scrape it.
     host: str = "127.0.0.1"
     # Each process that `make run` starts has its own port (a second process on a taken port serves nothing).
-    producer_port: int = 9401  # pipelines/replay_fraud.py
+    producer_port: int = 9401  # pipelines/replay/fraud.py
     # A job's Python workers serve `job_port` (udfs/); `make run` starts the sentiment job with
     # STREAMSCORE_METRICS__JOB_PORT set to `sentiment_job_port`, so the two jobs' workers do not compete for one port.
     job_port: int = 9402
     dashboard_port: int = 9403
     lag_exporter_port: int = 9404
     sentiment_job_port: int = 9405
-    posts_producer_port: int = 9406  # pipelines/replay_posts.py
+    posts_producer_port: int = 9406  # pipelines/replay/posts.py
     # Flink's own metrics (its PrometheusReporter: job state, numRestarts, checkpoints, records per task). The fraud
     # job's: its local MiniCluster's reporter (jobs/common.py), or on the standalone cluster (`make run CLUSTER=1`)
     # the JobManager's, the TaskManager taking the next port. 0: no reporter (the tests' jobs).

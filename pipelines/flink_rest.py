@@ -1,5 +1,5 @@
 """A job's state and restart count from Flink's REST API: a local MiniCluster's (flink.local_rest_port, set by
-jobs/common.py) or a cluster's JobManager. Used by the dashboard and by the tests (pipelines/jobrunner.py
+jobs/common.py) or a cluster's JobManager. Used by the dashboard and by the tests (infra/jobrunner.py
 RunningJob.num_restarts)."""
 
 from __future__ import annotations

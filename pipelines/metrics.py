@@ -14,7 +14,7 @@ process ("loopback"). The scoring UDF and the unknown-label counter call ``serve
 (jobs/fraud_job.py gives the routers port 0): the first process to get there binds the port, the others skip (an
 ``OSError`` on bind is expected and ignored). So that the one endpoint still reports every
 worker, a job runs with prometheus_client's multiprocess mode: the launcher sets ``PROMETHEUS_MULTIPROC_DIR`` to a
-fresh, empty folder (pipelines/jobrunner.py, infra/stack.py, a tmpfs in docker-compose) before the workers start,
+fresh, empty folder (infra/jobrunner.py, infra/stack.py, a tmpfs in docker-compose) before the workers start,
 every worker writes its values to memory-mapped files there, and the process that holds the port serves the sum over
 all of them (tests/integration/test_metrics_endpoints.py runs two workers). Counters and histograms of a worker that
 died stay in the sum, so they do not go backwards while the job runs; the folder is emptied when the job starts

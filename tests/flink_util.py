@@ -1,4 +1,4 @@
-"""Tests run jobs the way `make run` and `make bench` do: see pipelines/jobrunner.py.
+"""Tests run jobs the way `make run` and `make bench` do: see infra/jobrunner.py.
 
 `RunningJob(...).num_restarts()` is how many times Flink has restarted the running job (its `numRestarts` metric,
 from the REST API of the job's MiniCluster, which RunningJob puts on a free loopback port, `job.rest_url`): a test
@@ -7,7 +7,7 @@ that requires "the job never restarts" asserts `job.num_restarts() == 0`. `job.s
 """
 
 from infra.services import free_port, port_open
-from pipelines.jobrunner import RunningJob, job_env, run_job  # noqa: F401
+from infra.jobrunner import RunningJob, job_env, run_job  # noqa: F401
 
 
 def free_port_pair() -> int:

@@ -67,9 +67,9 @@ def eventually(check: Callable[[], object], timeout: float, what: str, every: fl
 @contextmanager
 def lag_exporter(bootstrap: str, log_dir: Path, *, groups: list[str], env: dict[str, str] | None = None,
                  interval: float = 1.0) -> Iterator[tuple[subprocess.Popen, int]]:
-    """`python -m pipelines.lag_exporter` as a subprocess on a free port; stopped (SIGTERM, then SIGKILL) on exit."""
+    """`python -m infra.lag_exporter` as a subprocess on a free port; stopped (SIGTERM, then SIGKILL) on exit."""
     port = free_port()
-    cmd = [sys.executable, "-m", "pipelines.lag_exporter", "--bootstrap", bootstrap, "--port", str(port),
+    cmd = [sys.executable, "-m", "infra.lag_exporter", "--bootstrap", bootstrap, "--port", str(port),
            "--interval", str(interval)]
     for g in groups:
         cmd += ["--group", g]

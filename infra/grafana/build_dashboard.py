@@ -93,7 +93,7 @@ def build() -> dict:
     p.append(_row(16, "Kafka lag", y)); y += 1
     p.append(_panel(17, "Consumer lag per partition", [
         _target("streamscore_consumer_lag", "{{group}} {{topic}}[{{partition}}]")], 0, y, unit="short",
-        description="Log-end offset minus committed offset (pipelines/lag_exporter.py). The Flink source commits "
+        description="Log-end offset minus committed offset (infra/lag_exporter.py). The Flink source commits "
                     "on checkpoints, so its lag saw-tooths with the checkpoint interval."))
     p.append(_panel(18, "Event-time lag", [
         _target("streamscore_event_time_lag_seconds", "{{topic}}")], 12, y, unit="s",

@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from dashboard import testkit
+from tests import dashboard_util as testkit
 from infra.services import free_port
 
 TOKEN = "s3cret-test-token"

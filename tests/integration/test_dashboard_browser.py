@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from dashboard import testkit
+from tests import dashboard_util as testkit
 from pipelines import kafka_util
 from pipelines.serde import serde
 from tests.browser_util import HAVE_CHROMIUM

@@ -26,7 +26,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from dashboard import testkit
+from tests import dashboard_util as testkit
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

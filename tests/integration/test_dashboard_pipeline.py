@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from dashboard import testkit
+from tests import dashboard_util as testkit
 from pipelines import kafka_util
 from pipelines.config import load_config
-from pipelines.replay_fraud import FraudReplay, ReplayOptions
+from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
 from tests.browser_util import HAVE_CHROMIUM, as_int, driver, texts, wait
 from tests.flink_util import RunningJob

@@ -30,7 +30,7 @@ from pipelines import kafka_util
 from pipelines.config import load_config
 from pipelines.features import FEATURE_NAMES, build_profiles, load_transactions
 from pipelines.profiles import REDIS_KEYS, ProfileStore, publish
-from pipelines.replay_fraud import FraudReplay, ReplayOptions
+from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
 from tests.flink_util import RunningJob, free_port_pair, job_env
 from udfs.scoring import random_mlp_weights, write_mlp_artifact

@@ -19,7 +19,7 @@ from infra.services import free_port
 from pipelines import kafka_util
 from pipelines.config import load_config
 from pipelines.features import FEATURE_NAMES
-from pipelines.replay_fraud import FraudReplay, ReplayOptions
+from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
 from tests.flink_util import free_port_pair, job_env
 from udfs.scoring import random_mlp_weights, write_mlp_artifact

@@ -2,7 +2,7 @@
 
 Like tests/integration/test_flink_cluster.py for the fraud job: a cluster from infra/flink_cluster.py on free ports,
 `flink run -d -p 2 -py jobs/sentiment_job.py` against the session's broker, a few hundred posts replayed by
-pipelines/replay_posts.py into a 4-partition topic, and every post must have exactly one record in the output topic,
+pipelines/replay/posts.py into a 4-partition topic, and every post must have exactly one record in the output topic,
 read with read_committed. The scorer is the trained model when there is one (`make train-sentiment`), else VADER
 (`sentiment.scorer`): this test checks the cluster plumbing, not the model. The TaskManager's Python workers read
 their config from the TaskManager's environment, so the scorer and the /metrics port are set there; the test also
@@ -25,8 +25,8 @@ from infra.flink_cluster import FlinkCluster
 from infra.services import free_port
 from pipelines import kafka_util
 from pipelines.config import load_config
-from pipelines.replay_fraud import ReplayOptions
-from pipelines.replay_posts import PostsOptions, PostsReplay
+from pipelines.replay.fraud import ReplayOptions
+from pipelines.replay.posts import PostsOptions, PostsReplay
 from pipelines.serde import serde
 from tests.flink_util import free_port_pair, job_env
 

@@ -28,7 +28,7 @@ from pipelines import kafka_util
 from pipelines.config import load_config
 from pipelines.features import FEATURE_NAMES, arrival_window_features, build_profiles, compute_features
 from pipelines.profiles import publish
-from pipelines.replay_fraud import FraudReplay, ReplayOptions
+from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
 from tests.flink_util import RunningJob
 from udfs.fraud_scoring import derive_features

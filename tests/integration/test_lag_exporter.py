@@ -14,8 +14,8 @@ from confluent_kafka import TopicPartition
 from infra import services
 from pipelines import kafka_util, metrics
 from pipelines.config import load_config
-from pipelines.lag_exporter import LagExporter
-from pipelines.replay_fraud import FraudReplay, ReplayOptions
+from infra.lag_exporter import LagExporter
+from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
 from tests.flink_util import RunningJob
 from tests.pipeline_util import write_test_model

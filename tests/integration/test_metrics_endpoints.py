@@ -1,6 +1,6 @@
 """Issue 7: every /metrics endpoint of a short real run, scraped over HTTP.
 
-The replay producer (in this process, serving its registry like `python -m pipelines.replay_fraud` does) sends N
+The replay producer (in this process, serving its registry like `python -m pipelines.replay.fraud` does) sends N
 transactions with labels, some malformed records and some late events; the real fraud job (PyFlink subprocess,
 serving `metrics.job_port`), the lag exporter (subprocess) and the dashboard server (subprocess) run beside it. Then
 each endpoint must report what the test injected and reads back from Kafka (read_committed):
@@ -28,11 +28,11 @@ from collections import Counter
 
 import pytest
 
-from dashboard import testkit
+from tests import dashboard_util as testkit
 from infra.services import free_port
 from pipelines import kafka_util, metrics
 from pipelines.config import load_config
-from pipelines.replay_fraud import FraudReplay, ReplayOptions
+from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
 from tests.flink_util import RunningJob
 from tests.pipeline_util import TEST_MODEL, eventually, lag_exporter, scrape, select, total, write_test_model

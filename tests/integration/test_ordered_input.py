@@ -20,7 +20,7 @@ from pipelines import kafka_util
 from pipelines.config import load_config
 from pipelines.features import FEATURE_NAMES, build_profiles, compute_features, load_transactions
 from pipelines.profiles import publish
-from pipelines.replay_fraud import FraudReplay, ReplayOptions
+from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
 from tests.flink_util import RunningJob
 from tests.integration.test_fraud_job import COUNT_FEATURES, model_dir  # noqa: F401 (fixture)

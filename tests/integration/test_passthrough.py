@@ -8,7 +8,7 @@ import pytest
 
 from pipelines import kafka_util
 from pipelines.config import load_config
-from pipelines.replay_fraud import FraudReplay, ReplayOptions
+from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
 from tests.flink_util import run_job
 

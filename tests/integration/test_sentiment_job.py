@@ -19,8 +19,8 @@ import pytest
 
 from pipelines import kafka_util
 from pipelines.config import load_config
-from pipelines.replay_fraud import ReplayOptions
-from pipelines.replay_posts import EPOCH_MS, PostsOptions, PostsReplay
+from pipelines.replay.fraud import ReplayOptions
+from pipelines.replay.posts import EPOCH_MS, PostsOptions, PostsReplay
 from pipelines.serde import serde
 from tests.flink_util import RunningJob
 
@@ -38,7 +38,7 @@ def sentiment_model_dir(tmp_path_factory):
     d = cfg.path(cfg.sentiment.model_dir)
     if (d / "LATEST").exists():
         return d
-    from pipelines.train_sentiment import TrainConfig, train
+    from pipelines.train.sentiment import TrainConfig, train
 
     base = tmp_path_factory.mktemp("sentiment-model")
     train(TrainConfig(sst_train_n=150, tweet_train_n=150, eval_n=20, quantize=False),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.bench import latency_split
+from infra.bench.run import latency_split
 
 
 def test_latency_split_legs_add_up_to_end_to_end():
@@ -19,7 +19,7 @@ def test_latency_split_legs_add_up_to_end_to_end():
 
 
 def test_wait_settled_needs_the_minimum_and_a_stable_count():
-    from pipelines.bench import wait_settled
+    from infra.bench.run import wait_settled
 
     seq = iter([1, 2, 2, 2, 5, 5, 5, 5, 5])
     assert wait_settled(lambda: next(seq), at_least=5, polls=2, every_s=0, timeout_s=10) == 5
@@ -27,7 +27,7 @@ def test_wait_settled_needs_the_minimum_and_a_stable_count():
 
 
 def test_drain_rate_is_measured_after_the_warmup_and_cold_over_the_whole_drain():
-    from pipelines.bench import drain_rate, drain_spans
+    from infra.bench.run import drain_rate, drain_spans
 
     spans = drain_spans(600, 200)
     assert spans == {"warm": (240, 560), "cold": (60, 540)}
@@ -39,7 +39,7 @@ def test_drain_rate_is_measured_after_the_warmup_and_cold_over_the_whole_drain()
 
 
 def test_a_transaction_that_never_arrived_is_infinitely_late():
-    from pipelines.bench import INF, json_safe, latencies, percentiles
+    from infra.bench.run import INF, json_safe, latencies, percentiles
 
     first = {i: (1000 + i, 1000, 0, 0) for i in range(98)}  # ids 98 and 99 never arrived
     lat = latencies(list(range(100)), first)
@@ -54,7 +54,7 @@ def test_a_transaction_that_never_arrived_is_infinitely_late():
 
 
 def test_runs_are_summarised_by_median_min_and_max():
-    from pipelines.bench import INF, spread
+    from infra.bench.run import INF, spread
 
     assert spread([30.0, 10.0, 20.0]) == {"median": 20.0, "min": 10.0, "max": 30.0, "runs": [30.0, 10.0, 20.0]}
     assert spread([10.0, INF, 20.0])["max"] == INF and spread([10.0, INF, 20.0])["median"] == 20.0

@@ -137,11 +137,11 @@ def test_services_reach_each_other_by_name(compose):
         assert env["REDIS_URL"] == "redis://redis:6379/0", name
     for name in ("sentiment-job-submitter", "posts-producer", "lag-exporter"):
         assert s[name]["environment"]["KAFKA_BOOTSTRAP"] == "kafka:9092", name
-    assert s["producer"]["command"][-2:] == ["pipelines.replay_fraud", "--loop"]
-    assert s["posts-producer"]["command"][:3] == ["python", "-m", "pipelines.replay_posts"]
+    assert s["producer"]["command"][-2:] == ["pipelines.replay.fraud", "--loop"]
+    assert s["posts-producer"]["command"][:3] == ["python", "-m", "pipelines.replay.posts"]
     assert "--loop" in s["posts-producer"]["command"]
-    assert s["lag-exporter"]["command"] == ["python", "-m", "pipelines.lag_exporter"]
-    assert "pipelines.train_sentiment" in " ".join(s["sentiment-model"]["command"])
+    assert s["lag-exporter"]["command"] == ["python", "-m", "infra.lag_exporter"]
+    assert "pipelines.train.sentiment" in " ".join(s["sentiment-model"]["command"])
     assert s["dashboard"]["command"][-1] == "dashboard.server"
 
 

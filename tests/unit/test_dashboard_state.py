@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from dashboard import testkit
+from tests import dashboard_util as testkit
 from dashboard.state import PANELS, DashboardState, percentile
 
 T0 = 1_700_000_000.0

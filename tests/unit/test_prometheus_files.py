@@ -180,7 +180,7 @@ def test_lag_exporter_watches_both_jobs_groups() -> None:
     """The lag exporter (`make run`, compose) watches the consumer groups the two jobs use by default."""
     import re
 
-    from pipelines.lag_exporter import default_groups
+    from infra.lag_exporter import default_groups
 
     groups = default_groups(Config())
     assert Config().flink.group_id in groups and "streamscore-dashboard" in groups

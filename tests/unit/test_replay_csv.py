@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from pipelines.replay_fraud import CSV_COLUMNS, CsvRowError, iter_csv, malformed_value, MALFORMED_KINDS, CsvTransaction
+from pipelines.replay.fraud import CSV_COLUMNS, CsvRowError, iter_csv, malformed_value, MALFORMED_KINDS, CsvTransaction
 from pipelines.serde import DecodeError, check_transaction, serde
 
 HEADER = ",".join(CSV_COLUMNS)
@@ -72,9 +72,9 @@ class _RecordingProducer:
 def test_resumed_replays_send_the_labels_of_one_replay(tmp_path, monkeypatch):
     """A replay that skips the rows an earlier one sent (resume_labels) sends the labels the earlier one left
     unsent: the two together send exactly what one replay of both ranges does (the benchmark's phases rely on it)."""
-    from pipelines import replay_fraud
+    from pipelines.replay import fraud as replay_fraud
     from pipelines.config import load_config
-    from pipelines.replay_fraud import FraudReplay, ReplayOptions
+    from pipelines.replay.fraud import FraudReplay, ReplayOptions
 
     lines = [f"{i},2018-04-01 {i // 60:02d}:{i % 60:02d}:00,{i % 7},{i % 5},{10 + i}.00,{i * 60},{i % 2},{i % 2},0"
              for i in range(600)]
@@ -102,9 +102,9 @@ def test_resumed_replays_send_the_labels_of_one_replay(tmp_path, monkeypatch):
 def test_paced_replay_keeps_its_rate_with_fewer_sleeps(tmp_path, monkeypatch):
     """A paced replay sleeps only once it is pace_slack_ms ahead: the rate over the run is still the target, with a
     sleep per few messages instead of one per message; the producer batches for replay.linger_ms."""
-    from pipelines import replay_fraud
+    from pipelines.replay import fraud as replay_fraud
     from pipelines.config import load_config
-    from pipelines.replay_fraud import FraudReplay, ReplayOptions
+    from pipelines.replay.fraud import FraudReplay, ReplayOptions
 
     csv = write(tmp_path, [f"{i},2018-04-01 00:{i // 60:02d}:{i % 60:02d},{i % 7},{i % 5},10.00,{i},0,0,0"
                            for i in range(400)])
@@ -128,9 +128,9 @@ def test_paced_replay_schedule_starts_after_the_skipped_rows(tmp_path, monkeypat
     them would send that long's worth of messages at once when the first row is due."""
     import time
 
-    from pipelines import replay_fraud
+    from pipelines.replay import fraud as replay_fraud
     from pipelines.config import load_config
-    from pipelines.replay_fraud import FraudReplay, ReplayOptions
+    from pipelines.replay.fraud import FraudReplay, ReplayOptions
 
     csv = write(tmp_path, [f"{i},2018-04-01 00:{i // 60:02d}:{i % 60:02d},{i % 7},{i % 5},10.00,{i},0,0,0"
                            for i in range(300)])
@@ -261,9 +261,9 @@ def test_live_replay_stamps_every_event_with_the_wall_clock(tmp_path, monkeypatc
     live time its transaction went out with; and the ids sent are recorded in order."""
     import time
 
-    from pipelines import replay_fraud
+    from pipelines.replay import fraud as replay_fraud
     from pipelines.config import load_config
-    from pipelines.replay_fraud import FraudReplay, ReplayOptions
+    from pipelines.replay.fraud import FraudReplay, ReplayOptions
 
     lines = [f"{i},2018-04-01 {i // 60:02d}:{i % 60:02d}:00,{i % 7},{i % 5},{10 + i}.00,{i * 60},{i % 2},{i % 2},0"
              for i in range(300)]
@@ -292,7 +292,7 @@ def test_live_replay_refuses_injected_disorder():
     import pytest
 
     from pipelines.config import load_config
-    from pipelines.replay_fraud import FraudReplay, ReplayOptions
+    from pipelines.replay.fraud import FraudReplay, ReplayOptions
 
     with pytest.raises(ValueError):
         FraudReplay(load_config(), ReplayOptions(live=True, out_of_order_frac=0.1))

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.config import load_config
-from pipelines.replay_posts import (MALFORMED_KINDS, TOPICS, PostsOptions, PostsReplay, assign_topic, author_of,
+from pipelines.replay.posts import (MALFORMED_KINDS, TOPICS, PostsOptions, PostsReplay, assign_topic, author_of,
                                     iter_posts, load_texts, malformed_post)
 from pipelines.serde import DecodeError, serde
-from pipelines.train_sentiment import calibrate, fit_head, macro_recall, sst_accuracy
+from pipelines.train.sentiment import calibrate, fit_head, macro_recall, sst_accuracy
 from udfs.sentiment import LABELS, VaderSentimentScorer
 
 CFG = load_config()
@@ -87,7 +87,7 @@ def test_metrics_helpers():
 def test_fit_head_folds_the_scaler():
     from sklearn.linear_model import LogisticRegression
 
-    from pipelines.train_sentiment import TrainConfig
+    from pipelines.train.sentiment import TrainConfig
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 8)) * rng.uniform(0.1, 10, size=8) + rng.normal(size=8)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipelines import features as F
-from pipelines import train_fraud as T
+from pipelines.train import fraud as T
 from pipelines.config import load_config
 
 torch = pytest.importorskip("torch")

@@ -1,6 +1,6 @@
 """Scorer benchmark: CPU cost per event of the native (C++) and the numpy reference scorer.
 
-``python -m pipelines.bench_scorer --out bench-results/scorer.json``
+``python -m infra.bench.scorer --out bench-results/scorer.json``
 
 * Per-event cost at batch sizes 1, 64 and 1024 for both scorers, through the ``udfs.scoring`` classes the job uses
   (metrics recording included): the median over ``--repeats`` runs of ``--calls`` calls each.

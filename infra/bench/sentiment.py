@@ -7,7 +7,7 @@ Phase 2 (latency): posts paced at ``--latency-rate`` for ``--latency-seconds``; 
 ``scored_at - produced_at`` (the producer's wall clock to the scoring UDF's). A read_committed consumer sees the
 record only after the next checkpoint commits (``flink.checkpoint_interval_ms``), reported as ``commit_interval_ms``.
 
-    python -m pipelines.bench_sentiment --bootstrap 127.0.0.1:9092 --out bench-results/sentiment.json
+    python -m infra.bench.sentiment --bootstrap 127.0.0.1:9092 --out bench-results/sentiment.json
 Without --bootstrap a private local broker is started on free ports. The result has the job's CPU seconds (JVM and
 Python workers) per 1,000 posts of the drain and the load average, since the machine may be shared.
 
@@ -33,8 +33,8 @@ import numpy as np
 
 from pipelines import kafka_util
 from pipelines.config import ROOT, load_config
-from pipelines.replay_fraud import ReplayOptions
-from pipelines.replay_posts import PostsOptions, PostsReplay
+from pipelines.replay.fraud import ReplayOptions
+from pipelines.replay.posts import PostsOptions, PostsReplay
 from pipelines.serde import serde
 
 
@@ -60,7 +60,7 @@ def wait_scores(bootstrap: str, topic: str, ids: set[str], timeout: float) -> li
 
 
 def bench_model(cfg, a) -> dict:
-    from pipelines.replay_posts import load_texts
+    from pipelines.replay.posts import load_texts
     from udfs.sentiment import ModelSentimentScorer
 
     s = cfg.sentiment
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         warm = replay(50, 0, 0)  # waits for the job to start and the model to load
         if len(wait_scores(bootstrap, topics["sentiment"], {p["post_id"] for p in warm.sent_posts}, 300)) < 50:
             raise RuntimeError(f"job did not score the warm-up posts; see {run_dir / 'job.out'}")
-        from pipelines.bench import _tree_cpu_seconds
+        from infra.bench.run import _tree_cpu_seconds
 
         load0, cpu0 = os.getloadavg()[0], _tree_cpu_seconds([job.pid])
         bulk = replay(a.n, 0, 1_000_000)

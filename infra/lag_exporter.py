@@ -1,4 +1,4 @@
-"""Consumer-lag exporter: ``python -m pipelines.lag_exporter`` serves /metrics on ``metrics.lag_exporter_port``.
+"""Consumer-lag exporter: ``python -m infra.lag_exporter`` serves /metrics on ``metrics.lag_exporter_port``.
 
 Every ``--interval`` seconds it asks the broker, through confluent-kafka's AdminClient, for
 

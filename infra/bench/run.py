@@ -22,7 +22,7 @@ name says otherwise:
   10% malformed records, emit at the watermark and the standalone cluster at parallelism 2. Compressed time is
   used for drains only; no latency figure comes from it.
 
-The scorer micro-benchmark (pipelines/bench_scorer.py) and the sentiment benchmark run too. The load average is
+The scorer micro-benchmark (infra/bench/scorer.py) and the sentiment benchmark run too. The load average is
 sampled every 10 s; a run whose load went above the core count is flagged (`machine.overloaded`). The last line
 printed is one JSON object with the headline numbers and their settings. A benchmark reports; it never fails the
 build.
@@ -45,7 +45,7 @@ from typing import Callable
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def machine() -> dict:
@@ -219,9 +219,9 @@ def bench_live(emit: str, rates: list[float], seconds: float, workdir: Path, *, 
     from pipelines import kafka_util
     from pipelines.config import load_config
     from pipelines.features import build_profiles, load_transactions
-    from pipelines.jobrunner import RunningJob
+    from infra.jobrunner import RunningJob
     from pipelines.profiles import publish
-    from pipelines.replay_fraud import FraudReplay, ReplayOptions
+    from pipelines.replay.fraud import FraudReplay, ReplayOptions
 
     cfg = load_config()
     broker = services.KafkaBroker(services.free_port(), services.free_port(), workdir / "kafka")
@@ -370,9 +370,9 @@ def bench_drain(workdir: Path, variants: list[dict], n: int, warmup: int = 0) ->
     from pipelines import kafka_util
     from pipelines.config import load_config
     from pipelines.features import build_profiles, load_transactions
-    from pipelines.jobrunner import RunningJob, job_env
+    from infra.jobrunner import RunningJob, job_env
     from pipelines.profiles import publish
-    from pipelines.replay_fraud import FraudReplay, ReplayOptions
+    from pipelines.replay.fraud import FraudReplay, ReplayOptions
 
     cfg = load_config()
     broker = services.KafkaBroker(services.free_port(), services.free_port(), workdir / "kafka")
@@ -572,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
             headline["fraud_live_p50_ms_2k"] = fig(arrival, 2000, "decision", "p50")["median"]
     if args.only == "all" and not args.skip_scorer:
         scorer_out = out_dir / f"scorer-{stamp}.json"
-        proc = subprocess.run([sys.executable, "-m", "pipelines.bench_scorer", "--out", str(scorer_out)],
+        proc = subprocess.run([sys.executable, "-m", "infra.bench.scorer", "--out", str(scorer_out)],
                               cwd=ROOT, capture_output=True, text=True)
         if proc.returncode == 0 and scorer_out.exists():
             result["scorer"] = json.loads(scorer_out.read_text())
@@ -581,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
             result["scorer_error"] = proc.stderr[-2000:]
     if args.only == "all":
         sent_out = out_dir / f"sentiment-{stamp}.json"
-        proc = subprocess.run([sys.executable, "-m", "pipelines.bench_sentiment", "--out", str(sent_out)],
+        proc = subprocess.run([sys.executable, "-m", "infra.bench.sentiment", "--out", str(sent_out)],
                               cwd=ROOT, capture_output=True, text=True)
         if proc.returncode == 0 and sent_out.exists():
             result["sentiment"] = json.loads(sent_out.read_text())

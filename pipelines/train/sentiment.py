@@ -1,7 +1,7 @@
 """Trains the post-sentiment model: MiniLM encoder (top layers fine-tuned) + mean pooling + a calibrated 3-class
 head, as ONE TorchScript file.
 
-``python -m pipelines.train_sentiment`` (``make train-sentiment``).
+``python -m pipelines.train.sentiment`` (``make train-sentiment``).
 
 * Data (``replay.sentiment_dir``): the TweetEval sentiment validation split (``tweeteval/val_text.txt`` +
   ``val_labels.txt``; 0 negative, 1 neutral, 2 positive), of which a fixed, seeded ``tweet_holdout`` part is held
@@ -608,7 +608,7 @@ def train(tc: TrainConfig, *, data_dir: Path, model_dir: Path, metrics_file: Pat
 
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config()
-    p = argparse.ArgumentParser(prog="python -m pipelines.train_sentiment", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m pipelines.train.sentiment", description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", default=cfg.replay.sentiment_dir)
     p.add_argument("--model-dir", default=cfg.sentiment.model_dir)
     p.add_argument("--metrics-file", default="artifacts/metrics/sentiment.json", help="'' to skip")

@@ -1,6 +1,6 @@
 """Trains the fraud model and the Fraud Detection Handbook's baseline, and writes the scorer's artifact.
 
-``python -m pipelines.train_fraud`` (``make train-fraud``): train on 2018-04-01 .. 2018-05-31, test on June.
+``python -m pipelines.train.fraud`` (``make train-fraud``): train on 2018-04-01 .. 2018-05-31, test on June.
 
 * Features come from :mod:`pipelines.features`, computed once over the whole history so June's windows see May.
   Terminal risk uses only the labels known at each moment (label_time = tx time + ``fraud.label_delay_days``), so
@@ -441,7 +441,7 @@ def format_table(metrics: dict[str, Any], k: int = 100) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config()
-    p = argparse.ArgumentParser(prog="python -m pipelines.train_fraud", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m pipelines.train.fraud", description=__doc__.split("\n")[0])
     p.add_argument("--data", default=cfg.replay.fraud_csv, help="the transactions CSV (default: replay.fraud_csv)")
     p.add_argument("--model-dir", default=cfg.fraud.model_dir, help="where versions and LATEST go")
     p.add_argument("--metrics-file", default="artifacts/metrics/fraud.json", help="'' to skip the copy")

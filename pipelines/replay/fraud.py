@@ -7,7 +7,7 @@ out-of-order events (delayed less than the watermark bound: still on time), late
 malformed records (for tests and demos). A progress line is printed every few seconds. A malformed CSV row is
 reported with its line number and counted; it is never skipped silently.
 
-    python -m pipelines.replay_fraud --rate 2000 --limit 100000 --late-frac 0.001
+    python -m pipelines.replay.fraud --rate 2000 --limit 100000 --late-frac 0.001
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ class ReplayOptions:
     # The live clock: each transaction's event time is the wall clock when it is sent (and so its produced_at and
     # Kafka timestamp), as a card network's would be; rows still come in data order, paced by `rate`, and a label
     # still falls due `label_delay_days` of data time after its transaction, stamped with the wall clock when sent.
-    # What latency is measured on (pipelines/bench.py); without it, event time is the data's own (compressed
+    # What latency is measured on (infra/bench/run.py); without it, event time is the data's own (compressed
     # replays: drains and backfills).
     live: bool = False
     # Keep the id of every transaction sent, in order (ReplayReport.sent_ids): a benchmark counts the ones that

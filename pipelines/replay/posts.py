@@ -3,11 +3,11 @@
 Each post gets a deterministic id (``p-<n>``), author and topic (keywords first, else a hash of the text), event
 times ``--event-spacing-ms`` apart (from a fixed epoch, or from now with ``--rebase``), Kafka timestamp = event time,
 key = topic. A target rate with optional bursts (``--burst-rate`` for ``--burst-seconds`` every ``--burst-every``
-seconds), and the same injection options as the fraud replay (pipelines.replay_fraud.ReplayOptions): out-of-order
+seconds), and the same injection options as the fraud replay (pipelines.replay.fraud.ReplayOptions): out-of-order
 posts (held back less than the watermark bound: still on time), late posts (``late_at_end`` + a ``before_late`` hook
 make lateness deterministic in tests), malformed records, and a ``tail`` of extra posts to push the watermark.
 
-    python -m pipelines.replay_posts --rate 50 --burst-rate 500 --burst-every 30 --burst-seconds 5 --loop
+    python -m pipelines.replay.posts --rate 50 --burst-rate 500 --burst-every 30 --burst-seconds 5 --loop
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 from pipelines import kafka_util
 from pipelines.config import Config, load_config
 from pipelines.metrics import serve
-from pipelines.replay_fraud import DAY_MS, ReplayOptions, ReplayReport, finish
+from pipelines.replay.fraud import DAY_MS, ReplayOptions, ReplayReport, finish
 from pipelines.serde import serde
 
 COMPONENT = "replay-posts"
