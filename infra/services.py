@@ -24,13 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from pipelines import udfjar  # noqa: E402
 from pipelines.config import Config, load_config  # noqa: E402
+from pipelines.udfjar import UDF_JAR, UDF_SRC  # noqa: E402
 
 CACHE = ROOT / ".cache"
 KAFKA_LIBS = CACHE / "kafka" / "libs"
 FLINK_JARS = CACHE / "flink-jars"
-UDF_SRC = ROOT / "udfs" / "java"
-UDF_JAR = ROOT / "build" / "flink-udfs" / "streamscore-udfs.jar"
 
 
 class ServiceError(RuntimeError):
@@ -163,11 +163,9 @@ def ensure_avro_jars() -> Path:
 def ensure_udf_jar() -> Path:
     """Compiles our Java SQL functions (udfs/java) against the Flink jars PyFlink ships; rebuilt when a source
     changes. Java is used only where per-row speed matters: the rolling-window aggregates and the Avro decoders."""
-    sources = sorted(UDF_SRC.rglob("*.java"))
-    # The decoders' schema index is derived from the .avsc files (and serde.py's fingerprints): rebuild on those too.
-    inputs = [*sources, *sorted((ROOT / "schemas").rglob("*.avsc")), ROOT / "pipelines" / "serde.py"]
-    if UDF_JAR.exists() and all(s.stat().st_mtime <= UDF_JAR.stat().st_mtime for s in inputs):
+    if not udfjar.stale_inputs():
         return UDF_JAR
+    sources = sorted(UDF_SRC.rglob("*.java"))
     import pyflink
 
     lib = Path(pyflink.__file__).parent / "lib"

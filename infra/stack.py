@@ -113,7 +113,7 @@ def processes(cfg: Config, cluster: bool = False) -> list[Proc]:
         dash_args = ["--flink-rest", local_cluster(cfg).rest_url] if cluster else []
         procs.append(Proc("dashboard", [py, "-m", "dashboard.server", *dash_args],
                           url=f"http://{cfg.dashboard.host}:{cfg.dashboard.port}/?token={cfg.dashboard.token}"))
-    if (ROOT / "pipelines" / "lag_exporter.py").exists():
+    if (ROOT / "infra" / "lag_exporter.py").exists():
         procs.append(Proc("lag-exporter", [py, "-m", "infra.lag_exporter"],
                           url=f"http://127.0.0.1:{cfg.metrics.lag_exporter_port}/metrics"))
     return procs

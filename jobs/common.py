@@ -14,19 +14,18 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from pipelines import udfjar  # noqa: E402
 from pipelines.config import Config  # noqa: E402
 
 
 def connector_jars(cfg: Config) -> list[str]:
-    """The Kafka connector (from Maven Central) and our Java SQL functions (built from udfs/java)."""
-    from infra.services import ensure_udf_jar
-
+    """The Kafka connector (from Maven Central) and our Java SQL functions (built from udfs/java by `make jars`)."""
     jars_dir = cfg.path(cfg.flink.jars_dir)
     jars = sorted(jars_dir.glob("*.jar"))
     if not jars:
         raise RuntimeError(f"no Flink connector jars in {jars_dir}: run `make jars` "
                            f"(python -m infra.services flink-jars)")
-    return [j.resolve().as_uri() for j in [*jars, ensure_udf_jar()]]
+    return [j.resolve().as_uri() for j in [*jars, udfjar.checked_jar()]]
 
 
 def site_packages() -> str:

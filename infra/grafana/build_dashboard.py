@@ -137,7 +137,7 @@ def build() -> dict:
         0, y, w=24, unit="short",
         description="Flink's numRestarts per job (each job's MiniCluster or the cluster's JobManager). "
                     "FlinkJobRestartLoop fires at 2 restarts in a minute, FlinkJobDown when a job has not been "
-                    "RUNNING for a minute (docs/runbook.md).")); y += 8
+                    "RUNNING for a minute (docs/operations.md).")); y += 8
 
     return {
         "uid": "streamscore-overview", "title": "streamscore", "tags": ["streamscore"], "timezone": "browser",

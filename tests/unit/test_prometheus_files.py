@@ -95,9 +95,8 @@ def test_every_port_the_local_stack_serves_is_scraped_once() -> None:
         assert port not in served.values(), f"{p.name} and {served} share port {port}"
         served[p.name] = port
     expected = {"fraud-job": m.job_port, "fraud-producer": m.producer_port, "dashboard": m.dashboard_port,
-                "lag-exporter": m.lag_exporter_port}
-    if (ROOT / "jobs" / "sentiment_job.py").exists():
-        expected |= {"sentiment-job": m.sentiment_job_port, "posts-producer": m.posts_producer_port}
+                "lag-exporter": m.lag_exporter_port, "sentiment-job": m.sentiment_job_port,
+                "posts-producer": m.posts_producer_port}
     assert served == expected
     conf = yaml.safe_load((PROM / "prometheus.yml").read_text())
     targets = [t for sc in conf["scrape_configs"] for s in sc["static_configs"] for t in s["targets"]]
@@ -127,8 +126,8 @@ def test_flink_targets_are_what_make_run_starts() -> None:
 
 
 def test_every_alert_has_a_runbook_entry() -> None:
-    """docs/runbook.md has a section per alert (`## <AlertName>`) saying what it means, what to check, what to do."""
-    text = (ROOT / "docs" / "runbook.md").read_text()
+    """docs/operations.md has a section per alert (`## <AlertName>`) saying what it means, what to check, what to do."""
+    text = (ROOT / "docs" / "operations.md").read_text()
     sections = {line[3:].strip() for line in text.splitlines() if line.startswith("## ")}
     alerts = {rule["alert"] for path in sorted((PROM / "rules").glob("*.yml"))
               for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"] if "alert" in rule}
@@ -136,7 +135,7 @@ def test_every_alert_has_a_runbook_entry() -> None:
     for alert in alerts:
         body = text.split(f"## {alert}\n", 1)[1].split("\n## ", 1)[0]
         for part in ("Means", "Check", "Do"):
-            assert f"**{part}**" in body, f"docs/runbook.md {alert}: no **{part}**"
+            assert f"**{part}**" in body, f"docs/operations.md {alert}: no **{part}**"
 
 
 def _metric_label_names() -> set[str]:
