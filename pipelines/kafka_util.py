@@ -6,7 +6,7 @@ import concurrent.futures
 import json
 import sys
 import time
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -318,15 +318,3 @@ def consume_ready(c: Consumer, max_messages: int, timeout: float) -> list[Messag
     if first is None:
         return []
     return [first, *c.consume(max_messages - 1, 0)] if max_messages > 1 else [first]
-
-
-def iter_messages(c: Consumer, timeout: float = 1.0) -> Iterator[Message]:
-    while True:
-        m = c.poll(timeout)
-        if m is None:
-            continue
-        if m.error():
-            if m.error().code() == KafkaError._PARTITION_EOF:
-                continue
-            raise KafkaException(m.error())
-        yield m

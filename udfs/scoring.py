@@ -10,7 +10,6 @@
 * :class:`ReferenceScorer` needs only numpy: ``weights.npz`` + ``meta.json``.
 * :func:`load_scorer` resolves ``fraud.model_dir`` / ``fraud.model_version`` ("latest" reads ``LATEST``) and picks
   the implementation from ``fraud.scorer``.
-* :class:`MicroBatcher` groups events (across keys) into batches of up to ``max_batch`` or ``max_wait_ms``.
 
 Each ``score`` call records ``SCORER_BATCH_SIZE`` and ``INFERENCE_SECONDS`` (labels: model name, backend).
 
@@ -27,7 +26,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Generic, Protocol, Sequence, TypeVar, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -394,61 +393,3 @@ def load_scorer(cfg: Config, kind: str | None = None) -> Scorer:
         return NativeScorer(model_dir, meta, device=cfg.fraud.device, cpu_kernel=cfg.fraud.cpu_kernel,
                             cuda_min_batch=cfg.fraud.cuda_min_batch)
     return ReferenceScorer(model_dir, meta)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Micro-batching
-
-T = TypeVar("T")
-
-
-class MicroBatcher(Generic[T]):
-    """Groups items (from any key) into batches of at most ``max_batch`` items, closed after ``max_wait_ms``.
-
-    ``add(item)`` returns the batches that became ready (none, or one): the pending batch once it holds
-    ``max_batch`` items, or once its oldest item has waited ``max_wait_ms`` (checked when an item arrives).
-    Because nothing happens between calls, a caller should also call ``poll()`` from a timer at ``deadline()``
-    (or at end of input, ``flush()``) so a quiet stream does not hold a partial batch. ``max_wait_ms=0`` sends
-    every item alone. Not thread-safe: use one per operator instance.
-    """
-
-    def __init__(self, max_batch: int, max_wait_ms: float, clock: Callable[[], float] = time.monotonic) -> None:
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        if max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
-        self.max_batch = int(max_batch)
-        self.max_wait_s = float(max_wait_ms) / 1000.0
-        self._clock = clock
-        self._items: list[T] = []
-        self._opened = 0.0
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def deadline(self) -> float | None:
-        """Clock time at which the pending batch is due, or None when nothing is pending."""
-        return self._opened + self.max_wait_s if self._items else None
-
-    def _take(self) -> list[T]:
-        items, self._items = self._items, []
-        return items
-
-    def add(self, item: T) -> list[list[T]]:
-        now = self._clock()
-        if not self._items:
-            self._opened = now
-        self._items.append(item)
-        if len(self._items) >= self.max_batch or now - self._opened >= self.max_wait_s:
-            return [self._take()]
-        return []
-
-    def poll(self) -> list[list[T]]:
-        """The pending batch if its wait is over (call from a timer)."""
-        if self._items and self._clock() - self._opened >= self.max_wait_s:
-            return [self._take()]
-        return []
-
-    def flush(self) -> list[list[T]]:
-        """Whatever is pending, as one batch (end of input, checkpoint barrier)."""
-        return [self._take()] if self._items else []
