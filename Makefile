@@ -81,6 +81,11 @@ test-integration: install ## Tests against a real Kafka broker, Redis and PyFlin
 bench: install model ## Benchmarks (fraud job end to end, scorer, sentiment); results with machine and settings in bench-results/
 	$(PY) -m infra.bench.run --out bench-results
 
+# --------------------------------------------------------------------------------------------------------- docs
+.PHONY: docs
+docs: venv ## Regenerate docs/configuration.md from the config classes in pipelines/config.py
+	$(PY) -m pipelines.configdoc
+
 .PHONY: clean
 clean: ## Remove build outputs and local state (.run), keep caches
 	rm -rf .run build cpp_ext/build .pytest_cache

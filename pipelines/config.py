@@ -4,10 +4,21 @@ Settings come from three layers, later wins:
   1. the defaults in the dataclasses below;
   2. a YAML file: ``$STREAMSCORE_CONFIG`` or ``config/streamscore.yaml`` when present;
   3. environment variables ``STREAMSCORE_<SECTION>__<KEY>`` (for example ``STREAMSCORE_KAFKA__BOOTSTRAP``), plus the
-     conventional ``KAFKA_BOOTSTRAP``, ``KAFKA_HOME`` and ``REDIS_URL``.
+     conventional ``KAFKA_BOOTSTRAP``, ``KAFKA_HOME`` and ``REDIS_URL`` (``ENV_ALIASES``), which win when set.
 
-This module is the only place that reads the environment. Unknown keys are errors that name their source, so a typo
-in a file or a variable never silently falls back to a default.
+Unknown keys are errors that name their source: a section or key in the file names the file, a ``STREAMSCORE_``
+variable that is not ``STREAMSCORE_CONFIG`` and names no known key names the variable. A typo in a file or a variable
+never silently falls back to a default.
+
+This module is the only reader of streamscore's settings in the environment. The rest of our code reads the
+environment only to hand it on to the processes it starts (copied, or with ``PYTHONPATH`` extended), and for two
+variables that PyFlink owns, in jobs/common.py: ``PYFLINK_PYTHON`` (the Python that runs the Flink workers) and
+``PYFLINK_GATEWAY_PORT`` (set when ``flink run`` runs a job script). jobs/common.py also leaves Flink's own
+``FLINK_LOG_DIR`` and ``JVM_ARGS`` alone when they are set, so those win over flink.log_dir, flink.jvm_heap and
+flink.jvm_opts. Tests have knobs of their own. tests/unit/test_config.py checks the packages for other reads.
+
+The comment above each field is its documentation: ``python -m pipelines.configdoc`` (``make docs``) writes
+docs/configuration.md from these classes, and a unit test fails when that file is out of date.
 """
 
 from __future__ import annotations
@@ -32,13 +43,18 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class KafkaConfig:
-    # An external broker; empty means "the local KRaft broker that infra/ starts on `port`".
+    # An external broker (host:port[,host:port...]); empty means "the local KRaft broker that infra/ starts on
+    # `port`".
     bootstrap: str = ""
+    # The local broker's client port (`make run` starts it on 127.0.0.1); also the bootstrap when `bootstrap` is empty.
     port: int = 9092
+    # The local broker's KRaft controller port.
     controller_port: int = 9093
     # An existing Kafka installation to run instead of the Maven-resolved jars.
     home: str = ""
+    # Partitions of each topic that `make run` and the benchmarks create (a topic that exists keeps its own).
     partitions: int = 4
+    # Where the local broker keeps its logs and metadata.
     data_dir: str = ".run/kafka"
 
     @property
@@ -48,9 +64,13 @@ class KafkaConfig:
 
 @dataclass(frozen=True)
 class RedisConfig:
+    # The profile store's host, used to build the URL when `url` is empty.
     host: str = "127.0.0.1"
+    # The profile store's port; `make run` starts a local redis-server on it unless `url` is set.
     port: int = 6379
+    # The Redis database number that holds the customer and terminal profiles.
     db: int = 0
+    # An external Redis (redis://host:port/db); when set, infra/ starts no Redis and host, port and db are ignored.
     url: str = ""
 
     @property
@@ -60,20 +80,30 @@ class RedisConfig:
 
 @dataclass(frozen=True)
 class TopicsConfig:
+    # The fraud job's input: card transactions (transaction.avsc, keyed by customer id; the record time is event time).
     transactions: str = "transactions"
+    # Fraud labels, published days after their transaction (transaction_label.avsc); the terminal features join them.
     labels: str = "transaction-labels"
+    # Customer profiles (compacted, keyed by id): the system of record; Redis holds the copy the job reads.
     customer_profiles: str = "customer-profiles"
+    # Terminal profiles (compacted, keyed by id): the system of record; Redis holds the copy the job reads.
     terminal_profiles: str = "terminal-profiles"
     # The record of truth: written with flink.delivery_guarantee (exactly-once: visible at each checkpoint's commit).
     fraud_scores: str = "fraud-scores"
     # The decision path: the same records at-least-once, visible as soon as they are scored; after a failure a
     # record can come twice, so readers keep the first per transaction id (pipelines/decisions.py).
     fraud_decisions: str = "fraud-decisions"
+    # Transactions and labels that missed their watermark (late_event.avsc: the original bytes and the reason).
     late: str = "transactions-late"
+    # Records no job could use (dead_letter.avsc: reason code, message, raw bytes, source topic/partition/offset).
     dead_letter: str = "dead-letter"
+    # The sentiment job's input: social posts (social_post.avsc).
     posts: str = "posts"
+    # The sentiment job's score of each post (sentiment_score.avsc).
     post_sentiment: str = "post-sentiment"
+    # The sentiment job's trend per topic and sentiment.window_minutes window (sentiment_trend.avsc).
     sentiment_trends: str = "sentiment-trends"
+    # Posts that missed their watermark (late_event.avsc).
     posts_late: str = "posts-late"
     # The first job's output: decoded transactions re-encoded, proving the Kafka -> Flink -> Kafka chain.
     passthrough: str = "transactions-decoded"
@@ -81,16 +111,22 @@ class TopicsConfig:
 
 @dataclass(frozen=True)
 class FlinkConfig:
+    # Every job's default operator parallelism (`make run CLUSTER=1` runs the fraud job at 2).
     parallelism: int = 1
-    # "process" isolates Python workers; "thread" runs them inside the JVM (faster, see docs/pyflink notes). The
-    # default for every job; fraud.execution_mode overrides it for the fraud job.
+    # How Python functions run: "process" in worker processes fed over gRPC (isolated), "thread" inside the JVM
+    # through pemja (no transfer between processes). The default for every job; fraud.execution_mode overrides it
+    # for the fraud job.
     execution_mode: str = "process"
+    # How often each job checkpoints (exactly-once state, and when the exactly-once sink's output becomes visible);
+    # 0 turns checkpoints off.
     checkpoint_interval_ms: int = 2000
     # Unaligned barriers overtake the records queued before them, so no input waits while the barrier of another
     # input (transactions and labels join in the feature functions) catches up. Aligned, the transactions produced
     # in the 200 ms before each checkpoint waited: p99 of those 552-629 ms against 163-289 unaligned at 2,000/s.
     # State stays exactly-once either way; the checkpoint also holds the overtaken records.
     unaligned_checkpoints: bool = True
+    # Where jobs keep their checkpoints, one folder per job name; a job started with --restore latest resumes from the
+    # newest one there.
     checkpoint_dir: str = ".run/flink-checkpoints"
     # Event-time windows emit a row once a watermark passes it, so the interval is a latency floor; 50 ms and the
     # 20 ms bundle time below are what the tests and `make bench` have always run with.
@@ -98,29 +134,46 @@ class FlinkConfig:
     # How long a network buffer between operators may wait to fill before it is sent (Flink's default: 100 ms,
     # paid at every keyBy/exchange of the job's graph: at 500 events/s, 5 ms halved p99 from source to scorer).
     buffer_timeout_ms: int = 5
+    # Rows a Python UDF worker takes per bundle (python.fn-execution.bundle.size); fraud.bundle_size overrides it
+    # for the fraud job.
     bundle_size: int = 1000
+    # How long a Python UDF bundle may wait to fill (python.fn-execution.bundle.time); fraud.bundle_time_ms
+    # overrides it for the fraud job.
     bundle_time_ms: int = 20
+    # Rows per Arrow batch handed to a pandas UDF (python.fn-execution.arrow.batch.size).
     arrow_batch_size: int = 1000
+    # The maximum heap (-Xmx) of a job's local JVM (the MiniCluster's); a JVM_ARGS already in the environment
+    # replaces this and jvm_opts.
     jvm_heap: str = "1g"
     # Extra options for the JVM that runs the operators (the MiniCluster's, a cluster's TaskManagers). C2 inlines a
     # whole chain of Flink operators into one method and recompiles those 50 kB methods for minutes (JFR: 13 s of
     # compilation in 20 s, 0.5-0.9 of our 2 cores for the job's first minute). Shallower inlining: 300k drains used
     # 1.56-1.92 CPU s per 10k events (6 runs) against 2.15-2.24 (3 runs). infra/k8s repeats these options.
     jvm_opts: str = "-XX:MaxInlineLevel=4 -XX:InlineSmallCode=500"
+    # Where a local job's Flink logs go (FLINK_LOG_DIR, unless that is already set).
     log_dir: str = ".run/logs/flink"
     # Where `infra/flink_jars.py` puts the Kafka connector; jobs add every jar found there to `pipeline.jars`.
     jars_dir: str = ".cache/flink-jars"
-    # A remote cluster (host:port of the JobManager REST endpoint); empty means the local MiniCluster.
+    # The JobManager REST endpoint (host:port or URL) where the dashboard reads the fraud job's state when the job
+    # runs on a cluster (docker-compose sets jobmanager:8081); empty: the MiniCluster's on local_rest_port. Only the
+    # dashboard reads it: jobs are submitted to a cluster with `flink run`, not through this setting.
     jobmanager: str = ""
     # The REST endpoint of a job's local MiniCluster, on loopback: where the dashboard and the tests read the job's
     # state and restart count (0: a random port). `make run` starts the sentiment job with
     # STREAMSCORE_FLINK__LOCAL_REST_PORT set to sentiment_rest_port. Not used on a cluster (its own rest.port).
     local_rest_port: int = 8091
+    # The sentiment job's MiniCluster REST port under `make run` (see local_rest_port).
     sentiment_rest_port: int = 8092
-    # Kafka source consumer group and the start position for a job without a checkpoint.
+    # The fraud job's Kafka consumer group (its committed offsets are what the lag exporter reports).
     group_id: str = "streamscore-fraud"
+    # Where a job without a checkpoint starts reading: earliest, latest, or the group's committed offsets.
     starting_offsets: str = "earliest"
+    # The Kafka sinks' guarantee: exactly-once writes in transactions committed at each checkpoint (readers see a
+    # record after its checkpoint); topics.fraud_decisions is always at-least-once.
     delivery_guarantee: str = "exactly-once"
+    # The Kafka transaction timeout of the exactly-once sinks: more than the checkpoint interval plus the longest
+    # expected job downtime (else the broker aborts the open transactions), at most the broker's
+    # transaction.max.timeout.ms.
     transaction_timeout_ms: int = 600000
     # "hashmap" keeps state as objects on the heap (fastest per event) but snapshots all of it at every checkpoint;
     # "rocksdb" pays serialisation per access and checkpoints incrementally (large windows, frequent checkpoints).
@@ -137,7 +190,11 @@ class FraudConfig:
     # over every row of its window however late within the bound (complete, for backfills and audits; every
     # decision then waits at least out_of_orderness_ms of event time). docs/architecture.md has the trade-off.
     emit: str = "arrival"
+    # How far out of order records may arrive: every job's Kafka source holds its watermark this far behind the
+    # newest record time of each partition; a record older than the watermark is late (topics.late and
+    # topics.posts_late).
     out_of_orderness_ms: int = 5000
+    # A source partition with no record for this long stops holding the watermark back (every job's sources).
     idleness_ms: int = 30000
     # A record whose event time is this far ahead of wall-clock "now" or of the watermark is rejected.
     max_future_ms: int = 86_400_000
@@ -152,15 +209,21 @@ class FraudConfig:
     # too-many-ahead): honest traffic holds a few seconds' worth (out_of_orderness_ms), a flood stamped ahead would
     # otherwise pile up in one key and slow every row of it.
     max_rows_ahead: int = 1000
+    # How long after its transaction a fraud label is known: the replay publishes labels this late, and training
+    # uses only the labels known at each moment.
     label_delay_days: float = 7.0
+    # A score at or above this is decision 1 (review).
     review_threshold: float = 0.5
+    # A score at or above this is decision 2 (decline); at least review_threshold.
     decline_threshold: float = 0.9
     # Thread mode runs the job's Python functions inside the JVM (pemja) instead of worker processes fed over
     # gRPC: at 2,000 events/s p50 350-672 ms against 456-829 ms in process mode (four runs each; p99 is within
     # the noise). Its functions are numpy and our C++ kernels; the sentiment job (torch in the worker) stays on
     # flink.execution_mode.
     execution_mode: str = "thread"
-    scorer: str = "native"  # native | reference
+    # The scoring implementation: native (C++/LibTorch, built by `make native`) or reference (numpy only, the same
+    # model files).
+    scorer: str = "native"
     # Rows per call of the scoring UDF (Flink's bundle and Arrow batch size for this job; flink.bundle_time_ms still
     # closes a bundle, so latency at a few thousand events/s is unchanged). The UDF runs in a Python worker (pandas
     # UDFs have no thread mode) and the operator waits for each bundle's results: 5,000 against 1,000, two 300k
@@ -169,44 +232,57 @@ class FraudConfig:
     # How long the scoring UDF's bundle may wait to fill (flink.bundle_time_ms for this job): every transaction
     # waits for its bundle to close on the live clock, while a drain fills bundle_size first.
     bundle_time_ms: int = 5
+    # Where the fraud model's versions live (`make train-fraud` writes <model_dir>/<version>/ and LATEST).
     model_dir: str = "artifacts/models/fraud"
+    # The version folder the job scores with; "latest" reads <model_dir>/LATEST.
     model_version: str = "latest"
-    device: str = "auto"  # auto | cpu | cuda
-    # What runs the MLP on the CPU: auto (our kernels, best ISA) | avx512 | avx2 | generic | aten (LibTorch).
+    # Where the native scorer runs the MLP: auto (CUDA when a GPU is visible, else the CPU), cpu or cuda.
+    device: str = "auto"
+    # What runs the MLP on the CPU: auto (our kernels at the best ISA this CPU has), avx512, avx2 or generic (our
+    # kernels at that ISA), or aten (LibTorch).
     cpu_kernel: str = "auto"
     # On a GPU, batches smaller than this are scored on the CPU: a CUDA call costs about 120 us whatever its size
     # (H100: 119 us at batch 1, 151 us at 64) against about 7 us + 1 us per event on one CPU core, so the GPU only
     # wins from about 128 events. 0 sends every batch to the GPU.
     cuda_min_batch: int = 128
-    max_batch: int = 1024
-    max_wait_ms: float = 5.0
     # A transaction's amount above this is a dead letter ("amount-too-large"); at most float32's largest value.
     max_amount: float = 1_000_000.0
 
 
 @dataclass(frozen=True)
 class SentimentConfig:
-    scorer: str = "model"  # model (TorchScript via the native runtime) | vader
+    # The post scorer: model (our TorchScript model through the native runtime) or vader (a lexicon, no model).
+    scorer: str = "model"
+    # Where the sentiment model's versions live (`make train-sentiment` writes <model_dir>/<version>/ and LATEST).
     model_dir: str = "artifacts/models/sentiment"
+    # The version folder the job scores with; "latest" reads <model_dir>/LATEST.
     model_version: str = "latest"
-    device: str = "auto"  # auto | cpu | cuda
+    # Where the model runs: auto (CUDA when a GPU is visible, else the CPU), cpu or cuda.
+    device: str = "auto"
+    # Tokens of a post the model reads (at most the model's own limit and 512); the rest is cut off.
     max_length: int = 128
     # Torch intra-op threads for the scorer inside a Flink Python worker; 0 leaves torch's default.
     threads: int = 0
+    # The length of the sentiment job's tumbling trend windows (topics.sentiment_trends).
     window_minutes: int = 1
 
 
 @dataclass(frozen=True)
 class ReplayConfig:
+    # The transactions the fraud replay sends and training and the profiles are built from (CSV, gzip allowed).
     fraud_csv: str = "../shared/data/fraud/transactions_2018-04-01_2018-06-30.csv.gz"
+    # The posts the sentiment replay sends and the sentiment model is trained on.
     sentiment_dir: str = "../shared/data/sentiment"
+    # Transactions per second the fraud replay sends (0: as fast as it can).
     rate: float = 2000.0
-    speedup: float = 0.0  # 0 = as fast as `rate` allows, ignoring event-time gaps
+    # Event time runs this many times faster than wall time, keeping the data's gaps; 0: ignore the gaps and send
+    # as fast as `rate` allows.
+    speedup: float = 0.0
     # How long the replays' producer holds messages to batch them; on the live clock every transaction waits up to
     # this long before the broker has it. librdkafka sends one produce request per partition (librdkafka#1700): at
     # 2,000 transactions/s with their labels over 8 partitions, 5 ms meant about 900 requests/s and the broker spent
     # 0.2-0.3 of a core on them (20 ms: 0.08-0.12), yet 5 ms with fraud.bundle_time_ms 5 took the live 2,000/s p99
-    # from 149 to 114 ms and 10/s from 93 to 69 (one run each; README, Benchmarks).
+    # from 149 to 114 ms and 10/s from 93 to 69 (one run each).
     linger_ms: int = 5
     # A paced replay sleeps only once it is this far ahead of its schedule, sending what is due in between at once:
     # a sleep per message at 2,000/s was a wake-up every 0.5 ms.
@@ -218,15 +294,20 @@ class MetricsConfig:
     # The address every /metrics endpoint binds (pipelines/metrics.py serve): loopback by default; docker-compose
     # sets 0.0.0.0 so that Prometheus in another container can scrape it.
     host: str = "127.0.0.1"
-    # Each process that `make run` starts has its own port (a second process on a taken port serves nothing).
-    producer_port: int = 9401  # pipelines/replay/fraud.py
+    # The fraud replay's /metrics port (pipelines/replay/fraud.py). Each process that `make run` starts has its own
+    # port (a second process on a taken port serves nothing); 0 turns an endpoint off.
+    producer_port: int = 9401
     # A job's Python workers serve `job_port` (udfs/); `make run` starts the sentiment job with
     # STREAMSCORE_METRICS__JOB_PORT set to `sentiment_job_port`, so the two jobs' workers do not compete for one port.
     job_port: int = 9402
+    # The dashboard server's /metrics port.
     dashboard_port: int = 9403
+    # The consumer-lag exporter's /metrics port (infra/lag_exporter.py).
     lag_exporter_port: int = 9404
+    # The sentiment job's Python workers' /metrics port under `make run` (see job_port).
     sentiment_job_port: int = 9405
-    posts_producer_port: int = 9406  # pipelines/replay/posts.py
+    # The posts replay's /metrics port (pipelines/replay/posts.py).
+    posts_producer_port: int = 9406
     # Flink's own metrics (its PrometheusReporter: job state, numRestarts, checkpoints, records per task). The fraud
     # job's: its local MiniCluster's reporter (jobs/common.py), or on the standalone cluster (`make run CLUSTER=1`)
     # the JobManager's, the TaskManager taking the next port. 0: no reporter (the tests' jobs).
@@ -234,28 +315,46 @@ class MetricsConfig:
     # The sentiment job's MiniCluster reporter: `make run` starts that job with STREAMSCORE_METRICS__FLINK_REPORTER_PORT
     # set to this (as with job_port); apart from flink_reporter_port + 1, which a cluster's TaskManager takes.
     sentiment_flink_reporter_port: int = 9251
+    # The port of the Prometheus server that `make run` starts on 127.0.0.1 (scrapes the endpoints above).
     prometheus_port: int = 9090
 
 
 @dataclass(frozen=True)
 class DashboardConfig:
+    # The address the dashboard's HTTP and WebSocket server binds: loopback by default.
     host: str = "127.0.0.1"
+    # The dashboard's HTTP and WebSocket port.
     port: int = 8765
+    # The bearer token the WebSocket needs (?token= or an Authorization header); set your own before exposing it.
     token: str = "change-me"
+    # Browser origins allowed on the WebSocket besides the server's own (comma-separated in a variable).
     allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8765", "http://localhost:8765")
+    # Snapshots queued per client; when full, the newest queued snapshot is replaced (a slow client sees fewer).
     send_queue: int = 64
 
 
 @dataclass(frozen=True)
 class Config:
+    """Every section. The comment above a field, here and in each section's class, is its documentation:
+    pipelines/configdoc.py makes docs/configuration.md from them (`make docs`)."""
+
+    # The Kafka broker: an external one, or the local KRaft broker that `make run` starts.
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    # Redis, where the fraud job looks up customer and terminal profiles.
     redis: RedisConfig = field(default_factory=RedisConfig)
+    # The Kafka topic names every job, replay, reader and test uses.
     topics: TopicsConfig = field(default_factory=TopicsConfig)
+    # Settings of every Flink job: parallelism, checkpoints, Python workers, JVM, Kafka source and sinks.
     flink: FlinkConfig = field(default_factory=FlinkConfig)
+    # The fraud job: event time, input limits, bounded state, the scorer and its model, decision thresholds.
     fraud: FraudConfig = field(default_factory=FraudConfig)
+    # The sentiment job: its scorer, model and trend windows.
     sentiment: SentimentConfig = field(default_factory=SentimentConfig)
+    # The replays that feed the pipeline from the data sets, and the producer settings they use.
     replay: ReplayConfig = field(default_factory=ReplayConfig)
+    # The Prometheus /metrics endpoints: where they bind and one port per process.
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    # The live dashboard server.
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
 
     def path(self, value: str) -> Path:
@@ -305,14 +404,24 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported type {typ}")
 
 
-def _merge(cfg: Config, data: Mapping[str, Any], source: str) -> Config:
+def _merge(cfg: Config, data: Mapping[str, Any], source: str,
+           names: Mapping[tuple[str, str], str] | None = None) -> Config:
+    """`names` maps (section, key) to the environment variable it came from, so an error names the variable."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    names = names or {}
+
+    def origin(section: str, key: str | None = None) -> str:
+        if key is None:  # a section: the first variable that named it
+            key = next((k for (sec, k) in names if sec == section), None)
+        name = names.get((section, key)) if key is not None else None
+        return f"{source}: {name}" if name else source
+
     sections = {}
     hints = typing.get_type_hints(Config)
     for section, values in data.items():
         if section not in hints:
-            raise ConfigError(f"{source}: unknown section {section!r} (known: {', '.join(sorted(hints))})")
+            raise ConfigError(f"{origin(section)}: unknown section {section!r} (known: {', '.join(sorted(hints))})")
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source}: section {section!r} must be a mapping")
         current = getattr(cfg, section)
@@ -321,8 +430,8 @@ def _merge(cfg: Config, data: Mapping[str, Any], source: str) -> Config:
         for key, value in values.items():
             if key not in sec_hints:
                 raise ConfigError(
-                    f"{source}: unknown key {section}.{key} (known: {', '.join(sorted(sec_hints))})")
-            where = f"{source}: {section}.{key}"
+                    f"{origin(section, key)}: unknown key {section}.{key} (known: {', '.join(sorted(sec_hints))})")
+            where = f"{origin(section, key)}: {section}.{key}"
             coerced = _coerce(value, sec_hints[key], where)
             allowed = _CHOICES.get((section, key))
             if allowed and coerced not in allowed:
@@ -332,24 +441,38 @@ def _merge(cfg: Config, data: Mapping[str, Any], source: str) -> Config:
     return dataclasses.replace(cfg, **sections)
 
 
-def _from_env(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+# The conventional names a Kafka or Redis user already has set; a non-empty one wins over STREAMSCORE_<SECTION>__<KEY>.
+ENV_ALIASES: dict[str, tuple[str, str]] = {
+    "KAFKA_BOOTSTRAP": ("kafka", "bootstrap"),
+    "KAFKA_HOME": ("kafka", "home"),
+    "REDIS_URL": ("redis", "url"),
+}
+
+
+def env_name(section: str, key: str) -> str:
+    """The variable that sets `section.key`: STREAMSCORE_<SECTION>__<KEY>."""
+    return f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
+
+
+def _from_env(environ: Mapping[str, str]) -> tuple[dict[str, dict[str, str]], dict[tuple[str, str], str]]:
+    """The settings in `environ` by section and key, and the variable each came from."""
     out: dict[str, dict[str, str]] = {}
+    names: dict[tuple[str, str], str] = {}
     for name, value in environ.items():
         if name == "STREAMSCORE_CONFIG" or not name.startswith(ENV_PREFIX):
             continue
         rest = name[len(ENV_PREFIX):]
         if "__" not in rest:
-            raise ConfigError(f"environment: {name} is not of the form {ENV_PREFIX}<SECTION>__<KEY>")
-        section, key = rest.split("__", 1)
-        out.setdefault(section.lower(), {})[key.lower()] = value
-    # The conventional names a Kafka or Redis user already has set.
-    if environ.get("KAFKA_BOOTSTRAP"):
-        out.setdefault("kafka", {})["bootstrap"] = environ["KAFKA_BOOTSTRAP"]
-    if environ.get("KAFKA_HOME"):
-        out.setdefault("kafka", {})["home"] = environ["KAFKA_HOME"]
-    if environ.get("REDIS_URL"):
-        out.setdefault("redis", {})["url"] = environ["REDIS_URL"]
-    return out
+            raise ConfigError(f"environment: {name} is not of the form {ENV_PREFIX}<SECTION>__<KEY> (nor "
+                              f"STREAMSCORE_CONFIG)")
+        section, key = rest.lower().split("__", 1)
+        out.setdefault(section, {})[key] = value
+        names[(section, key)] = name
+    for name, (section, key) in ENV_ALIASES.items():
+        if environ.get(name):
+            out.setdefault(section, {})[key] = environ[name]
+            names[(section, key)] = name
+    return out, names
 
 
 def _validate(cfg: Config) -> Config:
@@ -359,10 +482,8 @@ def _validate(cfg: Config) -> Config:
     if f.state_ttl_ms < 0 or f.max_rows_ahead < 1:
         raise ConfigError(f"fraud: state_ttl_ms must be >= 0 and max_rows_ahead >= 1, not {f.state_ttl_ms} and "
                           f"{f.max_rows_ahead}")
-    if f.max_batch < 1 or f.max_wait_ms < 0 or f.cuda_min_batch < 0 or f.bundle_size < 1 \
-            or f.bundle_time_ms < 1:
-        raise ConfigError("fraud: max_batch, bundle_size and bundle_time_ms must be >= 1, max_wait_ms >= 0 and "
-                          "cuda_min_batch >= 0")
+    if f.cuda_min_batch < 0 or f.bundle_size < 1 or f.bundle_time_ms < 1:
+        raise ConfigError("fraud: bundle_size and bundle_time_ms must be >= 1 and cuda_min_batch >= 0")
     if not 0.0 < f.max_amount <= 3.4028234663852886e38:
         raise ConfigError(f"fraud: max_amount must be > 0 and at most float32's largest value, not {f.max_amount}")
     s = cfg.sentiment
@@ -402,11 +523,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
         except yaml.YAMLError as exc:
             raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
         cfg = _merge(cfg, data, source=str(file))
-    env = _from_env(environ)
+    env, names = _from_env(environ)
     if env:
-        cfg = _merge(cfg, env, source="environment")
+        cfg = _merge(cfg, env, source="environment", names=names)
     return _validate(cfg)
-
-
-def config_to_dict(cfg: Config) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)

@@ -25,11 +25,62 @@ def test_unknown_key_names_the_file(tmp_path):
         load_config(f, environ={})
 
 
-def test_unknown_section_and_env_key():
-    with pytest.raises(ConfigError, match="unknown section"):
+def test_unknown_section_names_the_file(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("kafak:\n  port: 1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown section 'kafak'"):
+        load_config(f, environ={})
+
+
+def test_unknown_env_variables_name_the_variable():
+    with pytest.raises(ConfigError, match="environment: STREAMSCORE_NOPE__X: unknown section 'nope'"):
         load_config(environ={"STREAMSCORE_NOPE__X": "1"})
-    with pytest.raises(ConfigError, match="environment: unknown key fraud.nope"):
+    with pytest.raises(ConfigError, match="environment: STREAMSCORE_FRAUD__NOPE: unknown key fraud.nope"):
         load_config(environ={"STREAMSCORE_FRAUD__NOPE": "1"})
+    # One underscore between section and key, or no key at all: named, not ignored.
+    for name in ("STREAMSCORE_KAFKA_PORT", "STREAMSCORE_HOME"):
+        with pytest.raises(ConfigError, match=f"environment: {name} is not of the form"):
+            load_config(environ={name: "1"})
+    # A bad value names its variable too, an alias included.
+    with pytest.raises(ConfigError, match="STREAMSCORE_KAFKA__PORT: kafka.port: cannot read 'x' as int"):
+        load_config(environ={"STREAMSCORE_KAFKA__PORT": "x"})
+    # STREAMSCORE_CONFIG names the file; variables without the prefix are not ours.
+    assert load_config(environ={"STREAMSCORE_CONFIG": "", "KAFKA_PORT": "x"}).kafka.port == 9092
+
+
+def test_env_aliases_win_over_their_twins():
+    env = {"STREAMSCORE_KAFKA__BOOTSTRAP": "a:1", "KAFKA_BOOTSTRAP": "b:2", "STREAMSCORE_REDIS__URL": "redis://a/0"}
+    cfg = load_config(environ=env)
+    assert (cfg.kafka.bootstrap, cfg.redis.url) == ("b:2", "redis://a/0")
+    assert load_config(environ={**env, "KAFKA_BOOTSTRAP": ""}).kafka.bootstrap == "a:1"
+
+
+def test_removed_keys_are_unknown(tmp_path):
+    """fraud.max_batch and fraud.max_wait_ms configured MicroBatcher, which nothing used; setting them is an error."""
+    for key in ("max_batch", "max_wait_ms"):
+        with pytest.raises(ConfigError, match=f"unknown key fraud.{key}"):
+            load_config(environ={f"STREAMSCORE_FRAUD__{key.upper()}": "1"})
+
+
+def test_the_deployments_environments_load():
+    """Every container's environment in docker-compose.yml and the FlinkDeployment is a valid config."""
+    import yaml
+
+    from pipelines.config import ROOT
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    envs = {f"compose {name}": {k: str(v) for k, v in (svc.get("environment") or {}).items()}
+            for name, svc in compose["services"].items() if "build" in svc or svc.get("image") == "streamscore:latest"}
+    for doc in yaml.safe_load_all((ROOT / "infra" / "k8s" / "fraud-flinkdeployment.yaml").read_text()):
+        if doc and doc.get("kind") == "FlinkDeployment":
+            for c in doc["spec"]["podTemplate"]["spec"]["containers"]:
+                envs[f"k8s {c['name']}"] = {e["name"]: str(e.get("value", "")) for e in c.get("env", [])}
+    assert len(envs) > 5
+    for where, env in envs.items():
+        try:
+            load_config(environ={k: v for k, v in env.items() if "${" not in v})
+        except ConfigError as exc:
+            raise AssertionError(f"{where}: {exc}") from exc
 
 
 def test_bad_values():
@@ -102,3 +153,63 @@ def test_the_minimum_event_time_default_is_the_decoders():
     java = (ROOT / "udfs" / "java" / "io" / "streamscore" / "udfs" / "AvroDecoder.java").read_text()
     assert FraudConfig().min_event_time_ms == DEFAULT_MIN_TIME_MS
     assert f"DEFAULT_MIN_TIME_MS = {DEFAULT_MIN_TIME_MS:_}L;" in java
+
+
+# Read anywhere: extended for the child processes we start. jobs/common.py: the two variables PyFlink owns.
+ENV_READS_ALLOWED = {"*": {"PYTHONPATH"}, "jobs/common.py": {"PYFLINK_PYTHON", "PYFLINK_GATEWAY_PORT"}}
+
+
+def environment_reads(root) -> list[str]:
+    """Every os.environ.get / os.getenv / os.environ[...] / `in os.environ` read in our packages outside
+    pipelines/config.py, as 'path:line NAME' (NAME '?' when it is not a literal), less ENV_READS_ALLOWED."""
+    import ast
+
+    def is_environ(node) -> bool:
+        return isinstance(node, ast.Attribute) and node.attr == "environ" and isinstance(node.value, ast.Name) \
+            and node.value.id == "os"
+
+    def literal(node) -> str:
+        return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else "?"
+
+    found = []
+    for folder in ("pipelines", "udfs", "jobs", "infra", "dashboard"):
+        for path in sorted((root / folder).rglob("*.py")):
+            rel = path.relative_to(root).as_posix()
+            if rel == "pipelines/config.py" or "__pycache__" in rel:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                name = None
+                if isinstance(node, ast.Call) and node.args:
+                    f = node.func
+                    if isinstance(f, ast.Attribute) and f.attr == "get" and is_environ(f.value):
+                        name = literal(node.args[0])
+                    elif isinstance(f, ast.Attribute) and f.attr == "getenv" and isinstance(f.value, ast.Name) \
+                            and f.value.id == "os":
+                        name = literal(node.args[0])
+                elif isinstance(node, ast.Subscript) and is_environ(node.value) and isinstance(node.ctx, ast.Load):
+                    name = literal(node.slice)
+                elif isinstance(node, ast.Compare) and any(is_environ(c) for c in node.comparators) \
+                        and any(isinstance(o, (ast.In, ast.NotIn)) for o in node.ops):
+                    name = literal(node.left)
+                if name is not None and name not in ENV_READS_ALLOWED["*"] | ENV_READS_ALLOWED.get(rel, set()):
+                    found.append(f"{rel}:{node.lineno} {name}")
+    return found
+
+
+def test_environment_reader_finds_reads(tmp_path):
+    (tmp_path / "infra").mkdir()
+    (tmp_path / "infra" / "x.py").write_text(
+        "import os\na = os.environ.get('RATE', '1')\nb = os.getenv('X')\nc = os.environ['Y']\nd = 'Z' in os.environ\n"
+        "e = dict(os.environ, PYTHONPATH='p')\nos.environ['W'] = '1'\nf = os.environ.get('PYTHONPATH', '')\n")
+    assert environment_reads(tmp_path) == ["infra/x.py:2 RATE", "infra/x.py:3 X", "infra/x.py:4 Y", "infra/x.py:5 Z"]
+
+
+@pytest.mark.xfail(strict=True, reason="infra/stack.py and infra/flink_cluster.py still read RATE, POSTS_RATE and "
+                                       "FLINK_* themselves (issue 26: route them through pipelines.config, then "
+                                       "remove this mark)")
+def test_the_config_is_the_only_reader_of_settings_in_the_environment():
+    """What pipelines/config.py's docstring says: elsewhere the environment is only handed on to child processes,
+    plus PyFlink's own PYFLINK_PYTHON and PYFLINK_GATEWAY_PORT."""
+    from pipelines.config import ROOT
+
+    assert environment_reads(ROOT) == []
