@@ -4,7 +4,8 @@ Settings come from three layers, later wins:
   1. the defaults in the dataclasses below;
   2. a YAML file: ``$STREAMSCORE_CONFIG`` or ``config/streamscore.yaml`` when present;
   3. environment variables ``STREAMSCORE_<SECTION>__<KEY>`` (for example ``STREAMSCORE_KAFKA__BOOTSTRAP``), plus the
-     conventional ``KAFKA_BOOTSTRAP``, ``KAFKA_HOME`` and ``REDIS_URL`` (``ENV_ALIASES``), which win when set.
+     conventional ``KAFKA_BOOTSTRAP``, ``KAFKA_HOME`` and ``REDIS_URL`` and the standalone cluster's ``FLINK_*``
+     (``ENV_ALIASES``), which win when set.
 
 Unknown keys are errors that name their source: a section or key in the file names the file, a ``STREAMSCORE_``
 variable that is not ``STREAMSCORE_CONFIG`` and names no known key names the variable. A typo in a file or a variable
@@ -164,6 +165,14 @@ class FlinkConfig:
     local_rest_port: int = 8091
     # The sentiment job's MiniCluster REST port under `make run` (see local_rest_port).
     sentiment_rest_port: int = 8092
+    # The standalone session cluster's JobManager REST port (`make cluster-up`, `make run CLUSTER=1`).
+    cluster_rest_port: int = 8081
+    # The standalone cluster's JobManager RPC port.
+    cluster_rpc_port: int = 6123
+    # Where clients and TaskManagers reach the standalone cluster's JobManager (docker-compose: jobmanager).
+    cluster_host: str = "127.0.0.1"
+    # Where the standalone cluster's JVMs listen (docker-compose: 0.0.0.0, every interface).
+    cluster_bind_host: str = "127.0.0.1"
     # The fraud job's Kafka consumer group (its committed offsets are what the lag exporter reports).
     group_id: str = "streamscore-fraud"
     # Where a job without a checkpoint starts reading: earliest, latest, or the group's committed offsets.
@@ -287,6 +296,8 @@ class ReplayConfig:
     # A paced replay sleeps only once it is this far ahead of its schedule, sending what is due in between at once:
     # a sleep per message at 2,000/s was a wake-up every 0.5 ms.
     pace_slack_ms: float = 2.0
+    # Posts per second the posts replay sends under `make run`.
+    posts_rate: float = 50.0
 
 
 @dataclass(frozen=True)
@@ -334,6 +345,13 @@ class DashboardConfig:
 
 
 @dataclass(frozen=True)
+class RunConfig:
+    # The folder (relative to the repo root unless absolute) of the pid files, logs, Redis, Prometheus and
+    # standalone-cluster state of the processes the make targets start.
+    dir: str = ".run"
+
+
+@dataclass(frozen=True)
 class Config:
     """Every section. The comment above a field, here and in each section's class, is its documentation:
     pipelines/configdoc.py makes docs/configuration.md from them (`make docs`)."""
@@ -356,6 +374,9 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # The live dashboard server.
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    # Where the background processes of `make run`, `make dashboard-up` and the other `*-up` targets keep their pid
+    # files (pids/), logs (logs/) and state; `make stop` stops every process with a pid file there.
+    run: RunConfig = field(default_factory=RunConfig)
 
     def path(self, value: str) -> Path:
         """Resolves a configured path relative to the project root."""
@@ -441,11 +462,17 @@ def _merge(cfg: Config, data: Mapping[str, Any], source: str,
     return dataclasses.replace(cfg, **sections)
 
 
-# The conventional names a Kafka or Redis user already has set; a non-empty one wins over STREAMSCORE_<SECTION>__<KEY>.
+# The conventional names a Kafka or Redis user already has set, and the FLINK_* ones docker-compose sets; a
+# non-empty one wins over STREAMSCORE_<SECTION>__<KEY>.
 ENV_ALIASES: dict[str, tuple[str, str]] = {
     "KAFKA_BOOTSTRAP": ("kafka", "bootstrap"),
     "KAFKA_HOME": ("kafka", "home"),
     "REDIS_URL": ("redis", "url"),
+    # The standalone Flink cluster's (infra/flink_cluster.py; docker-compose sets the hosts).
+    "FLINK_REST_PORT": ("flink", "cluster_rest_port"),
+    "FLINK_RPC_PORT": ("flink", "cluster_rpc_port"),
+    "FLINK_JOBMANAGER_HOST": ("flink", "cluster_host"),
+    "FLINK_BIND_HOST": ("flink", "cluster_bind_host"),
 }
 
 
