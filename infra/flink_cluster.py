@@ -145,7 +145,8 @@ class FlinkCluster:
             "restart-strategy.type": "fixed-delay",
             "restart-strategy.fixed-delay.attempts": 1000,
             "restart-strategy.fixed-delay.delay": "2 s",
-            "web.submit.enable": "true",
+            # No jar uploads or runs through the REST API (issue 24): `flink run` submits a job graph instead.
+            "web.submit.enable": "false",
             "web.cancel.enable": "true",
             # The operators run in the TaskManager (why these options: FlinkConfig.jvm_opts).
             "env.java.opts.taskmanager": load_config().flink.jvm_opts,

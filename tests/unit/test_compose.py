@@ -22,11 +22,18 @@ SUBMITTERS = {"job-submitter": ("streamscore-fraud", "jobs/fraud_job.py"),
               "sentiment-job-submitter": ("streamscore-sentiment", "jobs/sentiment_job.py")}
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 PORT = re.compile(r"^(?:(?:\d{1,3}\.){3}\d{1,3}:)?(\d{1,5})(?:-(\d{1,5}))?:(\d{1,5})(?:-(\d{1,5}))?(?:/(tcp|udp))?$")
-VAR = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+VAR = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
 
 
-def _interpolate(value: str) -> str:
-    return VAR.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), value)
+def _interpolate(value: str, environ=None) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error} (a required one reads as "<VAR>" when unset)."""
+    environ = os.environ if environ is None else environ
+
+    def sub(m):
+        if environ.get(m.group(1)):
+            return environ[m.group(1)]
+        return f"<{m.group(1)}>" if m.group(2) == "?" else (m.group(3) or "")
+    return VAR.sub(sub, value)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +78,7 @@ def test_ports_are_well_formed(compose):
     seen: dict[str, str] = {}
     for name, svc in compose["services"].items():
         for p in svc.get("ports", []):
-            m = PORT.match(str(p))
+            m = PORT.match(_interpolate(str(p), {}))
             assert m, f"{name}: bad port mapping {p!r}"
             for g in (1, 2, 3, 4):
                 if m.group(g):

@@ -78,7 +78,7 @@ def test_resources(deployment):
 
 def test_services_by_name(deployment):
     env = {e["name"]: e["value"] for e in deployment["spec"]["podTemplate"]["spec"]["containers"][0]["env"]}
-    assert env["KAFKA_BOOTSTRAP"] == "kafka:9092"
+    assert env["KAFKA_BOOTSTRAP"] == "kafka:9093"  # SASL_SSL (issue 24)
     assert env["REDIS_URL"].startswith("redis://redis:")
     # The job file sets its parallelism from its config, which must match the deployment's.
     assert int(env["STREAMSCORE_FLINK__PARALLELISM"]) == int(deployment["spec"]["job"]["parallelism"])
