@@ -58,7 +58,7 @@ CLUSTER ?=
 run: install model ## Start Kafka, Redis, topics, the Flink jobs, producers, dashboard and monitoring (CLUSTER=1: fraud job on the standalone cluster)
 	@$(PY) -m infra.stack up $(if $(filter 1 yes true,$(CLUSTER)),--cluster)
 
-stop: ## Stop every process `make run` started (with CLUSTER=1: the cluster job, and the cluster if it started it)
+stop: ## Stop every process the make targets started: `make run`'s, dashboard-up, lag-exporter-up, prometheus-up, cluster-up (the cluster job cancelled first)
 	@$(PY) -m infra.stack down
 
 status: ## Show what runs where

@@ -7,13 +7,16 @@
     python -m infra.flink_cluster down
 
 The JobManager and the TaskManager run as separate JVMs (`jobmanager.sh` / `taskmanager.sh start-foreground`, which
-exec the JVM), each started detached in its own session by `infra.services._spawn`, so the pid files under
+exec the JVM), each started detached in its own session by pipelines/procs.py's ManagedProcess, so the pid files under
 `.run/flink-cluster/pids` are the JVMs themselves and `down` can stop each process group whole: the TaskManager's
 Python workers included. The config dir `.run/flink-cluster/conf` is the shipped conf with our settings on top.
 
 The Python workers inherit the TaskManager's environment: PYTHONPATH is the repo root (so they import `pipelines`,
 `udfs`, `jobs`), and every STREAMSCORE_* / KAFKA_BOOTSTRAP / REDIS_URL variable present at `up` reaches them (that is
 how a job's UDFs find Redis and the model directory).
+
+Ports and hosts default to the config's flink.cluster_* keys (FLINK_REST_PORT, FLINK_RPC_PORT, FLINK_JOBMANAGER_HOST,
+FLINK_BIND_HOST); state and logs go under run.dir.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -36,10 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from infra.services import (ServiceError, _pid_alive, _read_pid, _spawn, _stop_pid, log,  # noqa: E402
-                            port_open)
-from jobs.common import site_packages  # noqa: E402
+from infra.services import ServiceError, log, port_open  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
+from pipelines.procs import ManagedProcess, run_main, site_packages  # noqa: E402
 
 
 def flink_home() -> Path:
@@ -95,11 +96,9 @@ class FlinkCluster:
     def pid_dir(self) -> Path:
         return self.home / "pids"
 
-    def pidfile(self, role: str) -> Path:
-        return self.pid_dir / f"{role}.pid"
-
-    def logfile(self, role: str) -> Path:
-        return self.log_dir / f"{role}.out"
+    def proc(self, role: str) -> ManagedProcess:
+        """The JVM of `role` (jobmanager or taskmanager)."""
+        return ManagedProcess(f"flink {role}", self.pid_dir / f"{role}.pid", self.log_dir / f"{role}.out")
 
     @property
     def rest_url(self) -> str:
@@ -200,7 +199,7 @@ class FlinkCluster:
 
     # ------------------------------------------------------------------------------------------------ control
     def running(self) -> dict[str, int | None]:
-        return {role: _read_pid(self.pidfile(role)) for role in ("jobmanager", "taskmanager")}
+        return {role: self.proc(role).pid for role in ("jobmanager", "taskmanager")}
 
     def overview(self, timeout: float = 2.0) -> dict | None:
         try:
@@ -240,33 +239,18 @@ class FlinkCluster:
         supervisor replaces a TaskManager that died, while the JobManager (and its running jobs) stay up."""
         if not (self.conf_dir / "config.yaml").exists():
             raise ServiceError("flink cluster is not configured; run `up` first")
-        if _read_pid(self.pidfile(role)) is not None:
-            raise ServiceError(f"flink {role} is already running (pid {_read_pid(self.pidfile(role))})")
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        proc = self.proc(role)
+        if proc.running():
+            raise ServiceError(f"flink {role} is already running (pid {proc.pid})")
         env = self.process_env()
         env["FLINK_LIB_DIR"] = str(self.lib_dir)
-        pid = _spawn(["bash", str(flink_home() / "bin" / f"{role}.sh"), "start-foreground"], self.logfile(role),
-                     self.pidfile(role), env=env)
-        log(f"flink-cluster: {role} started pid {pid}, log {self.logfile(role)}")
-        return pid
+        return proc.start(["bash", str(flink_home() / "bin" / f"{role}.sh"), "start-foreground"], env=env)
 
     def kill(self, role: str) -> int | None:
         """Hard crash of one JVM, for fault tests: SIGKILL to the JVM (kill -9, no shutdown hooks), then to
         whatever is left of its process group (a TaskManager's Python workers, which would otherwise linger as
         orphans until they notice the broken connection). Returns the JVM's pid, or None if it was not running."""
-        pid = _read_pid(self.pidfile(role))
-        if pid is None:
-            return None
-        log(f"flink-cluster: kill -9 {role} pid {pid}")
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.time() + 10
-        while time.time() < deadline and _pid_alive(pid):
-            time.sleep(0.05)
-        try:
-            os.killpg(pid, signal.SIGKILL)  # the session _spawn gave it: pgid == the JVM's pid
-        except (ProcessLookupError, PermissionError):
-            pass
-        return pid
+        return self.proc(role).kill()
 
     def foreground(self, role: str) -> None:
         """Replaces this process with one JVM in the foreground (a container's main process)."""
@@ -294,13 +278,7 @@ class FlinkCluster:
 
     def down(self) -> None:
         for role in ("taskmanager", "jobmanager"):
-            pf = self.pidfile(role)
-            pid = _read_pid(pf)
-            _stop_pid(pf, f"flink {role}", timeout=30)
-            if pid is not None:
-                deadline = time.time() + 10
-                while time.time() < deadline and _pid_alive(pid):
-                    time.sleep(0.1)
+            self.proc(role).stop(timeout=30)
         # The scripts' own pid bookkeeping (flink-console.sh appends to it).
         for f in self.pid_dir.glob("flink-*.pid") if self.pid_dir.exists() else []:
             f.unlink(missing_ok=True)
@@ -434,15 +412,16 @@ class FlinkCluster:
         return self.wait_job(job_id, {"CANCELED", "FINISHED", "FAILED"}, timeout)
 
 
-def from_args(args: argparse.Namespace) -> FlinkCluster:
-    cfg = load_config()
+def from_args(args: argparse.Namespace, cfg) -> FlinkCluster:
     p = cfg.metrics.flink_reporter_port
     in_container = args.bind != "127.0.0.1"
+    run = cfg.path(cfg.run.dir)
     return FlinkCluster(rest_port=args.rest_port, slots=args.slots, rpc_port=args.rpc_port,
                         # One JVM per container: each takes the first port of the range.
                         prom_ports=f"{p}" if in_container else f"{p}-{p + 1}",
                         host=args.jobmanager_host, bind_host=args.bind,
-                        tm_host=args.taskmanager_host or args.jobmanager_host)
+                        tm_host=args.taskmanager_host or args.jobmanager_host,
+                        home=run / "flink-cluster", log_dir=run / "logs" / "flink-cluster")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -450,14 +429,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("action", choices=["up", "down", "status", "submit", "cancel", "jobmanager", "taskmanager"],
                     help="jobmanager/taskmanager: run that one JVM in the foreground (containers)")
     ap.add_argument("rest", nargs=argparse.REMAINDER, help="submit: <job.py> [job args]; cancel: <job-id>")
-    ap.add_argument("--rest-port", type=int, default=int(os.environ.get("FLINK_REST_PORT", "8081")))
-    ap.add_argument("--rpc-port", type=int, default=int(os.environ.get("FLINK_RPC_PORT", "6123")))
+    cfg = load_config()
+    f = cfg.flink
+    ap.add_argument("--rest-port", type=int, default=f.cluster_rest_port, help="flink.cluster_rest_port")
+    ap.add_argument("--rpc-port", type=int, default=f.cluster_rpc_port, help="flink.cluster_rpc_port")
     ap.add_argument("--slots", type=int, default=2)
-    ap.add_argument("--jobmanager-host", default=os.environ.get("FLINK_JOBMANAGER_HOST", "127.0.0.1"),
-                    help="where clients and TaskManagers reach the JobManager")
-    ap.add_argument("--taskmanager-host", default=os.environ.get("FLINK_TASKMANAGER_HOST", ""))
-    ap.add_argument("--bind", default=os.environ.get("FLINK_BIND_HOST", "127.0.0.1"),
-                    help="listen address of the JVMs (0.0.0.0 in containers)")
+    ap.add_argument("--jobmanager-host", default=f.cluster_host,
+                    help="where clients and TaskManagers reach the JobManager (flink.cluster_host)")
+    ap.add_argument("--taskmanager-host", default="", help="what the TaskManager calls itself (default: "
+                                                             "--jobmanager-host)")
+    ap.add_argument("--bind", default=f.cluster_bind_host,
+                    help="listen address of the JVMs (0.0.0.0 in containers; flink.cluster_bind_host)")
     ap.add_argument("--if-absent", metavar="JOB_NAME", default="",
                     help="submit: do nothing when a job of this name is already running")
     ap.add_argument("--wait", type=float, default=0,
@@ -465,8 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-p", "--parallelism", type=int, default=2)
     ap.add_argument("--pyfs", default=None, help="ship these paths to the workers (flink run -pyfs)")
     args = ap.parse_args(argv)
-    cluster = from_args(args)
-    try:
+    cluster = from_args(args, cfg)
+
+    def body() -> int | None:
         if args.action == "up":
             cluster.up()
             print(cluster.status())
@@ -491,10 +474,8 @@ def main(argv: list[str] | None = None) -> int:
             if len(args.rest) != 1:
                 ap.error("cancel needs one job id")
             print(cluster.cancel(args.rest[0]))
-    except ServiceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_main(body)
 
 
 if __name__ == "__main__":

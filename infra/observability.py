@@ -4,8 +4,8 @@
     python -m infra.observability lag-exporter start|stop|status [--group G ...]
     python -m infra.observability prometheus config     # prints the config Prometheus would run with
 
-Idempotent like infra/services.py (whose helpers this reuses): pid files and data under ``.run/``, logs under
-``.run/logs/``. Prometheus is Debian's ``/usr/bin/prometheus`` (installed with apt-get when missing and we are root),
+Idempotent like infra/services.py, through pipelines/procs.py's ManagedProcess: pid files and data under ``run.dir``
+(``.run/``), logs under ``.run/logs/``; the lag exporter's pid file is the one `make run` uses (``.run/pids``). Prometheus is Debian's ``/usr/bin/prometheus`` (installed with apt-get when missing and we are root),
 listening on ``127.0.0.1:<metrics.prometheus_port>`` with its TSDB in ``.run/prometheus``. It runs
 ``infra/prometheus/prometheus.yml`` as is when the configured ports are the defaults, else a copy with the
 configured ports written to ``.run/prometheus/prometheus.yml``.
@@ -19,7 +19,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -33,14 +32,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from infra.services import (ServiceError, _read_pid, _spawn, _stop_pid, log, port_open)  # noqa: E402
+from infra.services import ServiceError, log  # noqa: E402
 from pipelines.config import Config, MetricsConfig, load_config  # noqa: E402
+from pipelines.procs import Managed, ManagedProcess, child_env, control, http_ok, run_main  # noqa: E402
 
 PROM_DIR = ROOT / "infra" / "prometheus"
 PROM_TEMPLATE = PROM_DIR / "prometheus.yml"
 RULES_DIR = PROM_DIR / "rules"
-RUN = ROOT / ".run"
+RUN = ROOT / ".run"  # run.dir's default
 LOGS = RUN / "logs"
+# infra/stack.py writes it while the fraud job runs on the standalone cluster (`make run CLUSTER=1`).
+CLUSTER_JOB_RECORD = Path("pids") / "fraud-job.cluster.json"
 
 
 # ---------------------------------------------------------------------------------------------------- config
@@ -70,7 +72,7 @@ def flink_targets(cfg: Config, cluster: bool = False) -> list[dict[str, Any]]:
                   "labels": {"service": "fraud-job", "component": "minicluster"}}]
     sentiment = [{"targets": [f"127.0.0.1:{m.sentiment_flink_reporter_port}"],
                   "labels": {"service": "sentiment-job", "component": "minicluster"}}]
-    return fraud + (sentiment if (ROOT / "jobs" / "sentiment_job.py").exists() else [])
+    return fraud + sentiment
 
 
 def render_config(cfg: Config, *, jobs: Iterable[str] | None = None, scrape_interval: str | None = None,
@@ -136,7 +138,7 @@ def _http_json(url: str, timeout: float = 3.0) -> Any:
 
 
 @dataclass
-class PrometheusServer:
+class PrometheusServer(Managed):
     port: int
     data_dir: Path
     # None: infra/prometheus/prometheus.yml, or a generated copy in data_dir when ports differ from the defaults.
@@ -148,15 +150,12 @@ class PrometheusServer:
     def from_config(cls, cfg: Config, cluster: bool = False) -> "PrometheusServer":
         """`cluster`: the fraud job runs on the standalone cluster (`make run CLUSTER=1`), see flink_targets."""
         conf = None if ports_are_default(cfg) and not cluster else render_config(cfg, cluster=cluster)
-        return cls(cfg.metrics.prometheus_port, RUN / "prometheus", conf)
+        run = cfg.path(cfg.run.dir)
+        return cls(cfg.metrics.prometheus_port, run / "prometheus", conf, log_dir=run / "logs")
 
     @property
-    def pidfile(self) -> Path:
-        return self.data_dir / "prometheus.pid"
-
-    @property
-    def logfile(self) -> Path:
-        return self.log_dir / "prometheus.log"
+    def proc(self) -> ManagedProcess:
+        return ManagedProcess("prometheus", self.data_dir / "prometheus.pid", self.log_dir / "prometheus.log")
 
     @property
     def url(self) -> str:
@@ -171,16 +170,10 @@ class PrometheusServer:
                         + yaml.safe_dump(self.config, sort_keys=False))
         return path
 
-    def running(self) -> bool:
-        return _read_pid(self.pidfile) is not None
-
     def start(self, timeout: float = 60.0) -> str:
         exe = ensure_prometheus_installed()
-        if self.running():
-            log(f"prometheus: already running on {self.url} (pid {_read_pid(self.pidfile)})")
+        if self.proc.already_running(self.port, self.url, "STREAMSCORE_METRICS__PROMETHEUS_PORT"):
             return self.url
-        if port_open(self.port):
-            raise ServiceError(f"port {self.port} is taken; set STREAMSCORE_METRICS__PROMETHEUS_PORT")
         conf = self.config_file()
         check = subprocess.run([shutil.which("promtool") or "promtool", "check", "config", str(conf)],
                                capture_output=True, text=True) if shutil.which("promtool") else None
@@ -188,32 +181,19 @@ class PrometheusServer:
             raise ServiceError(f"promtool rejects {conf}:\n{check.stdout}{check.stderr}")
         tsdb = self.data_dir / "data"
         tsdb.mkdir(parents=True, exist_ok=True)
-        pid = _spawn([exe, f"--config.file={conf}", f"--storage.tsdb.path={tsdb}",
-                      f"--storage.tsdb.retention.time={self.retention}",
-                      f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle",
-                      "--log.level=warn"], self.logfile, self.pidfile)
-        log(f"prometheus: started pid {pid} with {conf}, waiting for {self.url}")
+        self.proc.start([exe, f"--config.file={conf}", f"--storage.tsdb.path={tsdb}",
+                         f"--storage.tsdb.retention.time={self.retention}",
+                         f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle",
+                         "--log.level=warn"])
         self.wait(timeout)
-        log(f"prometheus: ready on {self.url}")
+        log(f"prometheus: ready on {self.url} with {conf}")
         return self.url
 
     def wait(self, timeout: float = 60.0) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if not self.running():
-                tail = self.logfile.read_text()[-3000:] if self.logfile.exists() else ""
-                raise ServiceError(f"prometheus exited during start-up; last log lines:\n{tail}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.3)
-        raise ServiceError(f"prometheus did not get ready on {self.url} within {timeout:.0f}s")
+        self.proc.wait_ready(lambda: http_ok(f"{self.url}/-/ready"), timeout, self.url)
 
     def stop(self) -> None:
-        _stop_pid(self.pidfile, "prometheus", timeout=20)
+        self.proc.stop(timeout=20)
 
     def targets(self) -> list[dict[str, Any]]:
         """The active targets from /api/v1/targets (job, instance, health, lastError)."""
@@ -231,78 +211,60 @@ class PrometheusServer:
         try:
             ups = ", ".join(f"{t['job']}={t['health']}" for t in self.targets())
         except (urllib.error.URLError, OSError, KeyError, ValueError) as exc:
-            return f"running on {self.url} (pid {_read_pid(self.pidfile)}), API not answering: {exc}"
-        return f"running on {self.url} (pid {_read_pid(self.pidfile)}); targets: {ups}"
+            return f"running on {self.url} (pid {self.proc.pid}), API not answering: {exc}"
+        return f"running on {self.url} (pid {self.proc.pid}); targets: {ups}"
 
 
 # ---------------------------------------------------------------------------------------------- lag exporter
 
 @dataclass
-class LagExporterService:
+class LagExporterService(Managed):
+    """infra/lag_exporter.py in the background: `make lag-exporter-up`, and `make run` (infra/stack.py) with the
+    same pid file (<run.dir>/pids/lag-exporter.pid), so either's `stop` stops what the other started."""
+
     port: int
     bootstrap: str
     groups: list[str] = field(default_factory=list)
     interval: float = 5.0
-    run_dir: Path = RUN / "lag-exporter"
-    log_dir: Path = LOGS
+    run_dir: Path = RUN
 
     @classmethod
     def from_config(cls, cfg: Config, groups: Iterable[str] = (), interval: float = 5.0) -> "LagExporterService":
-        return cls(cfg.metrics.lag_exporter_port, cfg.kafka.bootstrap_servers, list(groups), interval)
+        return cls(cfg.metrics.lag_exporter_port, cfg.kafka.bootstrap_servers, list(groups), interval,
+                   cfg.path(cfg.run.dir))
 
     @property
-    def pidfile(self) -> Path:
-        return self.run_dir / "lag-exporter.pid"
-
-    @property
-    def logfile(self) -> Path:
-        return self.log_dir / "lag-exporter.log"
+    def proc(self) -> ManagedProcess:
+        return ManagedProcess.under(self.run_dir, "lag-exporter")
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/metrics"
 
-    def running(self) -> bool:
-        return _read_pid(self.pidfile) is not None
-
-    def start(self, timeout: float = 30.0) -> str:
-        if self.running():
-            log(f"lag-exporter: already running on {self.url} (pid {_read_pid(self.pidfile)})")
-            return self.url
-        if port_open(self.port):
-            raise ServiceError(f"port {self.port} is taken; set STREAMSCORE_METRICS__LAG_EXPORTER_PORT")
+    def argv(self) -> list[str]:
         cmd = [sys.executable, "-m", "infra.lag_exporter", "--port", str(self.port), "--bootstrap",
                self.bootstrap, "--interval", str(self.interval)]
         for g in self.groups:
             cmd += ["--group", g]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
-                                                          if p))
-        pid = _spawn(cmd, self.logfile, self.pidfile, env=env)
-        log(f"lag-exporter: started pid {pid}, waiting for {self.url}")
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if not self.running():
-                tail = self.logfile.read_text()[-3000:] if self.logfile.exists() else ""
-                raise ServiceError(f"lag-exporter exited during start-up; last log lines:\n{tail}")
-            try:
-                with urllib.request.urlopen(self.url, timeout=2) as r:
-                    if r.status == 200:
-                        log(f"lag-exporter: ready on {self.url}")
-                        return self.url
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.3)
-        raise ServiceError(f"lag-exporter did not answer on {self.url} within {timeout:.0f}s")
+        return cmd
+
+    def start(self, timeout: float = 30.0) -> str:
+        if self.proc.already_running(self.port, self.url, "STREAMSCORE_METRICS__LAG_EXPORTER_PORT"):
+            return self.url
+        self.proc.start(self.argv(), env=child_env())
+        self.proc.wait_ready(lambda: http_ok(self.url), timeout, self.url)
+        log(f"lag-exporter: ready on {self.url}")
+        return self.url
 
     def stop(self) -> None:
-        _stop_pid(self.pidfile, "lag-exporter", timeout=15)
+        self.proc.stop(timeout=15)
 
     def status(self) -> str:
-        return f"running on {self.url} (pid {_read_pid(self.pidfile)})" if self.running() else "stopped"
+        return f"running on {self.url} (pid {self.proc.pid})" if self.running() else "stopped"
 
 
 # ------------------------------------------------------------------------------------------- library entry points
-# For infra/stack.py (`make run` / `make stop`): `prometheus_start(cfg)` and friends.
+# For infra/stack.py (`make run` / `make stop`).
 
 def prometheus_start(cfg: Config | None = None, cluster: bool = False) -> str:
     return PrometheusServer.from_config(cfg or load_config(), cluster=cluster).start()
@@ -312,16 +274,9 @@ def prometheus_stop(cfg: Config | None = None) -> None:
     PrometheusServer.from_config(cfg or load_config()).stop()
 
 
-def prometheus_status(cfg: Config | None = None) -> str:
-    return PrometheusServer.from_config(cfg or load_config()).status()
-
-
-def lag_exporter_start(cfg: Config | None = None, groups: Iterable[str] = ()) -> str:
-    return LagExporterService.from_config(cfg or load_config(), groups).start()
-
-
-def lag_exporter_stop(cfg: Config | None = None) -> None:
-    LagExporterService.from_config(cfg or load_config()).stop()
+def cluster_job_recorded(cfg: Config) -> bool:
+    """The fraud job was put on the standalone cluster by `make run CLUSTER=1` (and not yet stopped)."""
+    return (cfg.path(cfg.run.dir) / CLUSTER_JOB_RECORD).exists()
 
 
 # ------------------------------------------------------------------------------------------------------- CLI
@@ -337,34 +292,23 @@ def main(argv: list[str] | None = None) -> int:
                          "(the default when `make run CLUSTER=1` runs the fraud job there)")
     args = ap.parse_args(argv)
     cfg = load_config()
-    try:
-        if args.service == "prometheus":
-            from infra.stack import cluster_mode
 
-            server = PrometheusServer.from_config(cfg, cluster=cluster_mode(cfg, args.cluster))
-            if args.action == "start":
-                server.start()
-            elif args.action == "stop":
-                server.stop()
-            elif args.action == "config":
-                print(yaml.safe_dump(server.config or render_config(cfg, cluster=args.cluster), sort_keys=False),
-                      end="")
+    def body() -> int | None:
+        if args.service == "prometheus":
+            cluster = args.cluster or cluster_job_recorded(cfg)
+            server = PrometheusServer.from_config(cfg, cluster=cluster)
+            if args.action == "config":
+                print(yaml.safe_dump(server.config or render_config(cfg, cluster=cluster), sort_keys=False), end="")
             else:
-                print(server.status())
+                control(server, args.action)
         else:
             svc = LagExporterService.from_config(cfg, args.group, args.interval)
-            if args.action == "start":
-                svc.start()
-            elif args.action == "stop":
-                svc.stop()
-            elif args.action == "config":
+            if args.action == "config":
                 print(" ".join([svc.bootstrap, *svc.groups]))
             else:
-                print(svc.status())
-    except ServiceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+                control(svc, args.action)
+
+    return run_main(body)
 
 
 if __name__ == "__main__":

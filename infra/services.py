@@ -11,7 +11,6 @@ import argparse
 import hashlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,8 @@ if str(ROOT) not in sys.path:
 
 from pipelines import udfjar  # noqa: E402
 from pipelines.config import Config, load_config  # noqa: E402
+from pipelines.procs import (Managed, ManagedProcess, ServiceError, control, log, port_open,  # noqa: E402,F401 - infra/'s
+                             run_main)
 from pipelines.udfjar import UDF_JAR, UDF_SRC  # noqa: E402
 
 CACHE = ROOT / ".cache"
@@ -33,82 +34,10 @@ KAFKA_LIBS = CACHE / "kafka" / "libs"
 FLINK_JARS = CACHE / "flink-jars"
 
 
-class ServiceError(RuntimeError):
-    pass
-
-
-def log(msg: str) -> None:
-    print(f"[infra] {msg}", flush=True)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); treat it as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return False
-
-
-def _read_pid(pidfile: Path) -> int | None:
-    try:
-        pid = int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if _pid_alive(pid) else None
-
-
-def _stop_pid(pidfile: Path, name: str, timeout: float = 30.0) -> None:
-    pid = _read_pid(pidfile)
-    if pid is None:
-        pidfile.unlink(missing_ok=True)
-        log(f"{name}: not running")
-        return
-    log(f"{name}: stopping pid {pid}")
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.time() + timeout
-    while time.time() < deadline and _pid_alive(pid):
-        time.sleep(0.2)
-    if _pid_alive(pid):
-        log(f"{name}: did not stop in {timeout:.0f}s, killing")
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    pidfile.unlink(missing_ok=True)
-
-
-def _spawn(cmd: list[str], logfile: Path, pidfile: Path, env: dict[str, str] | None = None,
-           cwd: Path = ROOT) -> int:
-    """Starts a detached process in its own session, so `make` returning does not end it."""
-    logfile.parent.mkdir(parents=True, exist_ok=True)
-    pidfile.parent.mkdir(parents=True, exist_ok=True)
-    with open(logfile, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=cwd, env=env, start_new_session=True)
-    pidfile.write_text(str(proc.pid))
-    return proc.pid
 
 
 # --------------------------------------------------------------------------------------------------------- Maven
@@ -190,7 +119,7 @@ def ensure_udf_jar() -> Path:
 # --------------------------------------------------------------------------------------------------------- Kafka
 
 @dataclass
-class KafkaBroker:
+class KafkaBroker(Managed):
     """A single-node KRaft broker (combined broker + controller) on loopback."""
 
     port: int
@@ -208,16 +137,12 @@ class KafkaBroker:
         return f"127.0.0.1:{self.port}"
 
     @property
-    def pidfile(self) -> Path:
-        return self.data_dir / "kafka.pid"
-
-    @property
-    def logfile(self) -> Path:
-        return self.data_dir / "kafka.log"
+    def proc(self) -> ManagedProcess:
+        return ManagedProcess("kafka", self.data_dir / "kafka.pid", self.data_dir / "kafka.log")
 
     @property
     def server_log(self) -> Path:
-        """The broker's own log (log4j); `logfile` holds only the JVM's stdout and stderr."""
+        """The broker's own log (log4j); `proc.logfile` holds only the JVM's stdout and stderr."""
         return self.data_dir / "server.log"
 
     def _classpath(self) -> str:
@@ -282,17 +207,11 @@ class KafkaBroker:
                 f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
                 "-cp", self._classpath(), main, *args]
 
-    def running(self) -> bool:
-        return _read_pid(self.pidfile) is not None
-
     def start(self, timeout: float = 90.0) -> str:
-        if self.running():
-            log(f"kafka: already running on {self.bootstrap} (pid {_read_pid(self.pidfile)})")
+        if self.proc.already_running(self.port, self.bootstrap, "STREAMSCORE_KAFKA__PORT, or KAFKA_BOOTSTRAP to "
+                                                                "use that broker"):
             self.wait(timeout)
             return self.bootstrap
-        if port_open(self.port):
-            raise ServiceError(f"port {self.port} is taken by another process; set STREAMSCORE_KAFKA__PORT "
-                               f"or KAFKA_BOOTSTRAP to use that broker")
         props = self._write_config()
         meta = self.data_dir / "data" / "meta.properties"
         if not meta.exists():
@@ -303,45 +222,38 @@ class KafkaBroker:
             # "--cluster-id=": a base64 id starts with "-" one time in 64, which argparse would read as an option.
             subprocess.run(self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cid}", "-c", str(props),
                                       "--ignore-formatted"), check=True, stdout=subprocess.DEVNULL)
-        pid = _spawn(self._java("kafka.Kafka", str(props)), self.logfile, self.pidfile)
-        log(f"kafka: started pid {pid}, waiting for {self.bootstrap}")
+        self.proc.start(self._java("kafka.Kafka", str(props)))
         self.wait(timeout)
         log(f"kafka: ready on {self.bootstrap}")
         return self.bootstrap
 
     def wait(self, timeout: float = 90.0) -> None:
-        wait_for_kafka(self.bootstrap, timeout, pidfile=self.pidfile, logfile=self.logfile)
+        self.proc.wait_ready(lambda: kafka_answers(self.bootstrap), timeout, self.bootstrap, interval=0.5)
 
     def stop(self) -> None:
-        _stop_pid(self.pidfile, "kafka", timeout=30)
+        self.proc.stop(timeout=30)
 
     def kill(self) -> None:
         """Hard crash, for fault tests."""
-        pid = _read_pid(self.pidfile)
-        if pid:
-            os.killpg(pid, signal.SIGKILL)
-            while _pid_alive(pid):
-                time.sleep(0.05)
+        self.proc.kill()
 
 
-def wait_for_kafka(bootstrap: str, timeout: float = 90.0, pidfile: Path | None = None,
-                   logfile: Path | None = None) -> None:
+def kafka_answers(bootstrap: str) -> bool:
     from confluent_kafka.admin import AdminClient
 
+    try:
+        return bool(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2).brokers)
+    except Exception:  # KafkaException while the broker boots
+        return False
+
+
+def wait_for_kafka(bootstrap: str, timeout: float = 90.0) -> None:
+    """Until a broker we do not manage (KAFKA_BOOTSTRAP) answers."""
     deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        if pidfile is not None and _read_pid(pidfile) is None:
-            tail = logfile.read_text()[-3000:] if logfile and logfile.exists() else ""
-            raise ServiceError(f"kafka exited during start-up; last log lines:\n{tail}")
-        try:
-            md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2)
-            if md.brokers:
-                return
-        except Exception as exc:  # KafkaException while the broker boots
-            last = exc
+    while not kafka_answers(bootstrap):
+        if time.time() > deadline:
+            raise ServiceError(f"kafka at {bootstrap} did not answer within {timeout:.0f}s")
         time.sleep(0.5)
-    raise ServiceError(f"kafka at {bootstrap} did not answer within {timeout:.0f}s ({last})")
 
 
 # --------------------------------------------------------------------------------------------------------- Redis
@@ -364,51 +276,44 @@ def ensure_redis_installed() -> str:
 
 
 @dataclass
-class RedisServer:
+class RedisServer(Managed):
     port: int
     data_dir: Path
 
     @classmethod
     def from_config(cls, cfg: Config) -> "RedisServer":
-        return cls(cfg.redis.port, ROOT / ".run" / "redis")
+        return cls(cfg.redis.port, cfg.path(cfg.run.dir) / "redis")
 
     @property
-    def pidfile(self) -> Path:
-        return self.data_dir / "redis.pid"
+    def proc(self) -> ManagedProcess:
+        return ManagedProcess("redis", self.data_dir / "redis.pid", self.data_dir / "redis.log")
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def running(self) -> bool:
-        return _read_pid(self.pidfile) is not None
-
     def start(self, timeout: float = 20.0) -> str:
         exe = ensure_redis_installed()
-        if self.running():
-            log(f"redis: already running on {self.url}")
+        if self.proc.already_running(self.port, self.url, "STREAMSCORE_REDIS__PORT or REDIS_URL"):
             return self.url
-        if port_open(self.port):
-            raise ServiceError(f"port {self.port} is taken; set STREAMSCORE_REDIS__PORT or REDIS_URL")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # Foreground under our own session (not --daemonize) so the pid file is the real process.
-        _spawn([exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-                "--save", "", "--appendonly", "yes", "--protected-mode", "yes"],
-               self.data_dir / "redis.log", self.pidfile)
-        deadline = time.time() + timeout
+        self.proc.start([exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+                         "--save", "", "--appendonly", "yes", "--protected-mode", "yes"])
+        self.proc.wait_ready(self._answers, timeout, self.url, interval=0.2)
+        log(f"redis: ready on {self.url}")
+        return self.url
+
+    def _answers(self) -> bool:
         import redis
 
-        while time.time() < deadline:
-            try:
-                if redis.Redis.from_url(self.url, socket_timeout=1).ping():
-                    log(f"redis: ready on {self.url}")
-                    return self.url
-            except redis.RedisError:
-                time.sleep(0.2)
-        raise ServiceError(f"redis did not answer on {self.url} within {timeout:.0f}s")
+        try:
+            return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
 
     def stop(self) -> None:
-        _stop_pid(self.pidfile, "redis", timeout=15)
+        self.proc.stop(timeout=15)
 
 
 # ------------------------------------------------------------------------------------------------------------ CLI
@@ -419,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("action", nargs="?", default="start", choices=["start", "stop", "status"])
     args = ap.parse_args(argv)
     cfg = load_config()
-    try:
+
+    def body() -> int | None:
         if args.service == "flink-jars":
             print(ensure_flink_jars(cfg))
             print(ensure_udf_jar())
@@ -433,28 +339,14 @@ def main(argv: list[str] | None = None) -> int:
                 if args.action != "stop":
                     wait_for_kafka(cfg.kafka.bootstrap, 30)
                 return 0
-            broker = KafkaBroker.from_config(cfg)
-            if args.action == "start":
-                broker.start()
-            elif args.action == "stop":
-                broker.stop()
-            else:
-                print("running" if broker.running() else "stopped")
+            control(KafkaBroker.from_config(cfg), args.action)
         elif args.service == "redis":
             if cfg.redis.url:
                 log(f"redis: using {cfg.redis.url} (REDIS_URL); not managing it")
                 return 0
-            server = RedisServer.from_config(cfg)
-            if args.action == "start":
-                server.start()
-            elif args.action == "stop":
-                server.stop()
-            else:
-                print("running" if server.running() else "stopped")
-    except ServiceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+            control(RedisServer.from_config(cfg), args.action)
+
+    return run_main(body)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,25 @@
 """`make run` / `make stop` / `make status`: the whole local pipeline, started in order and stopped in reverse.
 
 Every step is idempotent: a second `up` leaves running parts alone and starts only what is missing. Processes run
-detached in their own sessions with pid files under .run/pids and logs under .run/logs, so `down` can stop each
-process group whole (a Flink job's JVM and Python workers included).
+detached in their own sessions (pipelines/procs.py's ManagedProcess) with pid files under <run.dir>/pids and logs
+under <run.dir>/logs (run.dir: .run), so `down` can stop each process group whole (a Flink job's JVM and Python
+workers included). The dashboard and the lag exporter have the pid files that `make dashboard-up` and `make
+lag-exporter-up` use, so `down` (`make stop`) stops whatever started them, and it also stops Prometheus (`make
+prometheus-up`) and the standalone cluster (`make cluster-up`).
 
 `up --cluster` (`make run CLUSTER=1`) runs the fraud job on the standalone Flink cluster of infra/flink_cluster.py
 instead of a local MiniCluster: the cluster is started (`make cluster-up`) unless it runs already, and the unchanged
 jobs/fraud_job.py is submitted with `flink run -d -p 2 -py` unless a job of that name runs there already. What was
-started is written to .run/pids/fraud-job.cluster.json, so `down` cancels the job and stops the cluster only if
-`up` started it (a cluster from `make cluster-up` stays up). Every other component runs as without --cluster.
+started is written to .run/pids/fraud-job.cluster.json; `down` cancels the job, then stops the cluster's JVMs.
+Every other component runs as without --cluster.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,14 +29,25 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from infra import services  # noqa: E402
-from infra.services import KafkaBroker, RedisServer, _read_pid, _spawn, _stop_pid, log  # noqa: E402
+from infra import observability, services  # noqa: E402
+from infra.flink_cluster import FlinkCluster  # noqa: E402
+from infra.services import KafkaBroker, RedisServer, log  # noqa: E402
 from pipelines.config import Config, load_config  # noqa: E402
+from pipelines.procs import Managed, ManagedProcess, child_env, run_main  # noqa: E402
 
-PIDS = ROOT / ".run" / "pids"
-LOGS = ROOT / ".run" / "logs"
-METRICS = ROOT / ".run" / "metrics"
-CLUSTER_STATE = PIDS / "fraud-job.cluster.json"
+# run.dir's layout; main() points these at the configured run.dir.
+RUN = ROOT / ".run"
+PIDS = RUN / "pids"
+LOGS = RUN / "logs"
+METRICS = RUN / "metrics"
+CLUSTER_STATE = PIDS / observability.CLUSTER_JOB_RECORD.name
+
+
+def use_run_dir(cfg: Config) -> None:
+    global RUN, PIDS, LOGS, METRICS, CLUSTER_STATE
+    RUN = cfg.path(cfg.run.dir)
+    PIDS, LOGS, METRICS = RUN / "pids", RUN / "logs", RUN / "metrics"
+    CLUSTER_STATE = RUN / observability.CLUSTER_JOB_RECORD
 FRAUD_JOB = "jobs/fraud_job.py"
 FRAUD_JOB_NAME = "streamscore-fraud"  # jobs/fraud_job.py JOB_NAME (pipeline.name): how the cluster lists it
 CLUSTER_PARALLELISM = 2
@@ -41,7 +55,7 @@ LIVE_STATES = ("RUNNING", "RESTARTING", "CREATED", "INITIALIZING")
 
 
 @dataclass
-class Proc:
+class Proc(Managed):
     name: str
     argv: list[str]
     url: str = ""
@@ -52,81 +66,65 @@ class Proc:
     multiprocess_metrics: bool = False
 
     @property
-    def pidfile(self) -> Path:
-        return PIDS / f"{self.name}.pid"
-
-    @property
-    def logfile(self) -> Path:
-        return LOGS / f"{self.name}.log"
-
-    def running(self) -> bool:
-        return _read_pid(self.pidfile) is not None
+    def proc(self) -> ManagedProcess:
+        return ManagedProcess(self.name, PIDS / f"{self.name}.pid", LOGS / f"{self.name}.log")
 
     def start(self) -> None:
         if self.running():
-            log(f"{self.name}: already running (pid {_read_pid(self.pidfile)})")
+            log(f"{self.name}: already running (pid {self.proc.pid})")
             return
-        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **self.env)
+        env = child_env({"PYTHONUNBUFFERED": "1", **self.env})
         if self.multiprocess_metrics:
             folder = METRICS / self.name
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
             env["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
-        pid = _spawn(self.argv, self.logfile, self.pidfile, env=env)
+        self.proc.start(self.argv, env=env)
         time.sleep(0.5)
-        if _read_pid(self.pidfile) is None:
-            tail = self.logfile.read_text(errors="replace")[-2000:]
-            raise services.ServiceError(f"{self.name} exited at once; log {self.logfile}:\n{tail}")
-        log(f"{self.name}: started pid {pid}, log {self.logfile.relative_to(ROOT)}")
+        if not self.running():
+            raise services.ServiceError(f"{self.name} exited at once; log {self.proc.logfile}:\n"
+                                        f"{self.proc.log_tail(2000)}")
 
     def stop(self) -> None:
-        _stop_pid(self.pidfile, self.name, timeout=30)
+        self.proc.stop(timeout=30)
 
 
 def processes(cfg: Config, cluster: bool = False) -> list[Proc]:
     """The processes `up` starts, in order. `cluster`: the fraud job runs on the standalone cluster instead (see
     ClusterFraudJob), so it is not one of them."""
     py = sys.executable
-    rate = os.environ.get("RATE", str(int(cfg.replay.rate)))
-    procs = [] if cluster else [
-        Proc("fraud-job", [py, FRAUD_JOB] if (ROOT / FRAUD_JOB).exists()
-             else [py, "jobs/passthrough_job.py"], multiprocess_metrics=True)]
+    procs = [] if cluster else [Proc("fraud-job", [py, FRAUD_JOB], multiprocess_metrics=True)]
+    # Every process serves /metrics on its own port (infra/prometheus/prometheus.yml scrapes each): the sentiment
+    # job's Python workers read metrics.job_port from the environment, so this job gets sentiment_job_port there;
+    # likewise its MiniCluster's Flink reporter and REST endpoint (jobs/common.py local_cluster_settings).
+    sentiment_env = {"STREAMSCORE_METRICS__JOB_PORT": str(cfg.metrics.sentiment_job_port),
+                     "STREAMSCORE_METRICS__FLINK_REPORTER_PORT": str(cfg.metrics.sentiment_flink_reporter_port),
+                     "STREAMSCORE_FLINK__LOCAL_REST_PORT": str(cfg.flink.sentiment_rest_port)}
+    # The dashboard shows the fraud job's state and restart count from Flink's REST API: by default the fraud
+    # job's MiniCluster (flink.local_rest_port); on the standalone cluster its JobManager.
+    dash_args = ["--flink-rest", local_cluster(cfg).rest_url] if cluster else []
+    lag = observability.LagExporterService.from_config(cfg)
     procs += [
-        Proc("fraud-producer", [py, "-m", "pipelines.replay.fraud", "--rate", rate, "--loop"],
+        Proc("fraud-producer", [py, "-m", "pipelines.replay.fraud", "--rate", str(cfg.replay.rate), "--loop"],
              url=f"http://127.0.0.1:{cfg.metrics.producer_port}/metrics"),
+        Proc("sentiment-job", [py, "jobs/sentiment_job.py"], multiprocess_metrics=True, env=sentiment_env),
+        Proc("posts-producer", [py, "-m", "pipelines.replay.posts", "--rate", str(cfg.replay.posts_rate), "--loop",
+                                "--metrics-port", str(cfg.metrics.posts_producer_port)],
+             url=f"http://127.0.0.1:{cfg.metrics.posts_producer_port}/metrics"),
+        # The same pid files as `make dashboard-up` (dashboard/ctl.py) and `make lag-exporter-up`.
+        Proc("dashboard", [py, "-m", "dashboard.server", *dash_args],
+             url=f"http://{cfg.dashboard.host}:{cfg.dashboard.port}/?token={cfg.dashboard.token}"),
+        Proc(lag.proc.name, lag.argv(), url=lag.url),
     ]
-    if (ROOT / "jobs" / "sentiment_job.py").exists():
-        # Every process serves /metrics on its own port (infra/prometheus/prometheus.yml scrapes each): the sentiment
-        # job's Python workers read metrics.job_port from the environment, so this job gets sentiment_job_port there;
-        # likewise its MiniCluster's Flink reporter and REST endpoint (jobs/common.py local_cluster_settings).
-        procs += [Proc("sentiment-job", [py, "jobs/sentiment_job.py"], multiprocess_metrics=True,
-                       env={"STREAMSCORE_METRICS__JOB_PORT": str(cfg.metrics.sentiment_job_port),
-                            "STREAMSCORE_METRICS__FLINK_REPORTER_PORT": str(cfg.metrics.sentiment_flink_reporter_port),
-                            "STREAMSCORE_FLINK__LOCAL_REST_PORT": str(cfg.flink.sentiment_rest_port)}),
-                  Proc("posts-producer", [py, "-m", "pipelines.replay.posts", "--rate",
-                                          os.environ.get("POSTS_RATE", "50"), "--loop",
-                                          "--metrics-port", str(cfg.metrics.posts_producer_port)],
-                       url=f"http://127.0.0.1:{cfg.metrics.posts_producer_port}/metrics")]
-    if (ROOT / "dashboard" / "server.py").exists():
-        # The dashboard shows the fraud job's state and restart count from Flink's REST API: by default the fraud
-        # job's MiniCluster (flink.local_rest_port); on the standalone cluster its JobManager.
-        dash_args = ["--flink-rest", local_cluster(cfg).rest_url] if cluster else []
-        procs.append(Proc("dashboard", [py, "-m", "dashboard.server", *dash_args],
-                          url=f"http://{cfg.dashboard.host}:{cfg.dashboard.port}/?token={cfg.dashboard.token}"))
-    if (ROOT / "infra" / "lag_exporter.py").exists():
-        procs.append(Proc("lag-exporter", [py, "-m", "infra.lag_exporter"],
-                          url=f"http://127.0.0.1:{cfg.metrics.lag_exporter_port}/metrics"))
     return procs
 
 
 def local_cluster(cfg: Config):
     """The standalone cluster `make cluster-up` manages (same ports, dirs and reporter ports as
     `python -m infra.flink_cluster`), with the fraud job's multiprocess metrics folder for its Python workers."""
-    from infra.flink_cluster import FlinkCluster
-
     p = cfg.metrics.flink_reporter_port
-    return FlinkCluster(rest_port=int(os.environ.get("FLINK_REST_PORT", "8081")),
-                        rpc_port=int(os.environ.get("FLINK_RPC_PORT", "6123")), prom_ports=f"{p}-{p + 1}",
+    return FlinkCluster(rest_port=cfg.flink.cluster_rest_port, rpc_port=cfg.flink.cluster_rpc_port,
+                        prom_ports=f"{p}-{p + 1}", home=RUN / "flink-cluster", log_dir=LOGS / "flink-cluster",
                         env={"PROMETHEUS_MULTIPROC_DIR": str(METRICS / "fraud-job")})
 
 
@@ -167,7 +165,7 @@ class ClusterFraudJob:
     def start(self) -> None:
         local = Proc("fraud-job", [])
         if local.running():
-            raise services.ServiceError(f"the fraud job runs on a local MiniCluster (pid {_read_pid(local.pidfile)}); "
+            raise services.ServiceError(f"the fraud job runs on a local MiniCluster (pid {local.proc.pid}); "
                                         "`make stop` it first: two jobs would share the consumer group and "
                                         "transactional ids")
         prev = self.recorded() or {}
@@ -225,21 +223,6 @@ def all_topics(cfg: Config) -> tuple[list[str], list[str]]:
     return topics, [t.customer_profiles, t.terminal_profiles]
 
 
-def _prometheus(action: str, cluster: bool = False) -> str | None:
-    """`cluster`: the fraud job runs on the standalone cluster, so Prometheus scrapes its JobManager and TaskManager
-    instead of the fraud job's MiniCluster (infra/observability.py render_config)."""
-    try:
-        from infra import observability
-    except ImportError:
-        return None
-    cfg = load_config()
-    if action == "start":
-        observability.prometheus_start(cfg, cluster=cluster)
-    elif hasattr(observability, f"prometheus_{action}"):
-        getattr(observability, f"prometheus_{action}")(cfg)
-    return f"http://127.0.0.1:{cfg.metrics.prometheus_port}"
-
-
 def up(cfg: Config, cluster: bool = False) -> None:
     from pipelines import kafka_util
 
@@ -255,31 +238,34 @@ def up(cfg: Config, cluster: bool = False) -> None:
     topics, compacted = all_topics(cfg)
     kafka_util.ensure_topics(cfg.kafka.bootstrap_servers, topics, cfg.kafka.partitions, compacted=compacted)
     log(f"topics ready: {', '.join(topics)}")
-    if (ROOT / "pipelines" / "profiles.py").exists():
-        import subprocess
-
-        subprocess.run([sys.executable, "-m", "pipelines.profiles", "publish", "--if-missing"], cwd=ROOT,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True)
+    subprocess.run([sys.executable, "-m", "pipelines.profiles", "publish", "--if-missing"], cwd=ROOT,
+                   env=child_env(), check=True)
     if cluster:
         ClusterFraudJob(cfg).start()
     for p in processes(cfg, cluster):
         p.start()
-    prom = _prometheus("start", cluster=cluster)
-    status(cfg, prom)
+    # `cluster`: Prometheus scrapes the standalone cluster's JobManager and TaskManager instead of the fraud job's
+    # MiniCluster (infra/observability.py render_config).
+    observability.PrometheusServer.from_config(cfg, cluster=cluster).start()
+    status(cfg)
 
 
 def down(cfg: Config) -> None:
-    _prometheus("stop")
+    """Stops everything any make target started under run.dir: `make run`'s processes (the dashboard and lag
+    exporter of `make dashboard-up` / `make lag-exporter-up` share their pid files), Prometheus, the cluster job and
+    the standalone cluster (`make cluster-up` too), then Redis and Kafka."""
+    observability.PrometheusServer.from_config(cfg).stop()
     for p in reversed(processes(cfg)):
         p.stop()
     ClusterFraudJob(cfg).stop()
+    local_cluster(cfg).down()
     if not cfg.redis.url:
         RedisServer.from_config(cfg).stop()
     if not cfg.kafka.bootstrap:
         KafkaBroker.from_config(cfg).stop()
 
 
-def status(cfg: Config, prom: str | None = None) -> None:
+def status(cfg: Config) -> None:
     k = KafkaBroker.from_config(cfg)
     r = RedisServer.from_config(cfg)
     lines = [
@@ -292,10 +278,10 @@ def status(cfg: Config, prom: str | None = None) -> None:
     if on_cluster:
         lines.append(ClusterFraudJob(cfg).status_line())
     for p in processes(cfg, cluster=on_cluster and not Proc("fraud-job", []).running()):
-        state = f"pid {_read_pid(p.pidfile)}" if p.running() else "DOWN"
-        lines.append(f"  {p.name:17s} {p.url or str(p.logfile.relative_to(ROOT)):40s} {state}")
-    if prom:
-        lines.append(f"  Prometheus        {prom:40s}")
+        pid = p.proc.pid
+        lines.append(f"  {p.name:17s} {p.url or str(p.proc.logfile):40s} {f'pid {pid}' if pid else 'DOWN'}")
+    prom = observability.PrometheusServer.from_config(cfg)
+    lines.append(f"  Prometheus        {prom.url:40s} {f'pid {prom.proc.pid}' if prom.running() else 'DOWN'}")
     lines += ["", f"  logs: .run/logs/   topics: {cfg.topics.transactions} -> {cfg.topics.fraud_scores} "
                   f"(late: {cfg.topics.late}, dead letters: {cfg.topics.dead_letter})",
               "  stop everything:  make stop", ""]
@@ -309,15 +295,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="up: run the fraud job on the standalone Flink cluster (parallelism 2), not a MiniCluster")
     args = ap.parse_args(argv)
     cfg = load_config()
-    try:
+    use_run_dir(cfg)
+
+    def body() -> int | None:
         if args.action == "up":
             up(cfg, cluster=args.cluster)
         else:
             {"down": down, "status": status}[args.action](cfg)
-    except services.ServiceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_main(body)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ if str(ROOT) not in sys.path:
 
 from pipelines import udfjar  # noqa: E402
 from pipelines.config import Config  # noqa: E402
+from pipelines.procs import site_packages  # noqa: E402
 
 
 def connector_jars(cfg: Config) -> list[str]:
@@ -26,11 +27,6 @@ def connector_jars(cfg: Config) -> list[str]:
         raise RuntimeError(f"no Flink connector jars in {jars_dir}: run `make jars` "
                            f"(python -m infra.services flink-jars)")
     return [j.resolve().as_uri() for j in [*jars, udfjar.checked_jar()]]
-
-
-def site_packages() -> str:
-    """This interpreter's site-packages: thread mode's embedded Python (pemja) imports from it via PYTHONPATH."""
-    return next((p for p in sys.path if p.endswith("site-packages")), "")
 
 
 def _python() -> str:

@@ -1,6 +1,7 @@
 # A standalone Flink session cluster (JobManager + TaskManager as separate JVMs) from the distribution inside PyFlink.
-# FLINK_REST_PORT (8081) and FLINK_RPC_PORT (6123) pick the ports; config, pids and checkpoints in .run/flink-cluster,
-# logs in .run/logs/flink-cluster. STREAMSCORE_* variables set at cluster-up reach the TaskManager's Python workers.
+# FLINK_REST_PORT (8081) and FLINK_RPC_PORT (6123) pick the ports (flink.cluster_rest_port/cluster_rpc_port in
+# pipelines/config.py); config, pids and checkpoints in .run/flink-cluster, logs in .run/logs/flink-cluster; `make stop`
+# stops the cluster too. STREAMSCORE_* variables set at cluster-up reach the TaskManager's Python workers.
 CLUSTER_ARGS ?=
 JOB ?= jobs/fraud_job.py
 JOB_ARGS ?=

@@ -7,7 +7,7 @@ DASHBOARD_ARGS ?=
 dashboard: ## Run the dashboard in the foreground (http://127.0.0.1:8765/?token=..., Ctrl-C stops it)
 	$(PY) -m dashboard.server $(DASHBOARD_ARGS)
 
-dashboard-up: ## Start the dashboard in the background (.run/dashboard.pid, .run/logs/dashboard.log) and print its URL with the token
+dashboard-up: ## Start the dashboard in the background (.run/pids/dashboard.pid, .run/logs/dashboard.log, as under `make run`; `make stop` stops it too) and print its URL with the token
 	$(PY) -m dashboard.ctl up -- $(DASHBOARD_ARGS)
 
 dashboard-down: ## Stop the background dashboard

@@ -19,7 +19,7 @@ prometheus-down: ## Stop Prometheus
 prometheus-status: ## Prometheus running? and the health of each scrape target
 	@$(PY) -m infra.observability prometheus status
 
-lag-exporter-up: ## Start the consumer-lag exporter (/metrics on metrics.lag_exporter_port, 9404)
+lag-exporter-up: ## Start the consumer-lag exporter (/metrics on metrics.lag_exporter_port, 9404; .run/pids/lag-exporter.pid, as under `make run`)
 	$(PY) -m infra.observability lag-exporter start
 
 lag-exporter-down: ## Stop the consumer-lag exporter

@@ -463,7 +463,7 @@ def test_taskmanager_killed_mid_stream_on_cluster(kafka_bootstrap, redis_url, to
         assert before < N, "the job had scored everything before the fault"
         killed_at = time.time() - s.t0
         pid = cluster.kill("taskmanager")
-        assert pid is not None and not services._pid_alive(pid)
+        assert pid is not None and not cluster.proc("taskmanager").running()
         # A supervisor (systemd, Kubernetes) would start a replacement: a new TaskManager process, new resource id.
         cluster.start_role("taskmanager")
 

@@ -35,7 +35,7 @@ def test_prometheus_scrapes_the_lag_exporter(kafka_bootstrap: str, run_dir: Path
                                                "prometheus_port": services.free_port()}})
     exporter = observability.LagExporterService(cfg.metrics.lag_exporter_port, kafka_bootstrap,
                                                 groups=["prom-test-group"], interval=1.0,
-                                                run_dir=run_dir / "lag-exporter", log_dir=run_dir / "logs")
+                                                run_dir=run_dir / "lag-exporter")
     conf = observability.render_config(cfg, jobs=["prometheus", "lag-exporter"], scrape_interval="1s",
                                        evaluation_interval="1s")
     # The rules are loaded for real: a broken rule file would make the server refuse to start.
@@ -68,7 +68,7 @@ def test_prometheus_scrapes_the_lag_exporter(kafka_bootstrap: str, run_dir: Path
         assert {"ConsumerLagGrowing", "FraudLatencyP99OverSLO", "FlinkJobDown"} <= names
         assert "running on" in server.status()
     finally:
-        for f in (exporter.logfile, server.logfile):  # shown by pytest when the test fails
+        for f in (exporter.proc.logfile, server.proc.logfile):  # shown by pytest when the test fails
             print(f"--- {f}\n" + (f.read_text()[-4000:] if f.exists() else "(no log)"))
         server.stop()
         exporter.stop()

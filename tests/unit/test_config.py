@@ -204,9 +204,6 @@ def test_environment_reader_finds_reads(tmp_path):
     assert environment_reads(tmp_path) == ["infra/x.py:2 RATE", "infra/x.py:3 X", "infra/x.py:4 Y", "infra/x.py:5 Z"]
 
 
-@pytest.mark.xfail(strict=True, reason="infra/stack.py and infra/flink_cluster.py still read RATE, POSTS_RATE and "
-                                       "FLINK_* themselves (issue 26: route them through pipelines.config, then "
-                                       "remove this mark)")
 def test_the_config_is_the_only_reader_of_settings_in_the_environment():
     """What pipelines/config.py's docstring says: elsewhere the environment is only handed on to child processes,
     plus PyFlink's own PYFLINK_PYTHON and PYFLINK_GATEWAY_PORT."""
