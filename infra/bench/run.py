@@ -17,13 +17,19 @@ name says otherwise:
   does not compete with the job for the two cores), then the job starts and drains it. The rate is the output's
   between the 10% and 90% marks of the part after the first `--drain-warmup` events (the JIT and the state warmed
   up, as in a job that runs for days), beside the CPU seconds the job's processes spent per 10,000 events; the
-  whole drain's 10-90% rate, start-up included, is `events_per_s_cold`. The drains run at-least-once with 30 s
-  checkpoints (recorded in the settings): the native scorer `--runs` times, then once each the reference scorer,
-  10% malformed records, emit at the watermark and the standalone cluster at parallelism 2. Compressed time is
-  used for drains only; no latency figure comes from it.
+  whole drain's 10-90% rate, start-up included, is `events_per_s_cold`. The headline drains run at the defaults
+  of `make run` (flink.delivery_guarantee exactly-once, 2 s checkpoints, hashmap state, emit on arrival: the
+  config's defaults, recorded in `settings`), `--runs` times. Variants run once each under their own names, with
+  the settings they change in `overrides`: at-least-once with 30 s checkpoints (the pre-issue-25 headline), the
+  reference scorer, 10% malformed records, emit at the watermark and the standalone cluster at parallelism 2.
+  Compressed time is used for drains only; no latency figure comes from it.
+* Start-up (`fraud_startup_s`): per default drain, the seconds from starting a cold job (a fresh JVM and Python
+  workers) to its first score arriving in the output topic.
 
-The scorer micro-benchmark (infra/bench/scorer.py) and the sentiment benchmark run too. The load average is
-sampled every 10 s; a run whose load went above the core count is flagged (`machine.overloaded`). The last line
+The scorer micro-benchmark (infra/bench/scorer.py) and the sentiment benchmark run too. The 1-minute load
+average is sampled every 2 s; each measured window (a drain, a live phase) records its maximum as `load_avg_max`
+and `overloaded` when that was above the core count, and the run's maximum is `machine.overloaded`. PNG plots
+(infra/bench/plots.py) are written next to the JSON: throughput over time per drain, latency CDF per live rate. The last line
 printed is one JSON object with the headline numbers and their settings. A benchmark reports; it never fails the
 build.
 """
@@ -63,6 +69,37 @@ def machine() -> dict:
             "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "python": platform.python_version(),
             "apache_flink": version("apache-flink"), "torch": version("torch"), "kernel": platform.release(),
             "load_avg_at_start": os.getloadavg()}
+
+
+class LoadSampler(threading.Thread):
+    """The 1-minute load average every `every_s` seconds, so each measured window can say how loaded it was."""
+
+    def __init__(self, every_s: float = 2.0):
+        super().__init__(daemon=True)
+        self.every_s = every_s
+        self.samples: list[tuple[float, float]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            self.samples.append((time.time(), os.getloadavg()[0]))
+            if self.stop.wait(self.every_s):
+                return
+
+    def window(self, t0: float, t1: float) -> dict:
+        return load_window(self.samples + [(time.time(), os.getloadavg()[0])], t0, t1)
+
+
+def load_window(samples: list[tuple[float, float]], t0: float, t1: float, cores: int | None = None) -> dict:
+    """Max 1-minute load average over the samples taken in [t0, t1] (the first one after t1 if none fell inside),
+    and whether it was above the core count."""
+    cores = cores or os.cpu_count() or 1
+    inside = [v for t, v in samples if t0 <= t <= t1] or [v for t, v in samples if t > t1][:1]
+    mx = round(max(inside), 2) if inside else None
+    return {"load_avg_max": mx, "cores": cores, "overloaded": mx is not None and mx > cores}
+
+
+LOAD = LoadSampler()
 
 
 def _watch_scores(bootstrap: str, topic: str, read_committed: bool, out, stop) -> None:
@@ -156,6 +193,17 @@ def save_raw(path: Path, ids: list[int], first: dict[int, tuple[int, int, int, i
     times = np.array([first.get(i, (-1, -1, -1, -1)) for i in ids], dtype=np.int64).reshape(-1, 4)
     np.savez_compressed(path, ids=np.asarray(ids, dtype=np.int64), arrival=times[:, 0], produced=times[:, 1],
                         scored=times[:, 2], kafka_ts=times[:, 3])
+
+
+CDF_QUANTILES = [q / 2 for q in range(0, 200)] + [99.5, 99.9, 100.0]
+
+
+def cdf_points(lat: np.ndarray) -> dict:
+    """The latency CDF as (quantile %, ms) points for the plots; quantiles past the arrived fraction are inf."""
+    if not len(lat):
+        return {"q": [], "ms": []}
+    qs = sorted(set(CDF_QUANTILES))
+    return {"q": qs, "ms": [float(np.percentile(lat, q, method="higher")) for q in qs]}
 
 
 def percentiles(lat: np.ndarray, qs=(50, 90, 99)) -> dict:
@@ -274,6 +322,7 @@ def bench_live(emit: str, rates: list[float], seconds: float, workdir: Path, *, 
                              every_s=1.0, timeout_s=180, check=alive)
                 for rate in rates:
                     n = max(int(rate * seconds), 50)
+                    phase_t0 = time.time()
                     rep = replay(rate, n, skip)
                     skip += rep.sent
                     ids = rep.sent_ids
@@ -282,6 +331,7 @@ def bench_live(emit: str, rates: list[float], seconds: float, workdir: Path, *, 
                         alive()
                         time.sleep(0.5)
                     row: dict = {"rate": rate, "sent": len(ids), "labels_sent": rep.labels,
+                                 **LOAD.window(phase_t0, time.time()),
                                  "producer_rate": round(rep.sent / max(rep.seconds, 1e-9), 1),
                                  "load_avg_1m": round(os.getloadavg()[0], 2)}
                     for path, w in watchers.items():
@@ -289,7 +339,8 @@ def bench_live(emit: str, rates: list[float], seconds: float, workdir: Path, *, 
                         lat = latencies(ids, first)
                         got = [first[i] for i in ids if i in first]
                         row[path] = {**percentiles(lat), "arrived": len(got), "missing": len(ids) - len(got),
-                                     "duplicates_so_far": w.duplicates, "latency_split_ms": latency_split(got)}
+                                     "duplicates_so_far": w.duplicates, "latency_split_ms": latency_split(got),
+                                     "cdf_ms": cdf_points(lat)}
                         if raw_dir is not None:
                             save_raw(raw_dir / f"{emit}-run{run}-{int(rate)}-{path}.npz", ids, first)
                     phases.append(row)
@@ -363,6 +414,17 @@ def drain_rate(arrivals: list[float], span: tuple[int, int]) -> float:
     return round((hi - lo) / max(arrivals[hi - 1] - arrivals[lo], 1e-9), 1)
 
 
+def throughput_timeline(arrivals: list[float], t0: float, bin_s: float = 1.0) -> dict:
+    """Output events per second in `bin_s` bins from the job's start (t0) to the last arrival, for the plots."""
+    if not arrivals:
+        return {"bin_s": bin_s, "t_s": [], "events_per_s": []}
+    a = np.asarray(arrivals) - t0
+    n = int(max(a.max(), 0) // bin_s) + 1
+    counts = np.bincount(np.clip((a // bin_s).astype(int), 0, None), minlength=n)
+    return {"bin_s": bin_s, "t_s": [round(i * bin_s, 2) for i in range(len(counts))],
+            "events_per_s": [round(float(c) / bin_s, 1) for c in counts]}
+
+
 def bench_drain(workdir: Path, variants: list[dict], n: int, warmup: int = 0) -> list[dict]:
     """For each variant ({"name", "env", "malformed_frac", "cluster"}): preload `warmup` + `n` transactions into
     fresh topics, start the job, and measure how fast it drains them (see drain_spans)."""
@@ -393,16 +455,17 @@ def bench_drain(workdir: Path, variants: list[dict], n: int, warmup: int = 0) ->
                                                  progress_every_s=60),
                               bootstrap=b, tx_topic=topics["tx"], label_topic=topics["labels"]).run()
             expected = rep.sent  # malformed records come on top, and go to the dead-letter topic
-            env = {"STREAMSCORE_REDIS__URL": redis_srv.url, "STREAMSCORE_FLINK__DELIVERY_GUARANTEE": "at-least-once",
-                   "STREAMSCORE_FLINK__CHECKPOINT_INTERVAL_MS": "30000", **v.get("env", {})}
+            # The defaults of `make run` (the config's); a variant's overrides are recorded beside its figures.
+            env = {"STREAMSCORE_REDIS__URL": redis_srv.url, **v.get("env", {})}
             args = ["--bootstrap", b, "--source-topic", topics["tx"], "--labels-topic", topics["labels"],
                     "--out-topic", topics["scores"], "--decisions-topic", topics["decisions"],
                     "--late-topic", topics["late"], "--dead-topic", topics["dead"],
                     "--group-id", f"drain-{i}"]
             counter = ArrivalCounter(b, topics["scores"])
             counter.start()
-            row: dict = {"variant": v["name"], "backlog": rep.sent, "warmup_events": warmup,
-                         "malformed": rep.malformed}
+            row: dict = {"variant": v["name"], "overrides": v.get("env", {}) | (
+                {"cluster_parallelism": 2} if v.get("cluster") else {}), "backlog": rep.sent,
+                         "warmup_events": warmup, "malformed": rep.malformed}
             spans = drain_spans(expected, warmup)
             t0 = time.time()
             cluster = job = None
@@ -456,6 +519,8 @@ def bench_drain(workdir: Path, variants: list[dict], n: int, warmup: int = 0) ->
                 k = len(arr) // 10
                 row["deciles_events_per_s"] = [round(k / max(arr[(d + 1) * k - 1] - arr[d * k], 1e-9), 1)
                                                for d in range(10)]
+            row["throughput_timeline"] = throughput_timeline(arr, t0)
+            row.update(LOAD.window(t0, time.time()))
             row["load_avg_after"] = round(os.getloadavg()[0], 2)
             results.append(row)
             print(f"[bench] drain {row}", flush=True)
@@ -487,7 +552,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep each live-clock phase's per-transaction times (.npz) beside the results")
     ap.add_argument("--skip-scorer", action="store_true")
     ap.add_argument("--skip-cluster", action="store_true", help="no standalone-cluster drain run")
+    ap.add_argument("--skip-variants", action="store_true",
+                    help="only the default drains (quick iterations): no at-least-once/reference/malformed/...")
+    ap.add_argument("--quick", action="store_true",
+                    help="short settings for iterating: backlog 120k (warm-up 40k), 10 s per rate, 20 s warm-up, "
+                         "emit on arrival only, no variants, no scorer/sentiment benchmarks; runs stays 3")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.backlog, args.drain_warmup, args.seconds, args.warmup_seconds = 120_000, 40_000, 10.0, 20.0
+        args.emit, args.skip_variants, args.skip_scorer = "arrival", True, True
     out_dir = ROOT / args.out
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -503,32 +576,31 @@ def main(argv: list[str] | None = None) -> int:
                 "out_of_orderness_ms": cfg.fraud.out_of_orderness_ms, "fraud_bundle_time_ms": cfg.fraud.bundle_time_ms,
                 "fraud_bundle_size": cfg.fraud.bundle_size, "buffer_timeout_ms": cfg.flink.buffer_timeout_ms,
                 "replay_linger_ms": cfg.replay.linger_ms, "jvm_opts": cfg.flink.jvm_opts,
-                "live_rates": args.rates, "seconds_per_rate": args.seconds, "runs": args.runs,
+                "live_rates": args.rates, "seconds_per_rate": args.seconds, "runs": args.runs, "quick": args.quick,
                 "warmup_seconds": args.warmup_seconds, "backlog": args.backlog, "drain_warmup": args.drain_warmup,
-                "drain_delivery_guarantee": "at-least-once", "drain_checkpoint_interval_ms": 30000,
+                "drain_delivery_guarantee": cfg.flink.delivery_guarantee,
+                "drain_checkpoint_interval_ms": cfg.flink.checkpoint_interval_ms,
                 "percentiles": "per transaction sent; one that never arrived counts as infinitely late "
                                "(numpy method 'higher')"}
     result: dict = {"machine": machine(), "settings": settings, "started": stamp}
     rates = [float(r) for r in args.rates.split(",")]
-    load_samples: list[float] = []
-    sampler_stop = threading.Event()
-
-    def sample_load() -> None:
-        while not sampler_stop.wait(10):
-            load_samples.append(os.getloadavg()[0])
-
-    threading.Thread(target=sample_load, daemon=True).start()
+    if not LOAD.is_alive():
+        LOAD.start()
     headline: dict = {}
     with tempfile.TemporaryDirectory(prefix="streamscore-bench-", dir=str(ROOT / ".run")
                                      if (ROOT / ".run").exists() else None) as tmp:
         tmp = Path(tmp)
         if args.only in ("all", "drain"):
             variants = [{"name": "native scorer"} for _ in range(args.runs)]
-            variants += [{"name": "reference scorer (numpy)", "env": {"STREAMSCORE_FRAUD__SCORER": "reference"}},
+            variants += [{"name": "at-least-once, 30 s checkpoints",
+                          "env": {"STREAMSCORE_FLINK__DELIVERY_GUARANTEE": "at-least-once",
+                                  "STREAMSCORE_FLINK__CHECKPOINT_INTERVAL_MS": "30000"}}] if not args.skip_variants else []
+            variants += [] if args.skip_variants else [
+                         {"name": "reference scorer (numpy)", "env": {"STREAMSCORE_FRAUD__SCORER": "reference"}},
                          {"name": "native scorer, 10% malformed", "malformed_frac": 0.10},
                          {"name": "native scorer, emit at the watermark",
                           "env": {"STREAMSCORE_FRAUD__EMIT": "watermark"}}]
-            if not args.skip_cluster:
+            if not args.skip_cluster and not args.skip_variants:
                 variants.append({"name": "standalone cluster, parallelism 2", "cluster": True})
             drains = bench_drain(tmp / "drain", variants, args.backlog, args.drain_warmup)
             result["fraud_drain"] = drains
@@ -539,7 +611,12 @@ def main(argv: list[str] | None = None) -> int:
             headline["fraud_events_per_s_min"] = native["min"]
             headline["fraud_events_per_s_max"] = native["max"]
             headline["fraud_events_per_s_cold"] = cold["median"]
-            for key, name in (("reference_scorer", "reference scorer (numpy)"),
+            startup = spread([d.get("first_score_after_s") for d in drains if d["variant"] == "native scorer"])
+            headline["fraud_startup_s"] = startup["median"]
+            headline["fraud_startup_s_min"] = startup["min"]
+            headline["fraud_startup_s_max"] = startup["max"]
+            for key, name in (("at_least_once_30s", "at-least-once, 30 s checkpoints"),
+                              ("reference_scorer", "reference scorer (numpy)"),
                               ("10pct_malformed", "native scorer, 10% malformed"),
                               ("emit_watermark", "native scorer, emit at the watermark"),
                               ("cluster_p2", "standalone cluster, parallelism 2")):
@@ -579,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
             headline["native_speedup_b64"] = result["scorer"].get("native_speedup_b64")
         else:
             result["scorer_error"] = proc.stderr[-2000:]
-    if args.only == "all":
+    if args.only == "all" and not args.quick:
         sent_out = out_dir / f"sentiment-{stamp}.json"
         proc = subprocess.run([sys.executable, "-m", "infra.bench.sentiment", "--out", str(sent_out)],
                               cwd=ROOT, capture_output=True, text=True)
@@ -588,17 +665,31 @@ def main(argv: list[str] | None = None) -> int:
             headline["sentiment_posts_per_s"] = result["sentiment"].get("sentiment_posts_per_s")
         else:
             result["sentiment_error"] = proc.stderr[-2000:]
-    sampler_stop.set()
-    cores = os.cpu_count() or 1
-    result["machine"]["load_avg_max_during_run"] = max(load_samples) if load_samples else None
-    result["machine"]["overloaded"] = bool(load_samples) and max(load_samples) > cores
+    whole = LOAD.window(time.mktime(time.strptime(stamp, "%Y%m%d-%H%M%S")), time.time())
+    result["machine"]["load_avg_max_during_run"] = whole["load_avg_max"]
+    result["machine"]["overloaded"] = whole["overloaded"]
+    result["machine"]["overloaded_windows"] = (
+        [d["variant"] for d in result.get("fraud_drain", []) if d.get("overloaded")]
+        + [f"live {emit} run {r['run']} {p['rate']:g}/s" for emit, res in result.get("fraud_live", {}).items()
+           for r in res.get("runs", []) for p in r["phases"] if p.get("overloaded")])
     headline["settings"] = {k: settings[k] for k in ("emit", "delivery_guarantee", "checkpoint_interval_ms",
-                                                      "state_backend", "parallelism", "runs", "live_rates")}
+                                                      "state_backend", "parallelism", "runs", "live_rates",
+                                                      "backlog", "drain_warmup", "seconds_per_rate",
+                                                      "warmup_seconds")}
+    headline["machine"] = {k: result["machine"].get(k) for k in ("cpu", "cores", "load_avg_max_during_run",
+                                                                 "overloaded")}
     result["headline"] = headline
     result = json_safe(result)
     path = out_dir / f"bench-{stamp}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    try:
+        from infra.bench import plots
+
+        for png in plots.write_plots(result, out_dir, f"bench-{stamp}"):
+            print(f"[bench] plot {png}", flush=True)
+    except Exception as e:  # noqa: BLE001 - a plot never fails the benchmark
+        print(f"[bench] no plots: {e!r}", flush=True)
     shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     print(f"[bench] results written to {shown}", flush=True)
     print(json.dumps(result["headline"]), flush=True)

@@ -60,3 +60,35 @@ def test_runs_are_summarised_by_median_min_and_max():
     assert spread([10.0, INF, 20.0])["max"] == INF and spread([10.0, INF, 20.0])["median"] == 20.0
     assert spread([None, None])["median"] is None
 
+
+
+def test_a_window_is_flagged_when_its_load_was_above_the_core_count():
+    from infra.bench.run import load_window
+
+    samples = [(0.0, 0.5), (10.0, 2.5), (20.0, 1.0), (30.0, 3.0)]
+    assert load_window(samples, 5, 25, cores=2) == {"load_avg_max": 2.5, "cores": 2, "overloaded": True}
+    assert load_window(samples, 15, 25, cores=2)["overloaded"] is False
+    assert load_window(samples, 21, 22, cores=2)["load_avg_max"] == 3.0  # none inside: the next sample
+
+
+def test_throughput_timeline_counts_arrivals_per_second_from_the_job_start():
+    from infra.bench.run import throughput_timeline
+
+    tl = throughput_timeline([100.2, 100.5, 102.1, 102.2, 102.9], t0=100.0)
+    assert tl["t_s"] == [0.0, 1.0, 2.0] and tl["events_per_s"] == [2.0, 0.0, 3.0]
+    assert throughput_timeline([], 0)["t_s"] == []
+
+
+def test_plots_are_written_from_a_result(tmp_path):
+    from infra.bench.plots import write_plots
+    from infra.bench.run import cdf_points, throughput_timeline
+
+    lat = np.array([10.0, 20.0, 30.0, float("inf")])
+    result = {"settings": {"backlog": 10}, "machine": {"cpu": "x", "cores": 2},
+              "fraud_drain": [{"variant": "native scorer", "throughput_timeline": throughput_timeline([1.0, 2.5], 0)}],
+              "fraud_live": {"arrival": {"runs": [{"run": 0, "phases": [
+                  {"rate": 2000, "decision": {"cdf_ms": cdf_points(lat)}}]}]}}}
+    assert cdf_points(lat)["ms"][-1] == float("inf")
+    made = write_plots(result, tmp_path, "t")
+    assert [p.name for p in made] == ["t-throughput.png", "t-latency-cdf.png"]
+    assert all(p.stat().st_size > 1000 for p in made)
