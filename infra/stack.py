@@ -282,7 +282,7 @@ def status(cfg: Config) -> None:
         lines.append(f"  {p.name:17s} {p.url or str(p.proc.logfile):40s} {f'pid {pid}' if pid else 'DOWN'}")
     prom = observability.PrometheusServer.from_config(cfg)
     lines.append(f"  Prometheus        {prom.url:40s} {f'pid {prom.proc.pid}' if prom.running() else 'DOWN'}")
-    lines += ["", f"  logs: .run/logs/   topics: {cfg.topics.transactions} -> {cfg.topics.fraud_scores} "
+    lines += ["", f"  logs: {LOGS}/   topics: {cfg.topics.transactions} -> {cfg.topics.fraud_scores} "
                   f"(late: {cfg.topics.late}, dead letters: {cfg.topics.dead_letter})",
               "  stop everything:  make stop", ""]
     print("\n".join(lines), flush=True)
