@@ -87,6 +87,8 @@ class Settings:
     job_name: str = "streamscore-fraud"
     job_interval: float = 2.0
     lag_interval: float = 2.0
+    # dashboard.shift_threshold: the |change| of a topic's mean positivity against its last hour that is marked.
+    shift_threshold: float = 0.15
 
 
 class Client:
@@ -139,7 +141,7 @@ class Client:
 class Dashboard:
     def __init__(self, settings: Settings, state: DashboardState | None = None):
         self.s = settings
-        self.state = state or DashboardState()
+        self.state = state or DashboardState(shift_threshold=settings.shift_threshold)
         self.clients: set[Client] = set()
         self.seq = 0
         self.started = time.time()
@@ -373,6 +375,8 @@ class Dashboard:
                         st.add_late("posts", now)
                     elif kind == "dead_letter":
                         st.add_dead_letter(rec, now)
+                    elif kind == "post":
+                        st.add_post(rec, now)
                     else:
                         st.add_decode_error()
                 except Exception:  # a record with odd values must not stop the dashboard
@@ -489,7 +493,8 @@ def settings_from(args: argparse.Namespace, cfg: Config) -> Settings:
                     slow_timeout=args.slow_timeout, sndbuf=args.sndbuf, max_clients=args.max_clients,
                     metrics_port=(args.metrics_port if args.metrics_port is not None
                                   else cfg.metrics.dashboard_port),
-                    flink_rest=flink_rest, job_name=args.job_name, job_interval=args.job_interval)
+                    flink_rest=flink_rest, job_name=args.job_name, job_interval=args.job_interval,
+                    shift_threshold=d.shift_threshold)
 
 
 def main(argv: list[str] | None = None) -> int:

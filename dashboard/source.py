@@ -32,6 +32,8 @@ KINDS: dict[str, tuple[str, str | None]] = {
     "late_transaction": ("late", None),
     "late_post": ("posts_late", None),
     "dead_letter": ("dead_letter", "dead_letter"),
+    # The posts themselves, for the example texts beside their scores.
+    "post": ("posts", "social_post"),
 }
 INPUT_KINDS = {"transactions": "transactions", "posts": "posts"}
 

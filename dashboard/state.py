@@ -15,6 +15,12 @@ broadcast tick. Every structure here is bounded, whatever the input rate or the 
 * sentiment per post topic over time: the ``mean_positivity`` and counts of the last ``sentiment_windows`` windows
   per topic from ``sentiment-trends``; a re-emitted window (late firing) replaces the earlier value. At most
   ``max_topics`` topics, the least recently updated evicted first.
+* per topic, the examples: the ``examples`` most negative and most positive of the last ``recent_posts`` scored
+  posts (``p_positive - p_negative``), with their text from the ``posts`` topic (joined on post_id; at most
+  ``max_texts`` texts are held, the oldest dropped first), and the volume (posts per window).
+* the shift marker: a topic's newest window's mean positivity against the count-weighted mean of its windows in the
+  hour before it; ``shift`` is the difference, ``shifted`` true when |shift| > ``shift_threshold``
+  (``dashboard.shift_threshold``). The signed shift is exported as ``streamscore_dashboard_sentiment_shift``.
 * counts: late transactions / posts, dead letters (by reason, at most ``max_reasons``), records the dashboard
   itself could not decode.
 * latency: p50 / p99 of ``scored_at - produced_at`` over the last ``latency_samples`` scores, per pipeline.
@@ -30,6 +36,8 @@ import math
 import time
 from collections import OrderedDict, deque
 from typing import Any, Iterable, Mapping
+
+from pipelines.metrics import SENTIMENT_SHIFT, SENTIMENT_SHIFT_THRESHOLD
 
 PANELS = ("throughput", "histogram", "decisions", "sentiment", "counts", "latency", "lag", "job")
 DECISIONS = ("APPROVE", "REVIEW", "DECLINE")
@@ -74,6 +82,8 @@ class DashboardState:
     def __init__(self, *, bins: int = 20, decisions: int = 20, top_features: int = 3, series_seconds: int = 120,
                  sentiment_windows: int = 60, max_topics: int = 12, latency_samples: int = 2048,
                  max_features: int = 128, max_reasons: int = 20, min_stats: int = 30,
+                 examples: int = 3, recent_posts: int = 50, max_texts: int = 4096, text_chars: int = 280,
+                 shift_threshold: float = 0.15, shift_baseline_s: int = 3600,
                  start: float | None = None):
         self.bins = bins
         self.top_features = top_features
@@ -84,6 +94,16 @@ class DashboardState:
         self.max_reasons = max_reasons
         self.min_stats = min_stats
         self.started = time.time() if start is None else start
+        self.examples = examples
+        self.recent_posts = recent_posts
+        self.max_texts = max_texts
+        self.text_chars = text_chars
+        self.shift_threshold = shift_threshold
+        self.shift_baseline_ms = shift_baseline_s * 1000
+        SENTIMENT_SHIFT_THRESHOLD.set(shift_threshold)
+        # post_id -> text (bounded, oldest first); topic -> the last scored posts (bounded per topic).
+        self.texts: OrderedDict[str, str] = OrderedDict()
+        self.recent: OrderedDict[str, deque[dict[str, Any]]] = OrderedDict()
 
         self.histogram = [0] * bins
         self.decision_counts = {d: 0 for d in DECISIONS}
@@ -182,6 +202,46 @@ class DashboardState:
         if label in self.sentiment_labels:
             self.sentiment_labels[label] += 1
         self._latency("sentiment", rec)
+        topic = str(rec.get("topic", ""))[:64]
+        pos, neg = _finite(rec.get("p_positive")), _finite(rec.get("p_negative"))
+        if pos is None or neg is None:
+            return
+        recent = self.recent.get(topic)
+        if recent is None:
+            if len(self.recent) >= self.max_topics:
+                self.recent.popitem(last=False)
+            recent = self.recent[topic] = deque(maxlen=self.recent_posts)
+        else:
+            self.recent.move_to_end(topic)
+        post_id = str(rec.get("post_id", ""))[:64]
+        recent.append({"post_id": post_id, "polarity": round(pos - neg, 4), "label": rec.get("label"),
+                       "event_time": rec.get("event_time"), "text": self.texts.pop(post_id, None)})
+
+    def add_post(self, rec: Mapping[str, Any], now: float | None = None) -> None:
+        """A post from the input topic: its text is kept (bounded) until its score arrives."""
+        post_id = str(rec.get("post_id", ""))[:64]
+        self.texts[post_id] = str(rec.get("text", ""))[:self.text_chars]
+        self.texts.move_to_end(post_id)
+        while len(self.texts) > self.max_texts:
+            self.texts.popitem(last=False)
+
+    def shift(self, topic: str) -> float | None:
+        """The newest window's mean positivity minus the count-weighted mean of the windows in the hour before
+        it; None without a newest mean or without any earlier window in that hour."""
+        windows = self.trends.get(topic)
+        if not windows:
+            return None
+        newest_start = next(reversed(windows))
+        newest = windows[newest_start]["mean"]
+        if newest is None:
+            return None
+        total = weight = 0.0
+        for start, w in windows.items():
+            if newest_start - self.shift_baseline_ms <= start < newest_start and w["mean"] is not None:
+                n = max(1, w["neg"] + w["neu"] + w["pos"])
+                total += w["mean"] * n
+                weight += n
+        return None if weight == 0 else newest - total / weight
 
     def add_trend(self, rec: Mapping[str, Any], now: float | None = None) -> None:
         self.totals["trends"] += 1
@@ -203,6 +263,9 @@ class DashboardState:
             ordered = sorted(windows.items())[-self.sentiment_windows:]
             windows.clear()
             windows.update(ordered)
+        shift = self.shift(topic)
+        if shift is not None:
+            SENTIMENT_SHIFT.labels(topic=topic).set(shift)
 
     def add_late(self, kind: str, now: float | None = None) -> None:
         self.totals["late_posts" if kind == "posts" else "late_transactions"] += 1
@@ -287,7 +350,16 @@ class DashboardState:
             topics[topic] = {"t": list(windows.keys()),
                              "mean": [None if w["mean"] is None else round(w["mean"], 4) for w in windows.values()],
                              "count": [w["neg"] + w["neu"] + w["pos"] for w in windows.values()]}
-        return {"topics": topics, "labels": dict(self.sentiment_labels)}
+            shift = self.shift(topic)
+            topics[topic]["shift"] = None if shift is None else round(shift, 4)
+            topics[topic]["shifted"] = shift is not None and abs(shift) > self.shift_threshold
+        for topic, recent in self.recent.items():
+            entry = topics.setdefault(topic, {"t": [], "mean": [], "count": [], "shift": None, "shifted": False})
+            ranked = sorted(recent, key=lambda r: r["polarity"])
+            # Fewer than 2 * examples posts: the two lists share some.
+            entry["negative"] = ranked[:self.examples]
+            entry["positive"] = ranked[::-1][:self.examples]
+        return {"topics": topics, "labels": dict(self.sentiment_labels), "shift_threshold": self.shift_threshold}
 
     def _panel_counts(self, now: float) -> dict[str, Any]:
         return {**self.totals, "dead_letter_reasons": dict(self.dead_letter_reasons)}

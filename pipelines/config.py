@@ -342,6 +342,9 @@ class DashboardConfig:
     allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8765", "http://localhost:8765")
     # Snapshots queued per client; when full, the newest queued snapshot is replaced (a slow client sees fewer).
     send_queue: int = 64
+    # The shift marker: a topic's newest trend window whose mean positivity differs by more than this from the
+    # count-weighted mean of its windows in the hour before it is marked on the dashboard.
+    shift_threshold: float = 0.15
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,12 @@ DASHBOARD_REJECTED = Counter(f"{PREFIX}_dashboard_rejected_total", "Connections 
                              ["reason"])
 DASHBOARD_BAD_MESSAGES = Counter(f"{PREFIX}_dashboard_bad_messages_total",
                                  "Client messages answered with an error frame", ["reason"])
+SENTIMENT_SHIFT = Gauge(f"{PREFIX}_dashboard_sentiment_shift",
+                        "A topic's newest trend window's mean positivity minus the mean of its previous hour",
+                        ["topic"], multiprocess_mode="mostrecent")
+SENTIMENT_SHIFT_THRESHOLD = Gauge(f"{PREFIX}_dashboard_sentiment_shift_threshold",
+                                  "dashboard.shift_threshold: the |shift| the dashboard marks", [],
+                                  multiprocess_mode="mostrecent")
 
 _server_lock = threading.Lock()
 _servers: dict[int, object] = {}

@@ -215,6 +215,87 @@ function renderSentiment(p) {
   }));
   const total = Object.values(p.labels).reduce((a, b) => a + b, 0);
   setText("sentiment-scores-total", fmtInt(total));
+  if (p.shift_threshold !== undefined) setText("shift-threshold", p.shift_threshold.toFixed(2));
+  renderTopicCards(p, topics);
+}
+
+// One card per topic: its mean positivity line with the volume as bars under it, the shift marker, and the most
+// negative / positive recent posts. Every text goes in through textContent, never parsed as HTML.
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function examplesList(items, cls, testid) {
+  const ul = el("ul", "examples " + cls);
+  for (const r of items || []) {
+    const li = el("li");
+    li.setAttribute("data-testid", testid);
+    li.appendChild(el("span", "pol", (r.polarity > 0 ? "+" : "") + r.polarity.toFixed(2)));
+    li.appendChild(el("span", "txt", r.text === null || r.text === undefined ? `(post ${r.post_id})` : r.text));
+    ul.appendChild(li);
+  }
+  if (!ul.children.length) ul.appendChild(el("li", "empty", "no posts yet"));
+  return ul;
+}
+
+function renderTopicCards(p, chartTopics) {
+  const box = $("topic-cards");
+  if (!box) return;
+  const names = Object.keys(p.topics).sort();
+  const cards = names.map((t) => {
+    const d = p.topics[t];
+    const card = el("div", "topic-card" + (d.shifted ? " shifted" : ""));
+    card.setAttribute("data-testid", "topic-card");
+    card.setAttribute("data-topic", t);
+    const h = el("h3");
+    const sw = el("i", "sw");
+    const ci = chartTopics.indexOf(t);
+    sw.style.background = PALETTE[(ci < 0 ? 0 : ci) % PALETTE.length];
+    h.appendChild(sw);
+    h.appendChild(el("span", "name", t));
+    const vol = d.count.length ? d.count[d.count.length - 1] : null;
+    h.appendChild(el("span", "vol", vol === null ? "" : `${fmtInt(vol)} posts/window`));
+    if (d.shifted) {
+      const m = el("span", "shift-mark", `shift ${d.shift > 0 ? "+" : ""}${d.shift.toFixed(2)}`);
+      m.setAttribute("data-testid", "shift-marker");
+      h.appendChild(m);
+    }
+    card.appendChild(h);
+    const canvas = el("canvas", "topic-chart");
+    card.appendChild(canvas);
+    card.appendChild(el("div", "ex-label", "most negative"));
+    card.appendChild(examplesList(d.negative, "neg", "example-negative"));
+    card.appendChild(el("div", "ex-label", "most positive"));
+    card.appendChild(examplesList(d.positive, "pos", "example-positive"));
+    return [card, canvas, d];
+  });
+  box.replaceChildren(...cards.map((c) => c[0]));
+  for (const [, canvas, d] of cards) topicChart(canvas, d);
+}
+
+function topicChart(canvas, d) {
+  const { ctx, w, h } = prepare(canvas);
+  if (!d.t.length) { emptyNote(ctx, w, h, "no windows yet"); return; }
+  const f = frame(ctx, w, h, 0, 1, { yFormat: (v) => v.toFixed(1) });
+  const maxCount = Math.max(1, ...d.count);
+  const n = d.t.length, bw = f.pw / n;
+  ctx.fillStyle = COLORS.grid;
+  d.count.forEach((c, i) => {
+    const bh = c / maxCount * f.ph * 0.4;
+    ctx.fillRect(f.left + i * bw + bw * 0.15, f.top + f.ph - bh, bw * 0.7, bh);
+  });
+  ctx.strokeStyle = COLORS.out; ctx.lineWidth = 2; ctx.beginPath();
+  let pen = false;
+  d.mean.forEach((v, i) => {
+    if (v === null) { pen = false; return; }
+    const px = f.left + (i + 0.5) * bw, py = f.y(v);
+    if (pen) ctx.lineTo(px, py); else ctx.moveTo(px, py);
+    pen = true;
+  });
+  ctx.stroke();
 }
 
 function renderCounts(p) {
@@ -260,7 +341,7 @@ function renderJob(p) {
 }
 
 const SHORT = { fraud_score: "fraud", sentiment_score: "sent", trend: "trend", late_transaction: "late-tx",
-  late_post: "late-post", dead_letter: "dlq" };
+  late_post: "late-post", dead_letter: "dlq", post: "posts" };
 
 const RENDER = { throughput: renderThroughput, histogram: renderHistogram, decisions: renderDecisions,
   sentiment: renderSentiment, counts: renderCounts, latency: renderLatency, lag: renderLag, job: renderJob };
