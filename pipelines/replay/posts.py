@@ -1,7 +1,9 @@
 """Replays the shared sentiment texts (TweetEval validation + SST-2 dev) into Kafka `posts` as SocialPost records.
 
 Each post gets a deterministic id (``p-<n>``), author and topic (keywords first, else a hash of the text), event
-times ``--event-spacing-ms`` apart (from a fixed epoch, or from now with ``--rebase``), Kafka timestamp = event time,
+times: the wall clock at sending (``--clock live``, the command line's default, what ``make run`` uses) or the
+compressed historical clock, ``--event-spacing-ms`` apart (``--clock replay``: from a fixed epoch, or from now with
+``--rebase``; the default of ``PostsOptions`` for tests and benchmarks), Kafka timestamp = event time,
 key = topic. A target rate with optional bursts (``--burst-rate`` for ``--burst-seconds`` every ``--burst-every``
 seconds), and the same injection options as the fraud replay (pipelines.replay.fraud.ReplayOptions): out-of-order
 posts (held back less than the watermark bound: still on time), late posts (``late_at_end`` + a ``before_late`` hook
@@ -136,6 +138,11 @@ class PostsOptions:
     # Send the tail before the held-late posts (and call `before_late` between them): the watermark is then past
     # every regular post when the late ones arrive, so each of them is late, whatever its own event time.
     late_after_tail: bool = False
+    # The live clock: each post is stamped with the wall clock when it is sent (event time = produced_at), so the
+    # trend windows are now. Off (the default for library callers: tests, benchmarks, backfills): the compressed
+    # historical clock, spacing_ms apart from 2024-01-01 (or from now with base.rebase). The command line's default
+    # is live (--clock live); out-of-order and late injection need the replay clock.
+    live_clock: bool = False
 
 
 class PostsReplay:
@@ -191,6 +198,8 @@ class PostsReplay:
             pace()
             rec = record(p)
             rec["produced_at"] = int(time.time() * 1000)
+            if o.live_clock:
+                rec["event_time"] = rec["produced_at"]
             producer.produce(self.topic, rec["topic"].encode(), self.serde.encode(rec), rec["event_time"])
             rep.sent += 1
             rep.first_event_time = rec["event_time"] if rep.first_event_time is None else rep.first_event_time
@@ -280,7 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--skip", type=int, default=0)
     ap.add_argument("--loop", action="store_true", help="cycle through the texts again (ids keep counting)")
-    ap.add_argument("--rebase", action="store_true", help="event time starts now (default: 2024-01-01 UTC)")
+    ap.add_argument("--clock", choices=("live", "replay"), default=None,
+                    help="live (the default): each post stamped with the wall clock when sent; replay: the "
+                         "compressed historical clock, --event-spacing-ms apart (benchmarks, backfills)")
+    ap.add_argument("--rebase", action="store_true",
+                    help="replay clock starting now (implies --clock replay; default origin 2024-01-01 UTC)")
     ap.add_argument("--out-of-order-frac", type=float, default=0.0)
     ap.add_argument("--late-frac", type=float, default=0.0)
     ap.add_argument("--malformed-frac", type=float, default=0.0)
@@ -292,12 +305,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="/metrics port, 0 = off (default: metrics.posts_producer_port; the fraud producer has "
                          "metrics.producer_port)")
     a = ap.parse_args(argv)
+    injected = a.rebase or a.out_of_order_frac > 0 or a.late_frac > 0
+    clock = a.clock or ("replay" if injected else "live")
+    if clock == "live" and injected:
+        ap.error("--rebase, --out-of-order-frac and --late-frac need --clock replay")
     serve(a.metrics_port)
     base = ReplayOptions(rate=a.rate, limit=a.limit, skip=a.skip, rebase=a.rebase,
                          out_of_order_frac=a.out_of_order_frac, late_frac=a.late_frac,
                          malformed_frac=a.malformed_frac, tail=a.tail, labels=False, seed=a.seed)
     opts = PostsOptions(base=base, spacing_ms=a.event_spacing_ms, burst_rate=a.burst_rate,
-                        burst_every_s=a.burst_every, burst_seconds=a.burst_seconds, loop=a.loop)
+                        burst_every_s=a.burst_every, burst_seconds=a.burst_seconds, loop=a.loop,
+                        live_clock=clock == "live")
     replay = PostsReplay(cfg, opts, bootstrap=a.bootstrap, topic=a.topic)
     replay.keep_sent = False
     rep = replay.run()
