@@ -30,7 +30,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from pipelines import metrics
 from pipelines.config import Config, load_config
-from pipelines.kafka_util import QUIET, BrokerWatch, close_quietly
+from pipelines.kafka_util import QUIET, BrokerWatch, close_quietly, security_conf
 from pipelines.serde import DecodeError, serde
 
 log = logging.getLogger("streamscore.lag_exporter")
@@ -118,7 +118,8 @@ class LagExporter:
     @property
     def admin(self) -> AdminClient:
         if self._admin is None:
-            self._admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 5000, **QUIET})
+            self._admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 5000, **QUIET,
+                                       **security_conf()})
         return self._admin
 
     @property
@@ -127,7 +128,7 @@ class LagExporter:
             self._tail = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "streamscore-lag-exporter",
                                    "enable.auto.commit": False, "enable.partition.eof": True,
                                    "isolation.level": "read_committed", "auto.offset.reset": "latest",
-                                   "socket.timeout.ms": 5000, **QUIET})
+                                   "socket.timeout.ms": 5000, **QUIET, **security_conf()})
         return self._tail
 
     def close(self) -> None:
@@ -208,7 +209,7 @@ class LagExporter:
         c = self._group_consumers.get(group)
         if c is None:
             c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group, "enable.auto.commit": False,
-                          "socket.timeout.ms": 5000, **QUIET})
+                          "socket.timeout.ms": 5000, **QUIET, **security_conf()})
             self._group_consumers[group] = c
         return c
 

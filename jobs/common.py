@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pipelines import udfjar  # noqa: E402
+from pipelines import kafka_security, udfjar  # noqa: E402
 from pipelines.config import Config  # noqa: E402
 from pipelines.procs import site_packages  # noqa: E402
 
@@ -257,7 +257,7 @@ def kafka_source_ddl(cfg: Config, *, table: str, topic: str, group_id: str, boot
           'key.format' = 'raw',
           'key.fields' = 'key',
           'value.format' = 'raw',
-          'value.fields-include' = 'EXCEPT_KEY'{bounded_opt}
+          'value.fields-include' = 'EXCEPT_KEY'{bounded_opt}{kafka_security.flink_table_options(cfg.kafka)}
         )"""
 
 
@@ -284,9 +284,10 @@ def kafka_sink_ddl(cfg: Config, *, table: str, topic: str, bootstrap: str | None
           'topic' = '{topic}',
           'properties.bootstrap.servers' = '{bootstrap}',
           'properties.linger.ms' = '5',
+          'properties.acks' = 'all',
           'key.format' = 'raw',
           'key.fields' = 'key',
           'value.format' = 'raw',
           'value.fields-include' = 'EXCEPT_KEY',
-          'sink.delivery-guarantee' = '{guarantee}'{txn}
+          'sink.delivery-guarantee' = '{guarantee}'{txn}{kafka_security.flink_table_options(cfg.kafka)}
         )"""

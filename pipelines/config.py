@@ -57,6 +57,30 @@ class KafkaConfig:
     partitions: int = 4
     # Where the local broker keeps its logs and metadata.
     data_dir: str = ".run/kafka"
+    # How every client (producers, the Flink source and sinks, the dashboard, the lag exporter, the benchmarks)
+    # talks to the brokers: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL. pipelines/kafka_security.py maps this section
+    # to librdkafka's and the Java client's property names.
+    security_protocol: str = "PLAINTEXT"
+    # The SASL mechanism when security_protocol is SASL_*.
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    # The SASL user (principal) of this component.
+    sasl_username: str = ""
+    # The SASL password; prefer sasl_password_file. Never printed (not in the config's repr).
+    sasl_password: str = field(default="", repr=False)
+    # A file holding the SASL password (its first line); wins over sasl_password.
+    sasl_password_file: str = ""
+    # A PEM file of the CA(s) that sign the brokers' certificates; empty: the system's trust store.
+    ssl_ca_location: str = ""
+    # The client's PEM certificate, for brokers that require TLS client authentication (mutual TLS).
+    ssl_certificate_location: str = ""
+    # The PEM private key of ssl_certificate_location.
+    ssl_key_location: str = ""
+    # Check that the broker's certificate names the host the client connected to.
+    ssl_endpoint_identification: bool = True
+    # Replicas of each topic that ensure_topics creates; 0: min(3, the number of brokers).
+    replication_factor: int = 0
+    # min.insync.replicas of the topics ensure_topics creates; 0: replication_factor - 1, at least 1.
+    min_insync_replicas: int = 0
 
     @property
     def bootstrap_servers(self) -> str:
@@ -73,6 +97,12 @@ class RedisConfig:
     db: int = 0
     # An external Redis (redis://host:port/db); when set, infra/ starts no Redis and host, port and db are ignored.
     url: str = ""
+    # The Redis ACL user; empty: the default user (requirepass).
+    username: str = ""
+    # The Redis password; prefer password_file. Never printed (not in the config's repr).
+    password: str = field(default="", repr=False)
+    # A file holding the Redis password (its first line); wins over password.
+    password_file: str = ""
 
     @property
     def redis_url(self) -> str:
@@ -402,6 +432,8 @@ _CHOICES = {
     ("fraud", "device"): {"auto", "cpu", "cuda"},
     ("sentiment", "scorer"): {"model", "vader"},
     ("sentiment", "device"): {"auto", "cpu", "cuda"},
+    ("kafka", "security_protocol"): {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"},
+    ("kafka", "sasl_mechanism"): {"SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"},
 }
 
 
@@ -529,6 +561,12 @@ def _validate(cfg: Config) -> Config:
                               f"{getattr(cfg.flink, name)}")
     if cfg.kafka.partitions < 1:
         raise ConfigError("kafka: partitions must be >= 1")
+    if cfg.kafka.replication_factor < 0 or cfg.kafka.min_insync_replicas < 0:
+        raise ConfigError("kafka: replication_factor and min_insync_replicas must be >= 0 (0: derived)")
+    if cfg.kafka.replication_factor and cfg.kafka.min_insync_replicas > cfg.kafka.replication_factor:
+        raise ConfigError("kafka: min_insync_replicas must not exceed replication_factor")
+    if cfg.kafka.security_protocol.startswith("SASL_") and not cfg.kafka.sasl_username:
+        raise ConfigError(f"kafka: security_protocol {cfg.kafka.security_protocol} needs sasl_username")
     if not cfg.metrics.host.strip():
         raise ConfigError("metrics: host must not be empty (127.0.0.1 for loopback, 0.0.0.0 for every interface)")
     for f in dataclasses.fields(cfg.metrics):

@@ -15,26 +15,54 @@ from confluent_kafka.admin import AdminClient, NewTopic
 QUIET = {"log_level": 0}
 
 
-def admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, **QUIET})
+def security_conf() -> dict[str, str]:
+    """The configured kafka.security_protocol / sasl_* / ssl_* settings as librdkafka properties (empty for
+    PLAINTEXT): every client below starts from them; a caller's own properties win."""
+    from pipelines.config import load_config
+    from pipelines.kafka_security import librdkafka_conf
+
+    return librdkafka_conf(load_config().kafka)
+
+
+def admin(bootstrap: str, **extra) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap, **QUIET, **security_conf(), **extra})
 
 
 def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 4, compacted: Iterable[str] = (),
-                  timeout: float = 30.0, extra_config: Mapping[str, Mapping[str, str]] | None = None) -> None:
+                  timeout: float = 30.0, extra_config: Mapping[str, Mapping[str, str]] | None = None,
+                  replication_factor: int | None = None, min_insync_replicas: int | None = None) -> list[str]:
     """Creates the topics that do not exist yet (idempotent). `compacted` ones get cleanup.policy=compact;
-    `extra_config` adds topic settings by topic name."""
+    `extra_config` adds topic settings by topic name. The replication factor and min.insync.replicas are the
+    arguments, else kafka.replication_factor / min_insync_replicas, else min(3, brokers) and RF - 1 (at least 1).
+    Existing topics are never changed: the ones whose replication factor differs are reported on stderr and
+    returned."""
+    from pipelines.config import load_config
+    from pipelines.kafka_security import topic_layout
+
     client = admin(bootstrap)
     compacted = set(compacted)
-    existing = set(client.list_topics(timeout=timeout).topics)
+    topics = list(topics)
+    md = client.list_topics(timeout=timeout)
+    existing = set(md.topics)
+    kcfg = load_config().kafka
+    rf, isr = topic_layout(kcfg, len(md.brokers))
+    rf = replication_factor or rf
+    if replication_factor:
+        isr = kcfg.min_insync_replicas or max(1, rf - 1)
+    isr = min(min_insync_replicas or isr, rf)
+    differ = [t for t in topics if t in existing and md.topics[t].partitions and
+              any(len(p.replicas) != rf for p in md.topics[t].partitions.values())]
+    for t in differ:
+        print(f"kafka: topic {t} exists with a replication factor other than {rf}; left unchanged", file=sys.stderr)
     # Record timestamps are event times, which for replays lie years back: retain by size, never by time.
-    base = {"retention.ms": "-1", "retention.bytes": str(1 << 30)}
+    base = {"retention.ms": "-1", "retention.bytes": str(1 << 30), "min.insync.replicas": str(isr)}
     extra_config = extra_config or {}
-    new = [NewTopic(t, num_partitions=partitions, replication_factor=1,
+    new = [NewTopic(t, num_partitions=partitions, replication_factor=rf,
                     config={**base, **({"cleanup.policy": "compact"} if t in compacted else {}),
                             **extra_config.get(t, {})})
            for t in topics if t not in existing]
     if not new:
-        return
+        return differ
     for topic, fut in client.create_topics(new, operation_timeout=timeout).items():
         try:
             fut.result()
@@ -42,6 +70,7 @@ def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 4, co
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     _wait_for_leaders(client, [t.topic for t in new], timeout)
+    return differ
 
 
 def _wait_for_leaders(client: AdminClient, topics: list[str], timeout: float) -> None:
@@ -67,8 +96,9 @@ def delete_topics(bootstrap: str, topics: Iterable[str]) -> None:
 
 
 def producer(bootstrap: str, **extra) -> Producer:
-    conf = {"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.num.messages": 10000,
-            "enable.idempotence": True, "compression.type": "lz4", **QUIET}
+    # acks=all: a record counts as written once every in-sync replica has it (idempotence needs it too).
+    conf = {"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.num.messages": 10000, "acks": "all",
+            "enable.idempotence": True, "compression.type": "lz4", **QUIET, **security_conf()}
     conf.update(extra)
     return Producer(conf)
 
@@ -266,7 +296,7 @@ class TrackedProducer:
 def consumer(bootstrap: str, group: str, *, read_committed: bool = True, **extra) -> Consumer:
     conf = {"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
             "enable.auto.commit": False, "isolation.level": "read_committed" if read_committed
-            else "read_uncommitted", **QUIET}
+            else "read_uncommitted", **QUIET, **security_conf()}
     conf.update(extra)
     return Consumer(conf)
 

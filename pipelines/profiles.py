@@ -22,6 +22,7 @@ import pandas as pd
 
 from pipelines import kafka_util
 from pipelines.config import Config, load_config
+from pipelines.kafka_security import redis_kwargs
 from pipelines.metrics import PROFILE_LOOKUPS
 from pipelines.serde import DEFAULT_MAX_AMOUNT, FLOAT32_MIN_NORMAL, serde
 
@@ -42,7 +43,7 @@ def publish(cfg: Config, customers: pd.DataFrame, terminals: pd.DataFrame, *, bo
     bootstrap = bootstrap or cfg.kafka.bootstrap_servers
     c_topic, t_topic = topics or (cfg.topics.customer_profiles, cfg.topics.terminal_profiles)
     prod = kafka_util.producer(bootstrap)
-    r = redis.Redis.from_url(redis_url or cfg.redis.redis_url)
+    r = redis.Redis.from_url(redis_url or cfg.redis.redis_url, **redis_kwargs(cfg.redis))
     counts = {}
     for kind, frame, topic, id_col in (("customer", customers, c_topic, "customer_id"),
                                        ("terminal", terminals, t_topic, "terminal_id")):
@@ -70,7 +71,7 @@ def publish(cfg: Config, customers: pd.DataFrame, terminals: pd.DataFrame, *, bo
 def restore_redis_from_topics(cfg: Config) -> dict[str, int]:
     import redis
 
-    r = redis.Redis.from_url(cfg.redis.redis_url)
+    r = redis.Redis.from_url(cfg.redis.redis_url, **redis_kwargs(cfg.redis))
     counts = {}
     for kind, topic, id_col in (("customer", cfg.topics.customer_profiles, "customer_id"),
                                 ("terminal", cfg.topics.terminal_profiles, "terminal_id")):
@@ -128,12 +129,17 @@ class ProfileStore:
     parse_profile) gives the same defaults, its own flag and the 'invalid' counter, never an exception."""
 
     def __init__(self, redis_url: str, ttl_s: float = 2.0, retry_s: float = 1.0, timeout_s: float = 1.0,
-                 max_amount: float = DEFAULT_MAX_AMOUNT):
+                 max_amount: float = DEFAULT_MAX_AMOUNT, credentials: dict | None = None):
+        """`credentials`: redis.Redis's username/password (pipelines.kafka_security.redis_kwargs); None: the
+        configured redis.username / password / password_file."""
         import redis
 
         # A stopped Redis refuses the connection at once; the timeout is for a slow answer. At 0.2 s a loaded
         # 2-core machine timed out mid-test, and a second of lookups (1,706 events) came out as "missing".
-        self._redis = redis.Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        if credentials is None:
+            credentials = redis_kwargs(load_config().redis)
+        self._redis = redis.Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                           **credentials)
         self.ttl_s = ttl_s
         self.retry_s = retry_s
         self._cache: dict[str, dict[int, tuple[float, float, float] | str | None]] = {"customer": {}, "terminal": {}}
@@ -202,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.if_missing:
         import redis
 
-        if redis.Redis.from_url(cfg.redis.redis_url).hlen(REDIS_KEYS["customer"]) > 0:
+        if redis.Redis.from_url(cfg.redis.redis_url, **redis_kwargs(cfg.redis)).hlen(REDIS_KEYS["customer"]) > 0:
             print("[profiles] already published")
             return 0
     customers, terminals = build_from_history(cfg, args.history_days)
