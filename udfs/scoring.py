@@ -105,7 +105,9 @@ def resolve_model_dir(cfg: Config) -> Path:
     version = cfg.fraud.model_version
     if version == "latest":
         version = read_latest(base)
-    path = base / version
+    from pipelines.modelpath import contained
+
+    path = contained(base, version)  # never outside fraud.model_dir (issue 24)
     if not path.is_dir():
         raise ModelNotFoundError(f"model version directory {path} not found")
     return path

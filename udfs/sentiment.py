@@ -33,7 +33,9 @@ def resolve_model_dir(model_dir: str | Path, version: str = "latest") -> Path:
         if not latest.exists():
             raise FileNotFoundError(f"{latest} not found: no sentiment model yet (run `make train-sentiment`)")
         version = latest.read_text().strip()
-    d = base / version
+    from pipelines.modelpath import contained
+
+    d = contained(base, version)  # never outside sentiment.model_dir (issue 24)
     if not (d / "model.pt").exists():
         raise FileNotFoundError(f"no model.pt in {d}")
     return d
