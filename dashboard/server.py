@@ -477,6 +477,11 @@ def settings_from(args: argparse.Namespace, cfg: Config) -> Settings:
     token = args.token if args.token is not None else d.token
     if not token:
         raise ConfigError("dashboard.token is empty; set STREAMSCORE_DASHBOARD__TOKEN or --token")
+    host = args.host or d.host
+    if token in DEFAULT_TOKENS and not _loopback(host):
+        # Issue 24: the default token on a reachable address lets anyone read every score.
+        raise ConfigError(f"refusing to serve on {host} with the default token; set STREAMSCORE_DASHBOARD__TOKEN "
+                          f"(or serve on 127.0.0.1)")
     if args.interval <= 0 or args.slow_timeout <= 0 or args.job_interval <= 0:
         raise ConfigError("--interval, --slow-timeout and --job-interval must be positive")
     if args.flink_rest is not None:
@@ -495,6 +500,20 @@ def settings_from(args: argparse.Namespace, cfg: Config) -> Settings:
                                   else cfg.metrics.dashboard_port),
                     flink_rest=flink_rest, job_name=args.job_name, job_interval=args.job_interval,
                     shift_threshold=d.shift_threshold)
+
+
+DEFAULT_TOKENS = {"", "change-me"}
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
