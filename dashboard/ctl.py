@@ -49,7 +49,8 @@ def up(cfg: Config, extra: list[str]) -> int:
         except ServiceError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-    print(f"dashboard: {base}/?token={token}")
+    # Never the token itself (issue 24): it would land in terminals, logs and CI output.
+    print(f"dashboard: {base}/ (token: dashboard.token / STREAMSCORE_DASHBOARD__TOKEN{', set' if token else ''})")
     return 0
 
 
