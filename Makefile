@@ -83,8 +83,9 @@ bench: install model ## Benchmarks (fraud job end to end, scorer, sentiment); re
 
 # --------------------------------------------------------------------------------------------------------- docs
 .PHONY: docs
-docs: venv ## Regenerate docs/configuration.md from the config classes in pipelines/config.py
+docs: venv ## Regenerate docs/configuration.md (from the config classes) and the README's results (from docs/bench/)
 	$(PY) -m pipelines.configdoc
+	$(PY) -m infra.bench.report
 
 .PHONY: clean
 clean: ## Remove build outputs and local state (.run), keep caches
