@@ -328,6 +328,11 @@ class ReplayConfig:
     pace_slack_ms: float = 2.0
     # Posts per second the posts replay sends under `make run`.
     posts_rate: float = 50.0
+    # The fraud replay's clock on the command line (`make run`, docker-compose): "live" stamps every transaction
+    # and label with the wall clock when it is sent; "replay" keeps the compressed historical clock of the CSV
+    # (benchmarks, backfills; also `--clock replay`, implied by --rebase, --speedup and the late/out-of-order
+    # injection). Library callers (tests, infra/bench) choose with ReplayOptions.live.
+    fraud_clock: str = "live"
 
 
 @dataclass(frozen=True)
@@ -431,6 +436,7 @@ _CHOICES = {
     ("fraud", "scorer"): {"native", "reference"},
     ("fraud", "device"): {"auto", "cpu", "cuda"},
     ("sentiment", "scorer"): {"model", "vader"},
+    ("replay", "fraud_clock"): {"live", "replay"},
     ("sentiment", "device"): {"auto", "cpu", "cuda"},
     ("kafka", "security_protocol"): {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"},
     ("kafka", "sasl_mechanism"): {"SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"},

@@ -112,6 +112,20 @@ def load_sentiment_scorer(cfg):
                                 threads=s.threads)
 
 
+# Texts of a few lengths: the TorchScript profiling executor specialises its graph on the first runs, and each new
+# padded width can cost a compile, so one short and one long batch take that cost before the first real post.
+WARM_UP_TEXTS = ("ok", "warming up the sentiment scorer before the first post arrives " * 8)
+
+
+def warm_up(scorer, runs: int = 2) -> float:
+    """Runs the scorer `runs` times on WARM_UP_TEXTS (issue 28: the first inference of a cold worker took long enough
+    for the posts queued meanwhile to fall behind the watermark). Returns the seconds it took."""
+    t0 = time.perf_counter()
+    for _ in range(runs):
+        scorer.predict(list(WARM_UP_TEXTS))
+    return time.perf_counter() - t0
+
+
 def make_score_udf():
     """Pandas UDF (post_id, topic, event_time, produced_at, text) -> ROW<value, label, p_positive>."""
     from pyflink.table import DataTypes
@@ -125,6 +139,7 @@ def make_score_udf():
 
             self.cfg = load_config()
             self.scorer = load_sentiment_scorer(self.cfg)
+            warm_up(self.scorer)
             self.serde = serde("sentiment_score")
             self.out = metrics.EVENTS_OUT.labels("sentiment-job", self.cfg.topics.post_sentiment)
             self.e2e = metrics.END_TO_END_SECONDS.labels("sentiment")

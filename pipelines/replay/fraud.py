@@ -7,6 +7,11 @@ out-of-order events (delayed less than the watermark bound: still on time), late
 malformed records (for tests and demos). A progress line is printed every few seconds. A malformed CSV row is
 reported with its line number and counted; it is never skipped silently.
 
+Clocks (issue 28): the command line stamps each transaction and label with the wall clock when it is sent
+(`--clock live`, the default from replay.fraud_clock, what `make run` and docker-compose start); `--clock replay`
+keeps the CSV's compressed historical clock (benchmarks, backfills), and --rebase, --speedup and the late/out-of-order
+injection imply it. Library callers (tests, infra/bench) choose with ReplayOptions.live (default False).
+
     python -m pipelines.replay.fraud --rate 2000 --limit 100000 --late-frac 0.001
 """
 
@@ -391,8 +396,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--skip", type=int, default=0)
     ap.add_argument("--rebase", action="store_true", help="shift event time so the first event happens now")
-    ap.add_argument("--live", action="store_true",
-                    help="stamp every event with the wall clock when it is sent (the live clock)")
+    ap.add_argument("--clock", choices=("live", "replay"), default=None,
+                    help="live: every event stamped with the wall clock when it is sent; replay: the compressed "
+                         "historical clock of the CSV (benchmarks, backfills). Default: replay.fraud_clock (live), "
+                         "or replay when --rebase, --speedup or late/out-of-order injection is given")
+    ap.add_argument("--live", action="store_true", help="the same as --clock live")
     ap.add_argument("--out-of-order-frac", type=float, default=0.0)
     ap.add_argument("--late-frac", type=float, default=0.0)
     ap.add_argument("--malformed-frac", type=float, default=0.0)
@@ -403,11 +411,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loop", action="store_true", help="start again from the first row when the file ends")
     ap.add_argument("--metrics-port", type=int, default=cfg.metrics.producer_port)
     args = ap.parse_args(argv)
+    injected = args.rebase or args.speedup > 0 or args.out_of_order_frac > 0 or args.late_frac > 0
+    clock = args.clock or ("live" if args.live else ("replay" if injected else cfg.replay.fraud_clock))
+    if args.live and clock != "live":
+        ap.error("--live contradicts --clock replay")
+    if clock == "live" and injected:
+        ap.error("--rebase, --speedup, --out-of-order-frac and --late-frac need --clock replay")
     serve(args.metrics_port)
     opts = ReplayOptions(rate=args.rate, speedup=args.speedup, limit=args.limit, skip=args.skip,
                          rebase=args.rebase, out_of_order_frac=args.out_of_order_frac,
                          late_frac=args.late_frac, malformed_frac=args.malformed_frac, labels=not args.no_labels,
-                         label_delay_days=args.label_delay_days, live=args.live)
+                         label_delay_days=args.label_delay_days, live=clock == "live")
     live_times: dict[int, int] = {}
     for loop in range(10**6 if args.loop else 1):
         run_opts = dataclasses.replace(opts, shift_ms=opts.shift_ms + loop * LOOP_SHIFT_MS,
