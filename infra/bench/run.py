@@ -425,6 +425,41 @@ def throughput_timeline(arrivals: list[float], t0: float, bin_s: float = 1.0) ->
             "events_per_s": [round(float(c) / bin_s, 1) for c in counts]}
 
 
+def wait_drain(counter: "ArrivalCounter", expected: int, spans: dict[str, tuple[int, int]], pids: list[int],
+               marks: dict[int, tuple[int, float]], *, alive: Callable[[], bool], timeout_s: float, idle_s: float,
+               on_poll: Callable[[], None] | None = None) -> None:
+    """Wait for a drain to finish, filling `marks` (output count -> (count when seen, CPU seconds of the `pids`
+    trees then)) at each mark of `spans`. Stops at `expected` outputs, when `alive()` turns false, after
+    `timeout_s`, or once output stalls: `idle_s` before every upper mark is seen, 10 s after (the last few events
+    wait for a watermark that no later event moves). `on_poll` runs at each poll (e.g. to sample RSS)."""
+    deadline = time.time() + timeout_s
+    wanted = {m for span in spans.values() for m in span}
+    while time.time() < deadline:
+        got = len(counter.arrivals)
+        for mark in wanted:
+            if mark not in marks and got >= mark:
+                marks[mark] = (got, _tree_cpu_seconds(pids))
+        if on_poll is not None:
+            on_poll()
+        if got >= expected or not alive():
+            break
+        idle_limit = 10 if all(hi in marks for _, hi in spans.values()) else idle_s
+        if counter.arrivals and time.time() - counter.arrivals[-1] > idle_limit:
+            break
+        time.sleep(0.5)
+
+
+def run_sub_bench(module: str, out_file: Path, headline_key: str) -> tuple[dict | None, object, str]:
+    """Run a sub-benchmark `python -m module --out out_file`; return (its JSON or None, its headline figure,
+    the stderr tail when it failed)."""
+    proc = subprocess.run([sys.executable, "-m", module, "--out", str(out_file)], cwd=ROOT, capture_output=True,
+                          text=True)
+    if proc.returncode == 0 and out_file.exists():
+        res = json.loads(out_file.read_text())
+        return res, res.get(headline_key), ""
+    return None, None, proc.stderr[-2000:]
+
+
 def bench_drain(workdir: Path, variants: list[dict], n: int, warmup: int = 0) -> list[dict]:
     """For each variant ({"name", "env", "malformed_frac", "cluster"}): preload `warmup` + `n` transactions into
     fresh topics, start the job, and measure how fast it drains them (see drain_spans)."""
@@ -487,19 +522,8 @@ def bench_drain(workdir: Path, variants: list[dict], n: int, warmup: int = 0) ->
                     (workdir / f"drain-{i}").mkdir(parents=True, exist_ok=True)
                     job = RunningJob("jobs/fraud_job.py", workdir / f"drain-{i}", *args, env=env)
                     pids = [job.proc.pid]
-                deadline = time.time() + 600
-                while time.time() < deadline:
-                    got = len(counter.arrivals)
-                    for mark in {i for span in spans.values() for i in span}:
-                        if mark not in marks and got >= mark:
-                            marks[mark] = (got, _tree_cpu_seconds(pids))
-                    if got >= expected or (job is not None and not job.alive()):
-                        break
-                    # The last few events wait for a watermark that no later event moves: stop once output stalls.
-                    idle_limit = 10 if all(hi in marks for _, hi in spans.values()) else 120
-                    if counter.arrivals and time.time() - counter.arrivals[-1] > idle_limit:
-                        break
-                    time.sleep(0.5)
+                wait_drain(counter, expected, spans, pids, marks,
+                           alive=(lambda: True) if job is None else job.alive, timeout_s=600, idle_s=120)
             finally:
                 counter.stop.set()
                 if job is not None:
@@ -648,23 +672,18 @@ def main(argv: list[str] | None = None) -> int:
                 headline[f"fraud_live_p99_ms_{key}_max"] = f["max"]
             headline["fraud_live_p50_ms_2k"] = fig(arrival, 2000, "decision", "p50")["median"]
     if args.only == "all" and not args.skip_scorer:
-        scorer_out = out_dir / f"scorer-{stamp}.json"
-        proc = subprocess.run([sys.executable, "-m", "infra.bench.scorer", "--out", str(scorer_out)],
-                              cwd=ROOT, capture_output=True, text=True)
-        if proc.returncode == 0 and scorer_out.exists():
-            result["scorer"] = json.loads(scorer_out.read_text())
-            headline["native_speedup_b64"] = result["scorer"].get("native_speedup_b64")
-        else:
-            result["scorer_error"] = proc.stderr[-2000:]
+        subs = [("scorer", "native_speedup_b64")]
+    else:
+        subs = []
     if args.only == "all" and not args.quick:
-        sent_out = out_dir / f"sentiment-{stamp}.json"
-        proc = subprocess.run([sys.executable, "-m", "infra.bench.sentiment", "--out", str(sent_out)],
-                              cwd=ROOT, capture_output=True, text=True)
-        if proc.returncode == 0 and sent_out.exists():
-            result["sentiment"] = json.loads(sent_out.read_text())
-            headline["sentiment_posts_per_s"] = result["sentiment"].get("sentiment_posts_per_s")
+        subs.append(("sentiment", "sentiment_posts_per_s"))
+    for name, key in subs:
+        res, fig, err = run_sub_bench(f"infra.bench.{name}", out_dir / f"{name}-{stamp}.json", key)
+        if res is not None:
+            result[name] = res
+            headline[key] = fig
         else:
-            result["sentiment_error"] = proc.stderr[-2000:]
+            result[f"{name}_error"] = err
     whole = LOAD.window(time.mktime(time.strptime(stamp, "%Y%m%d-%H%M%S")), time.time())
     result["machine"]["load_avg_max_during_run"] = whole["load_avg_max"]
     result["machine"]["overloaded"] = whole["overloaded"]

@@ -95,3 +95,28 @@ def test_single_consumer_peer_matches_the_pandas_reference(sample):
     got = scorer.score([np.ascontiguousarray(feats[k][ok], dtype=np.float32) for k in scorer.features])
     want = scorer.score([np.ascontiguousarray(ref[k].to_numpy()[ok], dtype=np.float32) for k in scorer.features])
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_wait_drain_marks_and_stops():
+    """The one drain wait of make bench and make bench-peers: marks at each span bound, stop at the expected
+    count (and when the system dies)."""
+    import os
+    import time
+    from types import SimpleNamespace
+
+    from infra.bench.run import drain_spans, wait_drain
+
+    counter = SimpleNamespace(arrivals=[time.time()] * 100)
+    spans = drain_spans(100, 0)
+    marks: dict = {}
+    polls = []
+    t0 = time.time()
+    wait_drain(counter, 100, spans, [os.getpid()], marks, alive=lambda: True, timeout_s=30, idle_s=30,
+               on_poll=lambda: polls.append(1))
+    assert time.time() - t0 < 5 and polls
+    assert {m for span in spans.values() for m in span} <= set(marks)
+    assert all(got == 100 and cpu >= 0 for got, cpu in marks.values())
+    counter.arrivals = [time.time()] * 10
+    t0 = time.time()
+    wait_drain(counter, 100, spans, [os.getpid()], {}, alive=lambda: False, timeout_s=30, idle_s=30)
+    assert time.time() - t0 < 5

@@ -92,7 +92,7 @@ def tree_rss(pids) -> int:
 
 
 def drain(system: str, cfg, b: str, redis_url: str, i: int, n: int, warmup: int, workdir: Path) -> dict:
-    from infra.bench.run import LOAD, ArrivalCounter, _tree_cpu_seconds, drain_rate, drain_spans
+    from infra.bench.run import LOAD, ArrivalCounter, drain_rate, drain_spans, wait_drain
     from pipelines import kafka_util
     from pipelines.replay.fraud import FraudReplay, ReplayOptions
 
@@ -108,19 +108,12 @@ def drain(system: str, cfg, b: str, redis_url: str, i: int, n: int, warmup: int,
     t0 = time.time()
     proc = start(system, b, redis_url, t, workdir / f"drain-{system}-{i}")
     try:
-        deadline = time.time() + 900
-        while time.time() < deadline:
-            got = len(counter.arrivals)
-            for mark in {m for span in spans.values() for m in span}:
-                if mark not in marks and got >= mark:
-                    marks[mark] = (got, _tree_cpu_seconds(proc.pids))
+        def sample_rss():
+            nonlocal peak
             peak = max(peak, tree_rss(proc.pids))
-            if got >= rep.sent or not proc.alive():
-                break
-            idle = 10 if all(hi in marks for _, hi in spans.values()) else 180
-            if counter.arrivals and time.time() - counter.arrivals[-1] > idle:
-                break
-            time.sleep(0.5)
+
+        wait_drain(counter, rep.sent, spans, proc.pids, marks, alive=proc.alive, timeout_s=900, idle_s=180,
+                   on_poll=sample_rss)
     finally:
         counter.stop.set()
         out = proc.output()
