@@ -12,6 +12,7 @@ from pipelines.config import ConfigError, load_config
 from pipelines.replay import fraud
 from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
+from tests.replay_util import RecordingProducer
 
 
 @pytest.fixture
@@ -68,20 +69,6 @@ def test_make_run_starts_the_fraud_replay_on_the_live_clock(seen):
     assert seen[-1].live
 
 
-class _Producer:
-    def __init__(self):
-        self.sent = []
-
-    def produce(self, topic, value=None, key=None, timestamp=None, on_delivery=None):
-        self.sent.append((topic, value, timestamp))
-
-    def poll(self, timeout=0):
-        return 0
-
-    def flush(self, timeout=None):
-        return 0
-
-
 def test_live_replay_stamps_the_wall_clock(tmp_path, monkeypatch):
     import gzip
     rows = [f"{i},2018-04-01 {i // 60:02d}:{i % 60:02d}:00,{i % 7},{i % 5},{10 + i}.00,{i * 60},{i % 2},{i % 2},0"
@@ -89,7 +76,7 @@ def test_live_replay_stamps_the_wall_clock(tmp_path, monkeypatch):
     csv = tmp_path / "tx.csv.gz"
     with gzip.open(csv, "wt") as f:
         f.write("\n".join([",".join(fraud.CSV_COLUMNS), *rows]) + "\n")
-    prod = _Producer()
+    prod = RecordingProducer()
     monkeypatch.setattr(fraud.kafka_util, "producer", lambda *a, **k: prod)
     before = int(time.time() * 1000)
     FraudReplay(load_config(), ReplayOptions(rate=0, live=True, labels=False), bootstrap="unused:1",

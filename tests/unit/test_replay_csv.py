@@ -6,6 +6,7 @@ import pytest
 
 from pipelines.replay.fraud import CSV_COLUMNS, CsvRowError, iter_csv, malformed_value, MALFORMED_KINDS, CsvTransaction
 from pipelines.serde import DecodeError, check_transaction, serde
+from tests.replay_util import RecordingProducer
 
 HEADER = ",".join(CSV_COLUMNS)
 
@@ -53,22 +54,6 @@ def test_every_injected_malformed_kind_is_rejected_by_decode_or_rules():
         assert check_transaction(rec, now, 86_400_000) is not None, kind
 
 
-class _RecordingProducer:
-    """Stands in for confluent-kafka's Producer: keeps what FraudReplay.run produces, in order."""
-
-    def __init__(self):
-        self.sent: list[tuple[str, bytes, int]] = []
-
-    def produce(self, topic, value=None, key=None, timestamp=None, on_delivery=None):
-        self.sent.append((topic, value, timestamp))
-
-    def poll(self, timeout=0):
-        return 0
-
-    def flush(self, timeout=None):
-        return 0
-
-
 def test_resumed_replays_send_the_labels_of_one_replay(tmp_path, monkeypatch):
     """A replay that skips the rows an earlier one sent (resume_labels) sends the labels the earlier one left
     unsent: the two together send exactly what one replay of both ranges does (the benchmark's phases rely on it)."""
@@ -81,7 +66,7 @@ def test_resumed_replays_send_the_labels_of_one_replay(tmp_path, monkeypatch):
     csv = write(tmp_path, lines)
 
     def run(**opts):
-        prod = _RecordingProducer()
+        prod = RecordingProducer()
         monkeypatch.setattr(replay_fraud.kafka_util, "producer", lambda *a, **k: prod)
         FraudReplay(load_config(), ReplayOptions(rate=0, label_delay_days=0.05, **opts), bootstrap="unused:1",
                     tx_topic="tx", label_topic="lb", csv_path=str(csv)).run()
@@ -108,7 +93,7 @@ def test_paced_replay_keeps_its_rate_with_fewer_sleeps(tmp_path, monkeypatch):
 
     csv = write(tmp_path, [f"{i},2018-04-01 00:{i // 60:02d}:{i % 60:02d},{i % 7},{i % 5},10.00,{i},0,0,0"
                            for i in range(400)])
-    prod = _RecordingProducer()
+    prod = RecordingProducer()
     confs = []
     monkeypatch.setattr(replay_fraud.kafka_util, "producer", lambda *a, **k: confs.append(k) or prod)
     sleeps = []
@@ -136,7 +121,7 @@ def test_paced_replay_schedule_starts_after_the_skipped_rows(tmp_path, monkeypat
                            for i in range(300)])
     stamps = []
 
-    class Stamping(_RecordingProducer):
+    class Stamping(RecordingProducer):
         def produce(self, *a, **k):
             stamps.append(time.perf_counter())
 
@@ -268,7 +253,7 @@ def test_live_replay_stamps_every_event_with_the_wall_clock(tmp_path, monkeypatc
     lines = [f"{i},2018-04-01 {i // 60:02d}:{i % 60:02d}:00,{i % 7},{i % 5},{10 + i}.00,{i * 60},{i % 2},{i % 2},0"
              for i in range(300)]
     csv = write(tmp_path, lines)
-    prod = _RecordingProducer()
+    prod = RecordingProducer()
     monkeypatch.setattr(replay_fraud.kafka_util, "producer", lambda *a, **k: prod)
     before = int(time.time() * 1000)
     rep = FraudReplay(load_config(), ReplayOptions(rate=0, limit=200, label_delay_days=0.05, live=True,
