@@ -118,8 +118,9 @@ WARM_UP_TEXTS = ("ok", "warming up the sentiment scorer before the first post ar
 
 
 def warm_up(scorer, runs: int = 2) -> float:
-    """Runs the scorer `runs` times on WARM_UP_TEXTS (issue 28: the first inference of a cold worker took long enough
-    for the posts queued meanwhile to fall behind the watermark). Returns the seconds it took."""
+    """Runs the scorer `runs` times on WARM_UP_TEXTS, so the first real batch does not pay the cold-inference cost
+    (issue 28 saw a cold start route posts late; tests/integration/test_sentiment_cold_start.py found none late with
+    or without this, so it is a precaution, not the proven fix). Returns the seconds it took."""
     t0 = time.perf_counter()
     for _ in range(runs):
         scorer.predict(list(WARM_UP_TEXTS))
