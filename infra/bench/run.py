@@ -678,10 +678,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.only == "all" and not args.quick:
         subs.append(("sentiment", "sentiment_posts_per_s"))
     for name, key in subs:
-        res, fig, err = run_sub_bench(f"infra.bench.{name}", out_dir / f"{name}-{stamp}.json", key)
+        res, value, err = run_sub_bench(f"infra.bench.{name}", out_dir / f"{name}-{stamp}.json", key)
         if res is not None:
             result[name] = res
-            headline[key] = fig
+            headline[key] = value
         else:
             result[f"{name}_error"] = err
     whole = LOAD.window(time.mktime(time.strptime(stamp, "%Y%m%d-%H%M%S")), time.time())
