@@ -29,11 +29,29 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 
-LATE = {"streamscore": "kept up to fraud.out_of_orderness_ms behind the watermark (emit on arrival scores every "
-                       "event); beyond it routed to the late topic with the reason (kept, not scored)",
-        "single_consumer": "kept and scored (no watermark)",
-        "quix": None, "pyflink_sql": None}
+STREAMSCORE_LATE = ("kept up to fraud.out_of_orderness_ms behind the watermark (emit on arrival scores every event); "
+                    "beyond it routed to the late topic with the reason (kept, not scored)")
 PEERS = ("quix", "pyflink_sql", "single_consumer")
+
+
+def peer_module(system: str):
+    """The peer's module, or None when it is not implemented. Each declares LATE (what it does with late events)
+    and SETTINGS (its delivery guarantee, scorer and whatever else its figures depend on)."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"infra.bench.peers.{system}.peer")
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith(f"infra.bench.peers.{system}"):
+            return None
+        raise
+
+
+def late_semantics(system: str):
+    if system == "streamscore":
+        return STREAMSCORE_LATE
+    mod = peer_module(system)
+    return getattr(mod, "LATE", None) if mod else None
 
 
 class Proc:
@@ -53,17 +71,27 @@ def start(system: str, b: str, redis_url: str, t: dict, workdir: Path) -> Proc:
                          t["decisions"], "--late-topic", t["late"], "--dead-topic", t["dead"],
                          "--group-id", f"peers-{t['tx']}", env={"STREAMSCORE_REDIS__URL": redis_url})
         return Proc([job.proc.pid], job.kill, job.alive, job.output)
-    if system == "single_consumer":
+    if system in PEERS:
+        # Every peer is a module infra/bench/peers/<system>/peer.py with the same command line, so adding one
+        # needs no change here beyond its name in PEERS.
         log = open(workdir / "peer.log", "w")
-        p = subprocess.Popen([sys.executable, "-m", "infra.bench.peers.single_consumer.peer", "--bootstrap", b,
+        p = subprocess.Popen([sys.executable, "-m", f"infra.bench.peers.{system}.peer", "--bootstrap", b,
                               "--tx-topic", t["tx"], "--labels-topic", t["labels"], "--out-topic", t["scores"],
                               "--redis-url", redis_url, "--group-id", f"peers-{t['tx']}"],
                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
 
         def stop():
-            p.kill()
-            p.wait(10)
+            import psutil
+
+            try:  # a PyFlink peer has a JVM below it: kill the whole group
+                os.killpg(p.pid, 9)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                psutil.Process(p.pid).kill()
             log.close()
 
         return Proc([p.pid], stop, lambda: p.poll() is None, lambda: (workdir / "peer.log").read_text()[-3000:])
@@ -194,6 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     t_start = time.time()
     systems = args.systems.split(",")
+    unknown = [s for s in systems if s != "streamscore" and s not in PEERS]
+    if unknown:
+        ap.error(f"unknown systems {unknown}: choose from streamscore,{','.join(PEERS)}")
+    missing = [s for s in systems if s != "streamscore" and not peer_module(s)]
+    if missing:
+        print(f"[bench-peers] not implemented, skipped: {missing}", flush=True)
+        systems = [s for s in systems if s not in missing]
     result: dict = {"machine": machine(), "started": stamp,
                     "settings": {"backlog": args.backlog, "warmup": args.warmup, "live_rate": 2000,
                                  "live_seconds": args.seconds, "live_warmup_seconds": args.warmup_seconds,
@@ -201,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                                                  "checkpoint_interval_ms": cfg.flink.checkpoint_interval_ms,
                                                  "state_backend": cfg.flink.state_backend, "emit": cfg.fraud.emit,
                                                  "parallelism": cfg.flink.parallelism, "scorer": cfg.fraud.scorer},
-                                 "single_consumer": {"delivery": "at-least-once", "scorer": "reference (numpy)"}},
+                                 **{s: getattr(peer_module(s), "SETTINGS", None) for s in systems
+                                    if s != "streamscore" and peer_module(s)}},
                     "systems": {}}
     with tempfile.TemporaryDirectory(prefix="streamscore-peers-") as tmp:
         tmp = Path(tmp)
@@ -218,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             for i, s in enumerate(systems):
                 d = drain(s, cfg, b, redis_srv.url, i, args.backlog, args.warmup, tmp)
                 lv = live(s, cfg, b, redis_srv.url, 2000, args.seconds, args.warmup_seconds, tmp)
-                result["systems"][s] = {"drain": d, "live_2k": lv, "late_events": LATE[s]}
+                result["systems"][s] = {"drain": d, "live_2k": lv, "late_events": late_semantics(s)}
         finally:
             redis_srv.stop()
             broker.stop()

@@ -26,6 +26,9 @@ import numpy as np
 
 from pipelines.features import CUSTOMER_WINDOWS, LOWER_BOUND_INCLUSIVE, TERMINAL_WINDOWS
 
+LATE = "kept and scored (no watermark)"
+SETTINGS = {"delivery": "at-least-once", "scorer": "reference (numpy)", "processes": 1}
+
 CW = list(CUSTOMER_WINDOWS.items())
 TW = list(TERMINAL_WINDOWS.items())
 RAW_COLUMNS = (["transaction_id", "customer_id", "terminal_id", "amount", "event_time", "produced_at",
