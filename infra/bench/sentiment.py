@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -51,12 +52,128 @@ def wait_scores(bootstrap: str, topic: str, ids: set[str], timeout: float) -> li
         while time.time() < deadline and not ids <= got.keys():
             for m in c.consume(num_messages=5000, timeout=0.5):
                 if m.error() is None:
+                    now = int(time.time() * 1000)
                     r = s.decode(m.value())
-                    if r["post_id"] in ids:
-                        got[r["post_id"]] = r
+                    if r["post_id"] in ids and r["post_id"] not in got:
+                        got[r["post_id"]] = {**r, "_arrived_ms": now}
     finally:
         c.close()
     return list(got.values())
+
+
+class ArrivalWatcher(threading.Thread):
+    """First arrival (wall ms at this consumer) of each post's score on `topic`, read uncommitted as the
+    dashboard reads it, while the paced replay runs in the main thread (50 posts/s leaves the GIL mostly free)."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic = bootstrap, topic
+        self.first: dict[str, int] = {}
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        from confluent_kafka import TopicPartition
+
+        c = kafka_util.consumer(self.bootstrap, f"bench-live-{uuid.uuid4().hex[:8]}", **{"fetch.wait.max.ms": 5})
+        md = c.list_topics(self.topic, timeout=10).topics[self.topic]
+        c.assign([TopicPartition(self.topic, p, 0) for p in md.partitions])
+        s = serde("sentiment_score")
+        self.ready.set()
+        try:
+            while not self.stop.is_set():
+                for m in c.consume(num_messages=1000, timeout=0.05):
+                    if m.error() is None:
+                        now = int(time.time() * 1000)
+                        pid = s.decode(m.value())["post_id"]
+                        self.first.setdefault(pid, now)
+        finally:
+            c.close()
+
+
+def start_fraud_load(cfg, bootstrap: str, run_dir: Path, rate: float):
+    """The fraud job at its defaults with the fraud replay at `rate` on the live clock beside it, on the same
+    broker, as under `make run`: the sentiment job's latency is what analysts get while transactions are scored.
+    Returns (job, replay process, redis server)."""
+    from infra import services
+    from infra.bench.run import publish_bench_profiles
+    from infra.jobrunner import RunningJob
+
+    redis_srv = services.RedisServer(services.free_port(), run_dir / "redis")
+    redis_srv.start()
+    publish_bench_profiles(cfg, bootstrap, redis_srv.url)
+    t = {k: f"bench-fraud-{k}-{uuid.uuid4().hex[:6]}" for k in ("tx", "labels", "scores", "decisions", "late", "dead")}
+    kafka_util.ensure_topics(bootstrap, list(t.values()), cfg.kafka.partitions)
+    (run_dir / "fraud").mkdir(parents=True, exist_ok=True)
+    job = RunningJob("jobs/fraud_job.py", run_dir / "fraud", "--bootstrap", bootstrap, "--source-topic", t["tx"],
+                     "--labels-topic", t["labels"], "--out-topic", t["scores"], "--decisions-topic", t["decisions"],
+                     "--late-topic", t["late"], "--dead-topic", t["dead"], "--group-id", "bench-fraud-load",
+                     env={"STREAMSCORE_REDIS__URL": redis_srv.url})
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    rep = subprocess.Popen([sys.executable, "-m", "pipelines.replay.fraud", "--bootstrap", bootstrap, "--topic",
+                            t["tx"], "--clock", "live", "--rate", str(rate), "--loop", "--metrics-port", "0"],
+                           cwd=ROOT, env={**env, "STREAMSCORE_TOPICS__LABELS": t["labels"]},
+                           stdout=open(run_dir / "fraud-replay.out", "wb"), stderr=subprocess.STDOUT,
+                           start_new_session=True)
+    return job, rep, redis_srv
+
+
+def bench_live(cfg, bootstrap: str, topics: dict, run_dir: Path, a, offset: int) -> dict:
+    """sentiment_live_p99_ms: posts at `replay.posts_rate` stamped with the wall clock when sent (event time =
+    produced_at), each post's latency its first arrival on the scores topic minus its event time, one that has not
+    arrived `--live-settle` s after its phase counts as infinitely late; `--live-runs` consecutive phases of
+    `--live-seconds` on the running job, with the fraud job and its replay at `replay.rate` (live clock) beside it
+    after a `--live-warmup` s warm-up. Median, min and max of the phases' p99."""
+    from infra.bench.run import percentiles, spread
+
+    rate = cfg.replay.posts_rate
+    job = rep = redis_srv = None
+    out: dict = {"posts_rate": rate, "fraud_rate": cfg.replay.rate if a.with_fraud else 0,
+                 "seconds_per_phase": a.live_seconds, "settle_s": a.live_settle, "warmup_s": a.live_warmup,
+                 "phases": []}
+    watcher = ArrivalWatcher(bootstrap, topics["sentiment"])
+    watcher.start()
+    watcher.ready.wait(30)
+    try:
+        if a.with_fraud:
+            job, rep, redis_srv = start_fraud_load(cfg, bootstrap, run_dir, cfg.replay.rate)
+            job.status(timeout=180)  # submitted and running before the warm-up counts
+        t_end = time.time() + a.live_warmup
+        warm = PostsReplay(cfg, PostsOptions(base=ReplayOptions(rate=rate, limit=int(rate * a.live_warmup),
+                                                                id_offset=offset, labels=False,
+                                                                progress_every_s=1e9), live_clock=True),
+                           bootstrap=bootstrap, topic=topics["posts"])
+        warm.run()
+        time.sleep(max(0.0, t_end - time.time()))
+        for i in range(a.live_runs):
+            r = PostsReplay(cfg, PostsOptions(base=ReplayOptions(rate=rate, limit=int(rate * a.live_seconds),
+                                                                 id_offset=offset + (i + 1) * 100_000, labels=False,
+                                                                 progress_every_s=1e9), live_clock=True),
+                            bootstrap=bootstrap, topic=topics["posts"])
+            r.run()
+            sent = {p["post_id"]: p["event_time"] for p in r.sent_posts}
+            deadline = time.time() + a.live_settle
+            while time.time() < deadline and not sent.keys() <= watcher.first.keys():
+                time.sleep(0.5)
+            first = dict(watcher.first)
+            lat = np.array([first[k] - t if k in first else np.inf for k, t in sent.items()], dtype=np.float64)
+            row = {"sent": len(sent), "missing": int(np.isinf(lat).sum()), **percentiles(lat),
+                   "loadavg_1m": round(os.getloadavg()[0], 2),
+                   "fraud_job_alive": job.alive() if job else None}
+            out["phases"].append(row)
+            print(f"[bench-sentiment] live phase {i} {json.dumps(row, default=str)}", flush=True)
+    finally:
+        watcher.stop.set()
+        if rep is not None:
+            os.killpg(rep.pid, signal.SIGKILL)
+            rep.wait(10)
+        if job is not None:
+            job.kill()
+        if redis_srv is not None:
+            redis_srv.stop()
+    out["p99"] = spread([p["p99"] for p in out["phases"]])
+    out["p50"] = spread([p["p50"] for p in out["phases"]])
+    return out
 
 
 def bench_model(cfg, a) -> dict:
@@ -95,6 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=cfg.flink.arrow_batch_size, help="--model-only: posts per call")
     ap.add_argument("--sub-batch", type=int, default=64, help="--model-only: the scorer's padded sub-batch size")
     ap.add_argument("--threads", type=int, default=0, help="--model-only: torch threads (0: sentiment.threads)")
+    ap.add_argument("--live-runs", type=int, default=3, help="live-clock phases (median, min and max of their p99)")
+    ap.add_argument("--live-seconds", type=float, default=20.0, help="seconds per live-clock phase")
+    ap.add_argument("--live-warmup", type=float, default=30.0, help="live-clock warm-up with the fraud load")
+    ap.add_argument("--live-settle", type=float, default=20.0,
+                    help="seconds after a phase before a post not yet scored counts as infinitely late")
+    ap.add_argument("--no-fraud", dest="with_fraud", action="store_false",
+                    help="live phases without the fraud job and replay beside the sentiment job")
     a = ap.parse_args(argv)
     if a.model_only:
         result = bench_model(cfg, a)
@@ -151,7 +275,12 @@ def main(argv: list[str] | None = None) -> int:
         paced = replay(n_lat, a.latency_rate, 2_000_000)
         lat_rec = wait_scores(bootstrap, topics["sentiment"], {p["post_id"] for p in paced.sent_posts}, 300)
         lat = np.array([r["scored_at"] - r["produced_at"] for r in lat_rec], dtype=np.float64)
+        live = bench_live(cfg, bootstrap, topics, run_dir, a, 3_000_000) if a.live_runs > 0 else None
         result = {"sentiment_posts_per_s": round(posts_per_s, 1),
+                  "sentiment_live_p99_ms": live["p99"]["median"] if live else None,
+                  "sentiment_live_p99_ms_min": live["p99"]["min"] if live else None,
+                  "sentiment_live_p99_ms_max": live["p99"]["max"] if live else None,
+                  "live": live,
                   "sentiment_p99_ms": round(float(np.percentile(lat, 99)), 1),
                   "sentiment_p50_ms": round(float(np.percentile(lat, 50)), 1),
                   "throughput_posts": len(got), "latency_posts": len(lat_rec), "latency_rate": a.latency_rate,
