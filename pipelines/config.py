@@ -273,8 +273,13 @@ class FraudConfig:
     bundle_time_ms: int = 5
     # Where the fraud model's versions live (`make train-fraud` writes <model_dir>/<version>/ and LATEST).
     model_dir: str = "artifacts/models/fraud"
-    # The version folder the job scores with; "latest" reads <model_dir>/LATEST.
+    # The version folder the job scores with. "latest" follows the model registry (<model_dir>/registry.json, `make
+    # promote`): its production version, or the one LATEST names while there is no registry file, and a promotion
+    # or rollback is picked up while the job runs. A version name pins that version (no hot swap).
     model_version: str = "latest"
+    # How often (ms) the fraud scoring function looks at the registry file for a new production version (one
+    # stat() per look, at a batch); the new version loads beside the old one and decides from the next batch on.
+    registry_poll_ms: int = 1000
     # Where the native scorer runs the MLP: auto (CUDA when a GPU is visible, else the CPU), cpu or cuda.
     device: str = "auto"
     # What runs the MLP on the CPU: auto (our kernels at the best ISA this CPU has), avx512, avx2 or generic (our
@@ -550,6 +555,8 @@ def _validate(cfg: Config) -> Config:
     if f.state_ttl_ms < 0 or f.max_rows_ahead < 1:
         raise ConfigError(f"fraud: state_ttl_ms must be >= 0 and max_rows_ahead >= 1, not {f.state_ttl_ms} and "
                           f"{f.max_rows_ahead}")
+    if f.registry_poll_ms < 1:
+        raise ConfigError(f"fraud: registry_poll_ms must be >= 1, not {f.registry_poll_ms}")
     if f.cuda_min_batch < 0 or f.bundle_size < 1 or f.bundle_time_ms < 1:
         raise ConfigError("fraud: bundle_size and bundle_time_ms must be >= 1 and cuda_min_batch >= 0")
     if not 0.0 < f.max_amount <= 3.4028234663852886e38:

@@ -86,6 +86,13 @@ class _MultiprocessInfo:
 MODEL_INFO = (_MultiprocessInfo(f"{PREFIX}_model", "The model serving each pipeline") if multiprocess_mode()
               else Info(f"{PREFIX}_model", "The model serving each pipeline"))
 
+MODEL_SWAPS = Counter(f"{PREFIX}_model_swaps_total",
+                      "Production-version changes seen by a running job: swapped (the new version decides from the "
+                      "next batch) or refused (its feature list differs from the job's, or it does not load; the "
+                      "current version keeps serving)", ["model", "result"])
+MODEL_SERVING = Gauge(f"{PREFIX}_model_serving", "1 for the version that decides in a running job, 0 for one it "
+                      "served before", ["model", "version"], multiprocess_mode="mostrecent")
+
 EVENT_TIME_LAG_SECONDS = Gauge(f"{PREFIX}_event_time_lag_seconds",
                                "Now minus the newest event time seen in an output topic", ["topic"],
                                multiprocess_mode="mostrecent")

@@ -4,6 +4,8 @@ Flink hands it a batch of rows from the SQL feature chain, across keys, up to `p
 rows or `bundle.time` ms, whichever comes first: that is the micro-batch the scorer sees. Per batch it looks up
 the profiles (one Redis HMGET), derives the remaining features with the reference rules in pipelines/features.py,
 scores through the scoring interface (the C++ scorer by default), and returns the encoded FraudScore records.
+The model is the registry's production version (udfs/scoring.py ProductionScorer): a promotion is picked up between
+two batches, and each record's ``model_version`` names the version that decided it.
 """
 
 from __future__ import annotations
@@ -61,18 +63,19 @@ def make_udf():
             from pipelines.config import load_config
             from pipelines.profiles import ProfileStore
             from pipelines.serde import BatchEncoder
-            from udfs.scoring import load_scorer
+            from udfs.scoring import ProductionScorer
 
             self.cfg = load_config()
-            self.scorer = load_scorer(self.cfg)
-            self.features = list(getattr(self.scorer, "features", None) or self.scorer.meta["features"])
+            # The registry's production version, swapped between batches when it changes (hot swap).
+            self.models = ProductionScorer(self.cfg)
+            self.features = self.models.features
             self.profiles = ProfileStore(self.cfg.redis.redis_url, max_amount=self.cfg.fraud.max_amount)
             self.encoder = BatchEncoder("fraud_score")
             self.m = metrics
             self.out = metrics.EVENTS_OUT.labels("fraud-job", self.cfg.topics.fraud_scores)
             self.e2e = metrics.END_TO_END_SECONDS.labels("fraud")
-            metrics.MODEL_INFO.info({"fraud_model_version": self.scorer.version,
-                                     "fraud_scorer": type(self.scorer).__name__})
+            metrics.MODEL_INFO.info({"fraud_model_version": self.models.scorer.version,
+                                     "fraud_scorer": type(self.models.scorer).__name__})
             metrics.serve(self.cfg.metrics.job_port)
             # Everything loaded so far (torch, pandas, pyflink, the model) lives as long as the worker: frozen, a
             # full collection no longer walks it. A full collection took 133 ms in the worker at 2,000 events/s,
@@ -81,12 +84,13 @@ def make_udf():
 
         def eval(self, *series):
             c = {name: s.to_numpy() for name, s in zip(FINAL_COLUMNS, series)}
+            scorer = self.models.current()  # one version decides the whole batch
             n = len(c["transaction_id"])
             cust = self.profiles.lookup("customer", c["customer_id"])
             term = self.profiles.lookup("terminal", c["terminal_id"])
             feats = derive_features(c, cust.mean, cust.std)
             cols = [np.ascontiguousarray(feats[name], dtype=np.float32) for name in self.features]
-            scores = np.asarray(self.scorer.score(cols), dtype=np.float64)
+            scores = np.asarray(scorer.score(cols), dtype=np.float64)
             review, decline = self.cfg.fraud.review_threshold, self.cfg.fraud.decline_threshold
             decision = np.where(scores >= decline, 2, np.where(scores >= review, 1, 0))
             flags = (cust.missing.astype(np.int64) | (term.missing.astype(np.int64) << 1)
@@ -96,7 +100,7 @@ def make_udf():
                 "transaction_id": c["transaction_id"], "customer_id": c["customer_id"],
                 "terminal_id": c["terminal_id"], "amount": c["amount"], "event_time": c["event_time"],
                 "features": (self.features, np.stack([feats[k] for k in self.features], axis=1)),
-                "profile_flags": flags, "score": scores, "decision": decision, "model_version": self.scorer.version,
+                "profile_flags": flags, "score": scores, "decision": decision, "model_version": scorer.version,
                 "produced_at": c["produced_at"], "scored_at": np.full(n, now, np.int64)}, n)
             self.out.inc(n)
             lat = (now - c["produced_at"].astype(np.int64)) / 1000.0

@@ -8,8 +8,13 @@
 * :class:`NativeScorer` wraps ``streamscore_native.FraudScorer`` (build it with ``make native``): preprocessing
   and the MLP run in C++ with the GIL released, on CPU (our vectorised kernels) or CUDA (LibTorch).
 * :class:`ReferenceScorer` needs only numpy: ``weights.npz`` + ``meta.json``.
-* :func:`load_scorer` resolves ``fraud.model_dir`` / ``fraud.model_version`` ("latest" reads ``LATEST``) and picks
-  the implementation from ``fraud.scorer``.
+* :func:`load_scorer` resolves ``fraud.model_dir`` / ``fraud.model_version`` ("latest": the model registry's
+  production version, pipelines/models, or ``LATEST`` without a registry file) and picks the implementation from
+  ``fraud.scorer``.
+* :class:`ProductionScorer` follows the registry while the job runs: it looks at the registry file at most every
+  ``fraud.registry_poll_ms``, loads a new production version beside the serving one (in a thread) and hands it out
+  from the next batch on; a version whose feature list differs from the job's is refused and the serving one
+  stays.
 
 Each ``score`` call records ``SCORER_BATCH_SIZE`` and ``INFERENCE_SECONDS`` (labels: model name, backend).
 
@@ -23,7 +28,9 @@ Preprocessing of feature i: ``v = x_i``; if ``log1p[i]``: ``v = log1p(max(v, 0))
 from __future__ import annotations
 
 import json
+import logging
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
@@ -38,6 +45,10 @@ META_KEYS = ("name", "version", "features", "input_width", "log1p", "mean", "std
 
 class ModelNotFoundError(FileNotFoundError):
     """No model artifact where the configuration points."""
+
+
+class FeatureMismatchError(ValueError):
+    """A model version whose feature list is not the job's."""
 
 
 @runtime_checkable
@@ -99,12 +110,23 @@ def load_meta(model_dir: str | Path) -> dict[str, Any]:
     return meta
 
 
-def resolve_model_dir(cfg: Config) -> Path:
-    """``<fraud.model_dir>/<version>`` with "latest" read from LATEST, relative to the repository root."""
-    base = cfg.path(cfg.fraud.model_dir)
+def resolve_version(cfg: Config) -> str:
+    """The version folder to score with: ``fraud.model_version``, where "latest" is the model registry's production
+    version (pipelines/models), or LATEST's while there is no registry file."""
     version = cfg.fraud.model_version
-    if version == "latest":
-        version = read_latest(base)
+    if version != "latest":
+        return version
+    from pipelines.models import production_version
+
+    base = cfg.path(cfg.fraud.model_dir)
+    return production_version(base) or read_latest(base)
+
+
+def resolve_model_dir(cfg: Config, version: str | None = None) -> Path:
+    """``<fraud.model_dir>/<version>`` (default: :func:`resolve_version`), relative to the repository root."""
+    base = cfg.path(cfg.fraud.model_dir)
+    if version is None:
+        version = resolve_version(cfg)
     from pipelines.modelpath import contained
 
     path = contained(base, version)  # never outside fraud.model_dir (issue 24)
@@ -384,14 +406,135 @@ class NativeScorer(_Timed):
         return out
 
 
-def load_scorer(cfg: Config, kind: str | None = None) -> Scorer:
-    """The configured scorer: ``kind`` (or ``fraud.scorer``) "native" or "reference", on ``fraud.device``."""
+def load_scorer(cfg: Config, kind: str | None = None, version: str | None = None,
+                features: Sequence[str] | None = None) -> Scorer:
+    """The configured scorer: ``kind`` (or ``fraud.scorer``) "native" or "reference", on ``fraud.device``, of
+    ``version`` (default: :func:`resolve_version`). With ``features``, a model whose feature list differs is refused
+    (:class:`FeatureMismatchError`) before anything of it loads."""
     kind = kind or cfg.fraud.scorer
     if kind not in ("native", "reference"):
         raise ValueError(f"scorer kind must be 'native' or 'reference', got {kind!r}")
-    model_dir = resolve_model_dir(cfg)
+    model_dir = resolve_model_dir(cfg, version)
     meta = load_meta(model_dir)
+    if features is not None:
+        from pipelines.models import feature_mismatch
+
+        why = feature_mismatch(meta["features"], features)
+        if why:
+            raise FeatureMismatchError(f"model version {model_dir.name!r} is refused: its feature list does not "
+                                       f"match the job's ({why})")
     if kind == "native":
         return NativeScorer(model_dir, meta, device=cfg.fraud.device, cpu_kernel=cfg.fraud.cpu_kernel,
                             cuda_min_batch=cfg.fraud.cuda_min_batch)
     return ReferenceScorer(model_dir, meta)
+
+
+log = logging.getLogger("streamscore.models")
+
+
+class ProductionScorer:
+    """The scorer of the registry's production version, swapped without a restart (hot swap).
+
+    The caller asks :meth:`current` once per batch and scores the whole batch with what it returns, so each batch
+    (and each record) is decided by exactly one version, and the switch is between two batches. :meth:`current`
+    costs a clock read; at most every ``fraud.registry_poll_ms`` it also stats the registry file, and when that
+    changed it reads the production version. A new one is loaded in a thread beside the serving scorer, and
+    returned by the first :meth:`current` after it finished loading. A version that cannot serve (its feature list
+    is not the job's, it does not load, the registry file is unreadable) is refused: counted in
+    ``streamscore_model_swaps_total{result="refused"}``, logged, and the serving version goes on. A pinned
+    ``fraud.model_version`` (anything but "latest") never changes.
+    """
+
+    def __init__(self, cfg: Config, kind: str | None = None, background: bool = True,
+                 clock=time.monotonic) -> None:
+        from pipelines import metrics
+
+        self.cfg, self.kind, self.background, self._clock = cfg, kind, background, clock
+        self.base = cfg.path(cfg.fraud.model_dir)
+        self.follow = cfg.fraud.model_version == "latest"
+        self.poll_s = cfg.fraud.registry_poll_ms / 1000.0
+        self._swaps = metrics.MODEL_SWAPS
+        self._serving_gauge = metrics.MODEL_SERVING
+        self._sig = self._stat()  # first, so that a change made while the first version loads is seen
+        self.serving = resolve_version(cfg)
+        self.scorer = load_scorer(cfg, kind, self.serving)
+        self.features: list[str] = list(self.scorer.meta["features"])  # type: ignore[attr-defined]
+        self.name = str(self.scorer.meta["name"])  # type: ignore[attr-defined]
+        self._serving_gauge.labels(self.name, self.scorer.version).set(1)
+        self._next = clock() + self.poll_s
+        self._loading: threading.Thread | None = None
+        self._ready: tuple[str, Scorer] | None = None
+        self.refused: list[tuple[str, str]] = []  # (version, reason), newest last
+
+    def _stat(self) -> tuple | None:
+        from pipelines.models import registry_path
+
+        try:
+            st = registry_path(self.base).stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def current(self) -> Scorer:
+        """The scorer that decides the next batch."""
+        if not self.follow:
+            return self.scorer
+        ready = self._ready
+        if ready is not None:
+            self._ready = None
+            self._swap(*ready)
+        now = self._clock()
+        if now >= self._next and self._loading is None:
+            self._next = now + self.poll_s
+            sig = self._stat()
+            if sig != self._sig:
+                self._sig = sig
+                self._check()
+        return self.scorer
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Waits for a load in progress (tests)."""
+        t = self._loading
+        if t is not None:
+            t.join(timeout)
+
+    def _refuse(self, version: str, reason: str) -> None:
+        self.refused.append((version, reason))
+        del self.refused[:-20]
+        self._swaps.labels(self.name, "refused").inc()
+        log.error("model %s: version %s refused, %s keeps serving: %s", self.name, version, self.serving, reason)
+
+    def _check(self) -> None:
+        from pipelines.models import RegistryError, production_version
+
+        try:
+            version = production_version(self.base)
+        except RegistryError as exc:
+            self._refuse("?", str(exc))
+            return
+        if version is None or version == self.serving:
+            return
+        if self.background:
+            self._loading = threading.Thread(target=self._load, args=(version,), daemon=True,
+                                             name=f"load-model-{version}")
+            self._loading.start()
+        else:
+            self._load(version)
+
+    def _load(self, version: str) -> None:
+        try:
+            scorer = load_scorer(self.cfg, self.kind, version, features=self.features)
+        except Exception as exc:  # anything: the serving version must go on
+            self._refuse(version, f"{type(exc).__name__}: {exc}")
+        else:
+            self._ready = (version, scorer)
+        finally:
+            self._loading = None
+
+    def _swap(self, version: str, scorer: Scorer) -> None:
+        old = self.scorer
+        self.scorer, self.serving = scorer, version
+        self._swaps.labels(self.name, "swapped").inc()
+        self._serving_gauge.labels(self.name, old.version).set(0)
+        self._serving_gauge.labels(self.name, scorer.version).set(1)
+        log.warning("model %s: version %s now decides (was %s)", self.name, version, old.version)

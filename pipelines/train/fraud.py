@@ -290,6 +290,22 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def code_commit(root: Path = Path(__file__).resolve().parent.parent.parent) -> tuple[str | None, bool | None]:
+    """The git commit of the code that trains (HEAD of the repository) and whether tracked files differ from it;
+    (None, None) outside a git checkout. The model registry (pipelines/models) shows both."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None, None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=30)
+        return head.stdout.strip(), (bool(dirty.stdout.strip()) if dirty.returncode == 0 else None)
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
 def model_version(data_sha: str, tc: TrainConfig) -> str:
     blob = json.dumps({"data_sha256": data_sha, "features": F.FEATURE_NAMES,
                        "lower_bound_inclusive": F.LOWER_BOUND_INCLUSIVE, "config": tc.version_fields()},
@@ -312,7 +328,9 @@ def train(tc: TrainConfig, paths: Paths, log=print) -> dict[str, Any]:
     train_start, train_end, test_end = (F.to_epoch_ms(v) for v in (tc.train_start, tc.train_end, tc.test_end))
     data_sha = file_sha256(paths.data)
     version = model_version(data_sha, tc)
-    log(f"data {paths.data} sha256 {data_sha[:16]}..  version {version}")
+    commit, dirty = code_commit()
+    log(f"data {paths.data} sha256 {data_sha[:16]}..  version {version}  code {commit or '?'}"
+        f"{' (modified)' if dirty else ''}")
 
     t0 = time.perf_counter()
     df = F.load_transactions(paths.data, start=train_start, end=test_end, nrows=tc.nrows)
@@ -344,6 +362,7 @@ def train(tc: TrainConfig, paths: Paths, log=print) -> dict[str, Any]:
         "hidden": list(tc.hidden),
         "train_range": _range(train_start, train_end), "test_range": _range(train_end, test_end),
         "data_sha256": data_sha, "label_delay_days": tc.label_delay_days,
+        "git_commit": commit, "git_dirty": dirty,
         "lower_bound_inclusive": F.LOWER_BOUND_INCLUSIVE,
         "ignored_features": list(tc.ignore_features),
     }
@@ -396,6 +415,7 @@ def train(tc: TrainConfig, paths: Paths, log=print) -> dict[str, Any]:
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     metrics = {
         "name": "fraud", "version": version, "created_at": meta["created_at"],
+        "data_sha256": data_sha, "git_commit": commit, "git_dirty": dirty,
         "split": {"train": meta["train_range"], "test": meta["test_range"],
                   "validation_days_for_epochs": tc.val_days},
         "rows": {"total": int(len(df)), "train": int(is_train.sum()), "test": int(is_test.sum()),
