@@ -165,7 +165,7 @@ class Dashboard:
             return self._check_ws(connection, request, url.query)
         if url.path == "/healthz":
             return connection.respond(HTTPStatus.OK, "ok\n")
-        return self._static(connection, url.path)
+        return self._static(connection, url.path, request.headers.get("Host", ""))
 
     def _check_ws(self, connection: ServerConnection, request: Request, query: str) -> Response | None:
         token = (parse_qs(query).get("token") or [""])[0]
@@ -187,7 +187,16 @@ class Dashboard:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many dashboard clients\n")
         return None
 
-    def _static(self, connection: ServerConnection, path: str) -> Response:
+    def _csp(self, host_header: str) -> str:
+        """The page's policy: it may talk to its own origin only (the Host header if it names this server, else the
+        bind address), may not be framed, and loads no plugins and no foreign base URL (issue 24)."""
+        hosts = {o.split("://", 1)[1] for o in self._own_origins()}
+        bind = f"[{self.s.host}]" if ":" in self.s.host else self.s.host  # an IPv6 address needs brackets
+        host = host_header if host_header in hosts else f"{bind}:{self.s.port}"
+        return (f"default-src 'self'; connect-src 'self' ws://{host} wss://{host}; img-src 'self' data:; "
+                "style-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'none'; form-action 'self'")
+
+    def _static(self, connection: ServerConnection, path: str, host_header: str = "") -> Response:
         rel = "index.html" if path in ("", "/") else path.lstrip("/")
         try:
             file = (STATIC / rel).resolve()
@@ -202,8 +211,7 @@ class Dashboard:
             ctype += "; charset=utf-8"
         headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))),
                            ("Cache-Control", "no-cache"), ("X-Content-Type-Options", "nosniff"),
-                           ("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:; "
-                                                      "img-src 'self' data:; style-src 'self'"),
+                           ("Content-Security-Policy", self._csp(host_header)),
                            ("Referrer-Policy", "no-referrer")])
         return Response(200, "OK", headers, body)
 

@@ -109,3 +109,18 @@ def test_static_page_and_health(server):
         with pytest.raises(urllib.error.HTTPError) as exc:
             urllib.request.urlopen(f"http://127.0.0.1:{server.port}{path}", timeout=5)
         assert exc.value.code == 404
+
+
+def test_html_has_a_strict_csp_limited_to_its_own_origin(server):
+    page = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=5)
+    csp = page.headers["Content-Security-Policy"]
+    directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+    assert directives["frame-ancestors"] == "'none'"
+    assert directives["object-src"] == "'none'" and directives["base-uri"] == "'none'"
+    assert directives["default-src"] == "'self'"
+    assert directives["connect-src"] == f"'self' ws://127.0.0.1:{server.port} wss://127.0.0.1:{server.port}"
+    assert page.headers["X-Content-Type-Options"] == "nosniff" and page.headers["Referrer-Policy"] == "no-referrer"
+    # A Host header naming another server does not widen the policy: it falls back to the bind address.
+    req = urllib.request.Request(f"http://127.0.0.1:{server.port}/", headers={"Host": "evil.example:80"})
+    csp = urllib.request.urlopen(req, timeout=5).headers["Content-Security-Policy"]
+    assert "evil.example" not in csp and f"ws://127.0.0.1:{server.port}" in csp
