@@ -51,6 +51,18 @@ train: install train-fraud train-sentiment ## Train every model (writes versione
 
 model: $(FRAUD_LATEST) $(SENTIMENT_LATEST) ## Train the fraud and sentiment models where no artifact exists yet
 
+# The fraud model registry (pipelines/models): a running fraud job picks up a promotion or rollback without a restart.
+.PHONY: models promote rollback
+models: venv ## List the fraud model versions with their stage, metrics, data hash and training commit
+	@$(PY) -m pipelines.models list
+
+promote: venv ## Make fraud version V production (make promote V=fraud-...); the previous production is archived
+	@test -n "$(V)" || { echo "usage: make promote V=<version> (see make models)"; exit 2; }
+	@$(PY) -m pipelines.models promote "$(V)"
+
+rollback: venv ## The previous fraud production version decides again
+	@$(PY) -m pipelines.models rollback
+
 # ------------------------------------------------------------------------------------------------- run / stop
 .PHONY: run stop status
 # CLUSTER=1: the fraud job runs on the standalone Flink cluster (mk/cluster.mk) at parallelism 2, not a MiniCluster.
