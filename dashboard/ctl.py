@@ -10,7 +10,9 @@ stops a dashboard that `make dashboard-up` started, and `dashboard-down` one tha
 
 from __future__ import annotations
 
+import ssl
 import sys
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +36,22 @@ def _url(cfg: Config, extra: list[str]) -> tuple[str, str]:
         elif arg == "--token":
             token = extra[i + 1]
     host = cfg.dashboard.host if cfg.dashboard.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    return f"http://{host}:{port}", token
+    return f"{'https' if cfg.dashboard.tls_cert else 'http'}://{host}:{port}", token
+
+
+def _healthy(cfg: Config, base: str) -> bool:
+    """/healthz answers; under TLS the server must present exactly the configured certificate (which may be
+    self-signed), the host name unchecked since this is our own process on the address we started it on."""
+    if not cfg.dashboard.tls_cert:
+        return http_ok(f"{base}/healthz", timeout=1)
+    ctx = ssl.create_default_context(cafile=str(cfg.path(cfg.dashboard.tls_cert)))
+    ctx.check_hostname = False
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    try:
+        with urllib.request.urlopen(f"{base}/healthz", timeout=1, context=ctx) as r:
+            return r.status == 200
+    except (OSError, ValueError):
+        return False
 
 
 def up(cfg: Config, extra: list[str]) -> int:
@@ -45,12 +62,14 @@ def up(cfg: Config, extra: list[str]) -> int:
     else:
         proc.start([sys.executable, "-m", "dashboard.server", *extra], env=child_env())
         try:
-            proc.wait_ready(lambda: http_ok(f"{base}/healthz", timeout=1), 30, base)
+            proc.wait_ready(lambda: _healthy(cfg, base), 30, base)
         except ServiceError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-    # Never the token itself (issue 24): it would land in terminals, logs and CI output.
-    print(f"dashboard: {base}/ (token: dashboard.token / STREAMSCORE_DASHBOARD__TOKEN{', set' if token else ''})")
+    # Never the token itself (issue 24): it would land in terminals, logs and CI output. The browser logs in at
+    # /login with it; no URL carries it.
+    print(f"dashboard: {base}/ (log in at {base}/login with dashboard.token / STREAMSCORE_DASHBOARD__TOKEN"
+          f"{', set' if token else ', NOT SET'})")
     return 0
 
 

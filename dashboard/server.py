@@ -2,11 +2,17 @@
 
     python -m dashboard.server [--bootstrap HOST:PORT] [--port N] [--token T] [--topic fraud_scores=NAME ...]
 
-* ``GET /`` and ``/<file>`` serve ``dashboard/static/`` (no token needed: the page holds no data); ``/healthz``
-  answers ``ok``; ``/ws`` is the WebSocket endpoint. All of it goes through websockets' ``process_request`` hook.
-* ``/ws`` needs the bearer token, as ``?token=`` (browsers cannot set headers on a WebSocket) or an
-  ``Authorization: Bearer`` header: HTTP 401 otherwise. A browser's ``Origin`` must be one of
-  ``dashboard.allowed_origins`` or the server's own origin: HTTP 403 otherwise (non-browser clients send no Origin).
+* ``GET /login`` serves the login page; the same ``GET /login`` with ``Authorization: Bearer <token>`` (sent by
+  the page's script, never in a URL) answers a session cookie (dashboard/auth.py), 401 for a wrong token, 429
+  after repeated failures. ``/logout`` ends the session; ``/session`` answers 200 or 401. ``GET /`` without a
+  valid session redirects to ``/login``; ``/<file>`` serves ``dashboard/static/`` (the files hold no data);
+  ``/healthz`` answers ``ok``; ``/ws`` is the WebSocket endpoint. All of it goes through websockets'
+  ``process_request`` hook (websockets answers GETs only, which is all the login needs).
+* ``/ws`` needs the session cookie and a same-origin ``Origin`` (the page's own ``scheme://Host``, one of
+  ``dashboard.allowed_origins`` or the bind address's): HTTP 401 / 403 otherwise. Scripts may send the token as an
+  ``Authorization: Bearer`` header instead (an ``Origin``, if they send one, is checked the same way). A session
+  that expires or logs out has its WebSockets closed (1008) at the next broadcast.
+* With ``dashboard.tls_cert`` and ``tls_key`` the same port serves https and wss only, and the cookie is Secure.
 * Every ``--interval`` seconds (0.5) each client is offered a JSON ``snapshot`` of the panels it subscribed to (all
   by default). The message is serialised once per tick and per distinct panel set and shared by every client, so a
   client costs references, not copies.
@@ -30,19 +36,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import hmac
 import json
 import logging
 import mimetypes
 import signal
 import socket
+import ssl
 import sys
 import time
+import weakref
 from collections import deque
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -53,6 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from dashboard import auth  # noqa: E402
 from dashboard.source import KINDS, Event, KafkaSource, SourceTopics  # noqa: E402
 from dashboard.state import PANELS, DashboardState  # noqa: E402
 from pipelines import metrics  # noqa: E402
@@ -89,6 +97,14 @@ class Settings:
     lag_interval: float = 2.0
     # dashboard.shift_threshold: the |change| of a topic's mean positivity against its last hour that is marked.
     shift_threshold: float = 0.15
+    # dashboard.session_ttl_s, tls_cert, tls_key.
+    session_ttl_s: float = 43200.0
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
 
 
 class Client:
@@ -106,6 +122,7 @@ class Client:
         self.sender: asyncio.Task | None = None
         self.coalesced = 0
         self.sent = 0
+        self.session: str | None = None  # the login session it came with (None: an Authorization header)
 
     def offer(self, data: bytes, now: float) -> bool:
         """Queues an update; returns True when it had to be coalesced into the newest queued one."""
@@ -150,41 +167,117 @@ class Dashboard:
         self._last: dict[frozenset[str], bytes] = {}
         self._tasks: list[asyncio.Task] = []
         self.origins = set(settings.allowed_origins) | self._own_origins()
+        self.sessions = auth.Sessions(settings.session_ttl_s)
+        self.throttle = auth.Throttle()
+        # The session each accepted handshake came with, read by the handler that follows it.
+        self._handshakes: weakref.WeakKeyDictionary[ServerConnection, str | None] = weakref.WeakKeyDictionary()
 
     def _own_origins(self) -> set[str]:
         hosts = {self.s.host}
         if self.s.host in ("127.0.0.1", "localhost", "::1"):
             hosts |= {"127.0.0.1", "localhost"}
-        return {f"http://{h}:{self.s.port}" for h in hosts}
+        return {f"{self.s.scheme}://{h}:{self.s.port}" for h in hosts}
+
+    def _same_origin(self, origin: str, request: Request) -> bool:
+        """The Origin a browser sent is the page's own (scheme://Host of this very request; a browser sets both),
+        the bind address's, or one of dashboard.allowed_origins."""
+        host = request.headers.get("Host", "")
+        return origin in self.origins or (bool(host) and origin == f"{self.s.scheme}://{host}")
 
     # -------------------------------------------------------------------------------------------------- HTTP
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
+        host = request.headers.get("Host", "")
         if url.path == "/ws":
-            return self._check_ws(connection, request, url.query)
+            return self._check_ws(connection, request)
         if url.path == "/healthz":
             return connection.respond(HTTPStatus.OK, "ok\n")
-        return self._static(connection, url.path, request.headers.get("Host", ""))
+        if url.path == "/login":
+            return self._login(connection, request, host)
+        if url.path == "/logout":
+            self.sessions.drop(auth.session_id(request.headers))
+            return self._redirect(connection, "/login", auth.clear_cookie(self.s.tls_cert != ""))
+        if url.path == "/session":
+            if self.sessions.valid(auth.session_id(request.headers)):
+                return self._no_store(connection.respond(HTTPStatus.OK, "ok\n"))
+            return self._no_store(connection.respond(HTTPStatus.UNAUTHORIZED, "not logged in\n"))
+        if url.path in ("", "/", "/index.html") and not self.sessions.valid(auth.session_id(request.headers)):
+            return self._redirect(connection, "/login")
+        if url.path == "/login.html":
+            return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        return self._static(connection, url.path, host)
 
-    def _check_ws(self, connection: ServerConnection, request: Request, query: str) -> Response | None:
-        token = (parse_qs(query).get("token") or [""])[0]
-        auth = request.headers.get("Authorization", "")
-        if not token and auth.lower().startswith("bearer "):
-            token = auth[7:].strip()
-        if not token or not hmac.compare_digest(token.encode(), self.s.token.encode()):
-            DASHBOARD_REJECTED.labels("missing-token" if not token else "bad-token").inc()
-            resp = connection.respond(HTTPStatus.UNAUTHORIZED, "a valid token is required (?token= or "
-                                                               "Authorization: Bearer)\n")
+    @staticmethod
+    def _no_store(resp: Response) -> Response:
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    def _redirect(self, connection: ServerConnection, where: str, cookie: str | None = None) -> Response:
+        resp = self._no_store(connection.respond(HTTPStatus.SEE_OTHER, f"see {where}\n"))
+        resp.headers["Location"] = where
+        if cookie:
+            resp.headers["Set-Cookie"] = cookie
+        return resp
+
+    def _refuse(self, connection: ServerConnection, status: HTTPStatus, reason: str, text: str,
+                retry_after: float = 0.0) -> Response:
+        DASHBOARD_REJECTED.labels(reason).inc()
+        resp = self._no_store(connection.respond(status, text))
+        if status == HTTPStatus.UNAUTHORIZED:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="streamscore-dashboard"'
-            return resp
+        if retry_after:
+            resp.headers["Retry-After"] = str(int(retry_after) + 1)
+        return resp
+
+    def _token_refusal(self, connection: ServerConnection, addr: str, token: str) -> Response | None:
+        """None when `token` is the dashboard's token; else the 401 (counted towards a lock-out) or the 429."""
+        locked = self.throttle.locked_for(addr)
+        if locked:
+            return self._refuse(connection, HTTPStatus.TOO_MANY_REQUESTS, "locked-out",
+                                f"too many failed logins; retry in {int(locked) + 1}s\n", retry_after=locked)
+        if not auth.token_matches(token, self.s.token):
+            self.throttle.failed(addr)
+            return self._refuse(connection, HTTPStatus.UNAUTHORIZED, "bad-token", "wrong token\n")
+        self.throttle.succeeded(addr)
+        return None
+
+    def _login(self, connection: ServerConnection, request: Request, host: str) -> Response:
+        token = auth.bearer(request.headers)
+        if token is None:
+            if self.sessions.valid(auth.session_id(request.headers)):
+                return self._redirect(connection, "/")
+            return self._static(connection, "/login.html", host)
+        origin, site = request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site")
+        if (origin is not None and not self._same_origin(origin, request)) or site not in (None, "same-origin"):
+            return self._refuse(connection, HTTPStatus.FORBIDDEN, "origin", "cross-origin login refused\n")
+        refusal = self._token_refusal(connection, _addr(connection), token)
+        if refusal is not None:
+            return refusal
+        resp = self._no_store(connection.respond(HTTPStatus.OK, "logged in\n"))
+        resp.headers["Set-Cookie"] = auth.set_cookie(self.sessions.new(), self.s.session_ttl_s, self.s.tls_cert != "")
+        return resp
+
+    def _check_ws(self, connection: ServerConnection, request: Request) -> Response | None:
+        sid, token = auth.session_id(request.headers), auth.bearer(request.headers)
         origin = request.headers.get("Origin")
-        if origin is not None and origin not in self.origins:
-            DASHBOARD_REJECTED.labels("origin").inc()
-            return connection.respond(HTTPStatus.FORBIDDEN, f"origin {origin} is not allowed\n")
+        session: str | None = None
+        if self.sessions.valid(sid):
+            session = sid
+            if origin is None or not self._same_origin(origin, request):  # a browser always sends one
+                return self._refuse(connection, HTTPStatus.FORBIDDEN, "origin", f"origin {origin} is not allowed\n")
+        elif token is not None:
+            refusal = self._token_refusal(connection, _addr(connection), token)
+            if refusal is not None:
+                return refusal
+            if origin is not None and not self._same_origin(origin, request):
+                return self._refuse(connection, HTTPStatus.FORBIDDEN, "origin", f"origin {origin} is not allowed\n")
+        else:
+            return self._refuse(connection, HTTPStatus.UNAUTHORIZED, "no-session" if sid is None else "bad-session",
+                                "log in first (/login), or send Authorization: Bearer <token>\n")
         if len(self.clients) >= self.s.max_clients:
-            DASHBOARD_REJECTED.labels("capacity").inc()
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many dashboard clients\n")
+            return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE, "capacity", "too many dashboard clients\n")
+        self._handshakes[connection] = session
         return None
 
     def _csp(self, host_header: str) -> str:
@@ -219,6 +312,7 @@ class Dashboard:
 
     async def handler(self, ws: ServerConnection) -> None:
         client = Client(ws, self.s.send_queue)
+        client.session = self._handshakes.pop(ws, None)
         sock = ws.transport.get_extra_info("socket")
         if sock is not None and self.s.sndbuf > 0:
             try:
@@ -344,6 +438,9 @@ class Dashboard:
             if client.offer(msg, mono):
                 DASHBOARD_COALESCED.inc()
         for client in list(self.clients):
+            if client.session is not None and not self.sessions.valid(client.session):
+                asyncio.create_task(self.drop(client, "logged-out", "the session ended; log in again"))
+                continue
             slow = client.too_slow(mono, self.s.slow_timeout)
             if slow:
                 asyncio.create_task(self.drop(client, *slow))
@@ -422,14 +519,19 @@ class Dashboard:
         self._tasks = [asyncio.create_task(self._apply_loop()), asyncio.create_task(self._broadcast_loop())]
         if self.s.flink_rest:
             self._tasks.append(asyncio.create_task(self._job_loop()))
+        tls = None
+        if self.s.tls_cert:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(self.s.tls_cert, self.s.tls_key)
         try:
             async with serve(self.handler, self.s.host, self.s.port, process_request=self.process_request,
-                             compression=None, max_size=16 * 1024, max_queue=16, write_limit=self.s.write_limit,
+                             ssl=tls, compression=None, max_size=16 * 1024, max_queue=16, write_limit=self.s.write_limit,
                              close_timeout=2, ping_interval=20, ping_timeout=20,
                              server_header="streamscore-dashboard") as server:
                 self.server: Server = server
-                log.info("dashboard on http://%s:%d/?token=<token> (metrics on :%d, Kafka %s)",
-                         self.s.host, self.s.port, self.s.metrics_port, self.s.bootstrap)
+                log.info("dashboard on %s://%s:%d/ (log in at /login with dashboard.token; metrics on :%d, "
+                         "Kafka %s)", self.s.scheme, self.s.host, self.s.port, self.s.metrics_port,
+                         self.s.bootstrap)
                 if ready is not None:
                     ready.set()
                 await stop.wait()
@@ -444,6 +546,11 @@ class Dashboard:
             await asyncio.to_thread(self.source.stop)
 
 
+def _addr(connection: ServerConnection) -> str:
+    peer = connection.remote_address
+    return str(peer[0]) if peer else "?"
+
+
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=str).encode()
 
@@ -454,7 +561,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: kafka.bootstrap_servers)")
     p.add_argument("--host", help="listen address (default: dashboard.host)")
     p.add_argument("--port", type=int, help="HTTP/WebSocket port (default: dashboard.port)")
-    p.add_argument("--token", help="bearer token (default: dashboard.token / STREAMSCORE_DASHBOARD__TOKEN)")
+    p.add_argument("--token", help="the login token (default: dashboard.token / STREAMSCORE_DASHBOARD__TOKEN); "
+                                   "the environment keeps it out of the process list")
     p.add_argument("--metrics-port", type=int, help="Prometheus port, 0 = off (default: metrics.dashboard_port)")
     p.add_argument("--group", default="streamscore-dashboard", help="Kafka consumer group")
     p.add_argument("--topic", action="append", default=[], metavar="KEY=NAME",
@@ -486,10 +594,12 @@ def settings_from(args: argparse.Namespace, cfg: Config) -> Settings:
     if not token:
         raise ConfigError("dashboard.token is empty; set STREAMSCORE_DASHBOARD__TOKEN or --token")
     host = args.host or d.host
-    if token in DEFAULT_TOKENS and not _loopback(host):
-        # Issue 24: the default token on a reachable address lets anyone read every score.
-        raise ConfigError(f"refusing to serve on {host} with the default token; set STREAMSCORE_DASHBOARD__TOKEN "
-                          f"(or serve on 127.0.0.1)")
+    weak = auth.weakness(token)
+    if weak and not _loopback(host):
+        # Issue 24: a guessable token on a reachable address lets anyone read every score.
+        raise ConfigError(f"refusing to serve on {host} with {weak}; set STREAMSCORE_DASHBOARD__TOKEN to a long "
+                          f"random value (python -c 'import secrets; print(secrets.token_urlsafe(32))'), or serve "
+                          f"on 127.0.0.1")
     if args.interval <= 0 or args.slow_timeout <= 0 or args.job_interval <= 0:
         raise ConfigError("--interval, --slow-timeout and --job-interval must be positive")
     if args.flink_rest is not None:
@@ -507,10 +617,9 @@ def settings_from(args: argparse.Namespace, cfg: Config) -> Settings:
                     metrics_port=(args.metrics_port if args.metrics_port is not None
                                   else cfg.metrics.dashboard_port),
                     flink_rest=flink_rest, job_name=args.job_name, job_interval=args.job_interval,
-                    shift_threshold=d.shift_threshold)
-
-
-DEFAULT_TOKENS = {"", "change-me"}
+                    shift_threshold=d.shift_threshold, session_ttl_s=d.session_ttl_s,
+                    tls_cert=str(cfg.path(d.tls_cert)) if d.tls_cert else "",
+                    tls_key=str(cfg.path(d.tls_key)) if d.tls_key else "")
 
 
 def _loopback(host: str) -> bool:

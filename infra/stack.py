@@ -113,7 +113,9 @@ def processes(cfg: Config, cluster: bool = False) -> list[Proc]:
              url=f"http://127.0.0.1:{cfg.metrics.posts_producer_port}/metrics"),
         # The same pid files as `make dashboard-up` (dashboard/ctl.py) and `make lag-exporter-up`.
         Proc("dashboard", [py, "-m", "dashboard.server", *dash_args],
-             url=f"http://{cfg.dashboard.host}:{cfg.dashboard.port}/?token={cfg.dashboard.token}"),
+             # The login page, never the token (issue 24): the browser types dashboard.token into it.
+             url=(f"{'https' if cfg.dashboard.tls_cert else 'http'}://{cfg.dashboard.host}:{cfg.dashboard.port}"
+                  f"/login")),
         Proc(lag.proc.name, lag.argv(), url=lag.url),
     ]
     return procs

@@ -376,8 +376,17 @@ class DashboardConfig:
     host: str = "127.0.0.1"
     # The dashboard's HTTP and WebSocket port.
     port: int = 8765
-    # The bearer token the WebSocket needs (?token= or an Authorization header); set your own before exposing it.
+    # The token that logs in: typed into the login page (which sets a session cookie), or sent by scripts as an
+    # Authorization: Bearer header; never in a URL. Off loopback the server refuses to start with the default, an
+    # empty, a well-known or a short (under 16 characters) token.
     token: str = "change-me"
+    # Seconds a login lasts: the session cookie's Max-Age and the server-side expiry of its session id.
+    session_ttl_s: float = 43200.0
+    # A PEM certificate (chain) file: when set with tls_key the dashboard serves https and wss only, and its
+    # session cookie is marked Secure.
+    tls_cert: str = ""
+    # The PEM private key file of tls_cert.
+    tls_key: str = ""
     # Browser origins allowed on the WebSocket besides the server's own (comma-separated in a variable).
     allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8765", "http://localhost:8765")
     # Snapshots queued per client; when full, the newest queued snapshot is replaced (a slow client sees fewer).
@@ -586,6 +595,10 @@ def _validate(cfg: Config) -> Config:
         port = getattr(cfg.metrics, f.name)
         if f.name.endswith("_port") and not 0 <= port <= 65535:
             raise ConfigError(f"metrics: {f.name} must be a port number 0-65535 (0: no endpoint), not {port}")
+    if bool(cfg.dashboard.tls_cert) != bool(cfg.dashboard.tls_key):
+        raise ConfigError("dashboard: tls_cert and tls_key go together (both set: https/wss; both empty: http/ws)")
+    if cfg.dashboard.session_ttl_s <= 0:
+        raise ConfigError(f"dashboard: session_ttl_s must be > 0, not {cfg.dashboard.session_ttl_s}")
     return cfg
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import ssl
 import subprocess
 import sys
 import threading
@@ -29,16 +30,26 @@ POST_TOPICS = ("politics", "sports", "tech", "markets")
 
 
 class ServerProcess:
-    def __init__(self, proc: subprocess.Popen, port: int, metrics_port: int, token: str, log: Path):
+    def __init__(self, proc: subprocess.Popen, port: int, metrics_port: int, token: str, log: Path,
+                 tls: ssl.SSLContext | None = None):
         self.proc, self.port, self.metrics_port, self.token, self.log = proc, port, metrics_port, token, log
+        self.tls = tls  # a client context trusting the server's certificate, when it serves TLS
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/?token={self.token}"
+        """The page (no token in it: a browser logs in through /login, tests/browser_util.py login())."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/"
+
+    def session_cookie(self, token: str | None = None) -> str:
+        """Logs in as the page's script does (GET /login with the token in an Authorization header) and returns
+        the ``name=value`` of the session cookie the server set."""
+        req = urllib.request.Request(f"{self.url}login", headers={"Authorization": f"Bearer {token or self.token}"})
+        with urllib.request.urlopen(req, timeout=5, context=self.tls) as resp:
+            return resp.headers["Set-Cookie"].split(";", 1)[0]
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}/ws"
 
     def metrics(self) -> dict[str, float]:
         """The server's Prometheus samples, ``name{labels}`` -> value."""
@@ -57,7 +68,8 @@ class ServerProcess:
 @contextmanager
 def run_server(bootstrap: str, log_dir: Path, *, token: str = "test-token", topics: dict[str, str] | None = None,
                extra: list[str] | None = None, group: str | None = None, env: dict[str, str] | None = None,
-               timeout: float = 60.0) -> Iterator[ServerProcess]:
+               timeout: float = 60.0, tls: tuple[Path, Path] | None = None) -> Iterator[ServerProcess]:
+    """The dashboard on loopback; with `tls` (cert, key PEM files) it serves https/wss with them."""
     port, metrics_port = free_port(), free_port()
     cmd = [sys.executable, "-m", "dashboard.server", "--bootstrap", bootstrap, "--port", str(port),
            "--host", "127.0.0.1", "--token", token, "--metrics-port", str(metrics_port),
@@ -71,19 +83,23 @@ def run_server(bootstrap: str, log_dir: Path, *, token: str = "test-token", topi
     log = log_dir / f"dashboard-{port}.log"
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     full_env.pop("STREAMSCORE_DASHBOARD__TOKEN", None)
+    client_tls = None
+    if tls:
+        full_env.update(STREAMSCORE_DASHBOARD__TLS_CERT=str(tls[0]), STREAMSCORE_DASHBOARD__TLS_KEY=str(tls[1]))
+        client_tls = ssl.create_default_context(cafile=str(tls[0]))
     # Test knobs such as STREAMSCORE_LOAD_SECONDS are not config keys; the config loader would reject them.
     for name in [n for n in full_env if n.startswith("STREAMSCORE_") and "__" not in n and n != "STREAMSCORE_CONFIG"]:
         del full_env[name]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=full_env)
-    server = ServerProcess(proc, port, metrics_port, token, log)
+    server = ServerProcess(proc, port, metrics_port, token, log, client_tls)
     try:
         deadline = time.time() + timeout
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"dashboard exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+                urllib.request.urlopen(f"{server.url}healthz", timeout=1, context=client_tls).read()
                 break
             except OSError:
                 if time.time() > deadline:

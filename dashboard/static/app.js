@@ -1,5 +1,5 @@
 // streamscore dashboard: one WebSocket, snapshots every ~500 ms, charts drawn on <canvas> with the tiny helpers
-// below (no library, no build step). The token comes from this page's URL (?token=...).
+// below (no library, no build step). The WebSocket carries the HttpOnly session cookie set by /login.
 "use strict";
 
 const PALETTE = ["#5aa9ff", "#47d18c", "#f2b84b", "#ff6b6b", "#a78bfa", "#2dd4bf", "#f472b6", "#facc15",
@@ -362,8 +362,6 @@ function render(msg) {
 
 // --------------------------------------------------------------------------------------------------- connection
 
-const params = new URLSearchParams(location.search);
-const token = params.get("token") || "";
 let attempt = 0, socket = null, pending = null, retryTimer = null, countdownTimer = null;
 
 function status(cls, text) {
@@ -378,8 +376,9 @@ function connect() {
   clearTimeout(retryTimer); clearInterval(countdownTimer);
   status(attempt ? "reconnecting" : "connecting", attempt ? `reconnecting (attempt ${attempt + 1})…` : "connecting…");
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  socket = new WebSocket(`${proto}//${location.host}/ws?token=${encodeURIComponent(token)}`);
-  socket.onopen = () => { attempt = 0; status("connected", "connected"); };
+  socket = new WebSocket(`${proto}//${location.host}/ws`);
+  let opened = false;
+  socket.onopen = () => { opened = true; attempt = 0; status("connected", "connected"); };
   socket.onmessage = (ev) => {
     let msg;
     try { msg = JSON.parse(ev.data); } catch (e) { return; }
@@ -398,7 +397,12 @@ function connect() {
     const delay = Math.min(15000, 500 * Math.pow(2, attempt)) * (0.8 + 0.4 * Math.random());
     attempt += 1;
     const until = Date.now() + delay;
-    const why = ev.code === 1008 ? ` (${ev.reason || "policy"})` : (token ? "" : " (no ?token= in the URL)");
+    const why = ev.code === 1008 ? ` (${ev.reason || "policy"})` : "";
+    // Refused at the handshake, or closed because the session ended: back to the login page if logged out.
+    if (!opened || ev.code === 1008) {
+      fetch("/session", { credentials: "same-origin", cache: "no-store" })
+        .then((r) => { if (r.status === 401) location.replace("/login"); }).catch(() => {});
+    }
     const tick = () => status("disconnected",
       `disconnected${why} — reconnecting in ${Math.max(0, (until - Date.now()) / 1000).toFixed(1)}s`);
     tick();

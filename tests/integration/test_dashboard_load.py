@@ -59,6 +59,7 @@ async def _client(url: str, st: Stats, stop: asyncio.Event, measuring: asyncio.E
         await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
     try:
         async with connect(url, sock=sock, open_timeout=60, max_queue=1 if rcvbuf else 16,
+                           additional_headers={"Authorization": f"Bearer {TOKEN}"},
                            ping_interval=None, compression=None, max_size=2**22) as ws:
             while not stop.is_set():
                 if st.kind == "never":
@@ -123,7 +124,7 @@ def test_500_clients_with_50_slow(kafka_bootstrap, topic_factory, tmp_path):
 
         async def run() -> dict:
             stop, measuring = asyncio.Event(), asyncio.Event()
-            url = f"{server.ws_url}?token={TOKEN}"
+            url = server.ws_url
             tasks = []
             t0 = time.time()
             everyone = [(s, None) for s in fast] + [(s, 4096) for s in never + rare]

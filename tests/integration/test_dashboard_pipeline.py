@@ -27,7 +27,7 @@ from pipelines import kafka_util
 from pipelines.config import load_config
 from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
-from tests.browser_util import HAVE_CHROMIUM, as_int, driver, texts, wait
+from tests.browser_util import HAVE_CHROMIUM, as_int, driver, login, texts, wait
 from tests.flink_util import RunningJob
 from tests.pipeline_util import eventually, write_test_model
 
@@ -96,7 +96,7 @@ def test_dashboard_shows_the_running_pipeline(kafka_bootstrap, redis_url, topic_
         with testkit.run_server(kafka_bootstrap, tmp_path / "logs", topics=topics,
                                 extra=["--flink-rest", job.rest_url, "--job-interval", "1"]) as server:
             drv = driver()
-            drv.get(server.url)
+            login(drv, server.url, server.token)
             state = lambda: drv.find_element(By.ID, "connection-status").get_attribute("data-state")  # noqa: E731
             wait(lambda: state() == "connected", 60, "the page to connect")
 

@@ -16,6 +16,7 @@ from pipelines import kafka_util
 from pipelines.serde import serde
 from tests import dashboard_util as testkit
 from tests.browser_util import HAVE_CHROMIUM
+from tests.browser_util import login as _login
 from tests.browser_util import texts as _texts
 from tests.browser_util import wait as _wait
 
@@ -66,7 +67,7 @@ def test_topic_cards_examples_and_shift_marker(kafka_bootstrap, topic_factory, t
         with testkit.run_server(kafka_bootstrap, tmp_path / "logs", topics=topics) as server:
             from tests.browser_util import driver as _driver
             driver = _driver()
-            driver.get(server.url)
+            _login(driver, server.url, server.token)
             _wait(lambda: len(_texts(driver, "topic-card")) == len(TOPICS), 60, "one card per topic")
 
             def card(topic, testid):
