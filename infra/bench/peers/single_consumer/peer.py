@@ -18,26 +18,20 @@ the keys and the backlog (the RSS figure shows it).
 from __future__ import annotations
 
 import argparse
-import bisect
 import time
 from typing import Callable
 
 import numpy as np
 
-from pipelines.features import CUSTOMER_WINDOWS, LOWER_BOUND_INCLUSIVE, TERMINAL_WINDOWS
+from infra.bench.peers.windows import customer_columns, insert_cum, terminal_columns
+from pipelines.features import CUSTOMER_WINDOWS, TERMINAL_WINDOWS
 
 LATE = "kept and scored (no watermark)"
 SETTINGS = {"delivery": "at-least-once", "scorer": "reference (numpy)", "processes": 1}
 
-CW = list(CUSTOMER_WINDOWS.items())
-TW = list(TERMINAL_WINDOWS.items())
 RAW_COLUMNS = (["transaction_id", "customer_id", "terminal_id", "amount", "event_time", "produced_at",
                 "cust_same_ts", "cust_prev_ts"] + [f"cust_{k}_{w}" for w in CUSTOMER_WINDOWS for k in ("cnt", "sum")]
                + [f"term_{k}_{w}" for w in TERMINAL_WINDOWS for k in ("cnt", "nlabels", "nfraud")])
-
-
-def _lo(times: list, t: int, w: int) -> int:
-    return bisect.bisect_left(times, t - w) if LOWER_BOUND_INCLUSIVE else bisect.bisect_right(times, t - w)
 
 
 class WindowState:
@@ -53,12 +47,7 @@ class WindowState:
 
     def _add_label(self, term: int, t: int, fraud: int) -> None:
         times, cums = self.term_lab.setdefault(term, ([], []))
-        at = bisect.bisect_right(times, t)
-        times.insert(at, t)
-        prev = cums[at - 1] if at else 0
-        cums.insert(at, prev + fraud)
-        for j in range(at + 1, len(cums)):  # only for a label older than the newest (rare in time order)
-            cums[j] += fraud
+        insert_cum(times, cums, t, fraud)
 
     def label(self, rec: dict) -> None:
         txid, term, t, fraud = rec["transaction_id"], rec["terminal_id"], rec["label_time"], int(rec["label"])
@@ -75,36 +64,15 @@ class WindowState:
         txid, cust, term, t, amount = (rec["transaction_id"], rec["customer_id"], rec["terminal_id"],
                                        rec["event_time"], rec["amount"])
         times, cums = self.cust.setdefault(cust, ([], []))
-        at = bisect.bisect_right(times, t)
-        times.insert(at, t)
-        cums.insert(at, (cums[at - 1] if at else 0.0) + amount)
-        for j in range(at + 1, len(cums)):
-            cums[j] += amount
-        same = at + 1 - bisect.bisect_left(times, t, 0, at + 1)
-        lo_prev = bisect.bisect_left(times, t, 0, at + 1)
-        prev_ts = times[lo_prev - 1] if lo_prev > 0 else -1
-        row += [txid, cust, term, amount, t, rec.get("produced_at", 0), same, prev_ts]
-        total = cums[at]
-        for _, w in CW:
-            lo = _lo(times, t, w)
-            row += [at + 1 - lo, total - (cums[lo - 1] if lo else 0.0)]
+        row += [txid, cust, term, amount, t, rec.get("produced_at", 0), *customer_columns(times, cums, t, amount)]
         self.seen[txid] = term
         if txid in self.waiting and txid not in self.labelled:
             lterm, lt, fraud = self.waiting.pop(txid)
             if lterm == term:
                 self.labelled.add(txid)
                 self._add_label(term, lt, fraud)
-        tt = self.term_tx.setdefault(term, [])
-        tat = bisect.bisect_right(tt, t)
-        tt.insert(tat, t)
         ltimes, lcums = self.term_lab.get(term, ((), ()))
-        lhi = bisect.bisect_right(ltimes, t) if ltimes else 0
-        for _, w in TW:
-            lo = _lo(tt, t, w)
-            llo = _lo(ltimes, t, w) if ltimes else 0
-            n = lhi - llo
-            fr = (lcums[lhi - 1] - (lcums[llo - 1] if llo else 0)) if n > 0 else 0
-            row += [tat + 1 - lo, n, fr]
+        row += terminal_columns(self.term_tx.setdefault(term, []), ltimes, lcums, t)
 
 
 def features_for(rows: list[list], profile: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> dict:

@@ -1,0 +1,82 @@
+"""The Quix Streams peer computes what streamscore computes: its per-record steps (customer_step, terminal_step
+on Quix's own RocksDB state store, score_record) fed the replay sample without a broker, against the pandas
+reference (pipelines.features) and the numpy reference scorer, on the sample and the rules of
+tests/unit/test_bench_peers.py. Each record is routed as the peer's dataflow routes it: a transaction to its
+customer's state (the topic's key), then with a label to its terminal's state (the repartition key)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines import features as F
+from tests.unit.test_bench_peers import _comparable, _events, _profile_lookup, sample  # noqa: F401 (fixture)
+
+pytest.importorskip("quixstreams")
+
+N_SCORED = 3000  # transactions also scored one at a time through score_record (the peer's own per-record path)
+
+
+def _rows(df, labels, tmp_path):
+    from quixstreams.state.rocksdb import RocksDBStorePartition
+
+    from infra.bench.peers.quix.peer import customer_step, terminal_step
+
+    part = RocksDBStorePartition(str(tmp_path / "state"))
+    rows = []
+    try:
+        tx = part.begin()
+        for i, (kind, rec) in enumerate(_events(df, labels)):
+            if kind == "label":
+                assert terminal_step(rec, tx.as_state(prefix=str(rec["terminal_id"]))) is None
+            else:
+                v = customer_step(rec, tx.as_state(prefix=str(rec["customer_id"])))
+                rows.append(terminal_step(v, tx.as_state(prefix=str(v["terminal_id"]))))
+            if i % 20_000 == 19_999:  # commit as the peer's checkpoints do: later reads come from RocksDB
+                tx.prepare()
+                tx.flush()
+                tx = part.begin()
+        tx.prepare()
+        tx.flush()
+    finally:
+        part.close()
+    return rows
+
+
+def test_quix_peer_matches_the_pandas_reference(sample, tmp_path):  # noqa: F811
+    from infra.bench.peers.quix.peer import score_record
+    from infra.bench.peers.single_consumer.peer import features_for
+
+    df, customers, labels = sample
+    rows = _rows(df, labels, tmp_path)
+    lookup = _profile_lookup(customers)
+    c, feats = features_for(rows, lookup)
+    assert list(c["transaction_id"]) == list(df["transaction_id"])
+    ref = F.compute_features(df, customers, labels)
+    ok = _comparable(df)
+    assert ok.mean() > 0.99, "the sample should be nearly free of same-millisecond ties"
+    assert (ref["term_nlabels_7d"].to_numpy()[ok] > 0).mean() > 0.3, "labels must reach the terminal windows"
+    for name in F.FEATURE_NAMES:
+        np.testing.assert_allclose(feats[name][ok], ref[name].to_numpy()[ok], rtol=1e-9, atol=1e-6, err_msg=name)
+
+    from pipelines.config import load_config
+    from udfs.scoring import ModelNotFoundError, ReferenceScorer, resolve_model_dir
+
+    try:
+        scorer = ReferenceScorer(resolve_model_dir(load_config()))
+    except (ModelNotFoundError, FileNotFoundError) as e:
+        pytest.skip(f"no model: {e}")
+    want = scorer.score([np.ascontiguousarray(ref[k].to_numpy()[ok], dtype=np.float32) for k in scorer.features])
+    got = scorer.score([np.ascontiguousarray(feats[k][ok], dtype=np.float32) for k in scorer.features])
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    # the peer scores one record at a time: the same scores and the FraudScore columns it encodes
+    idx = np.flatnonzero(ok)[-N_SCORED:]
+    one = [score_record(rows[i], lookup, scorer, 0.5, 0.9) for i in idx]
+    np.testing.assert_allclose([r["score"][0] for r in one], np.asarray(want)[-N_SCORED:], rtol=1e-6, atol=1e-6)
+    assert [int(r["transaction_id"][0]) for r in one] == df["transaction_id"].to_numpy()[idx].tolist()
+    from pipelines.serde import BatchEncoder, serde
+
+    enc, dec = BatchEncoder("fraud_score"), serde("fraud_score")
+    back = dec.decode(enc.encode(one[0], 1)[0])
+    assert back["transaction_id"] == int(df["transaction_id"].to_numpy()[idx[0]])
+    assert back["score"] == pytest.approx(float(one[0]["score"][0]))
