@@ -8,8 +8,8 @@ live clock (event time = the wall clock when sent) a paced warm-up at 2,000 tx/s
 after the phase counted as infinitely late. streamscore runs at the defaults of `make run` (its latency is read on
 the decision topic, as `make bench`'s headline). Each system's load average over each window is recorded.
 
-Peers (infra/bench/peers/*/README.md): single_consumer (one confluent-kafka consumer with numpy). Quix Streams
-and a plain PyFlink SQL job are not implemented yet: their figures are null, and so are their ratios.
+Peers (infra/bench/peers/*/README.md): single_consumer (one confluent-kafka consumer with numpy), quix (Quix
+Streams, state in its store). A plain PyFlink SQL job is not implemented yet: its figures and ratio are null.
 
 The last line is one JSON object: each system's events/s and live p99, and ratio_vs_<peer> = streamscore's
 events/s over the peer's. With --docs the results JSON is also written to docs/bench/.
