@@ -9,7 +9,7 @@ after the phase counted as infinitely late. streamscore runs at the defaults of 
 the decision topic, as `make bench`'s headline). Each system's load average over each window is recorded.
 
 Peers (infra/bench/peers/*/README.md): single_consumer (one confluent-kafka consumer with numpy), quix (Quix
-Streams, state in its store). A plain PyFlink SQL job is not implemented yet: its figures and ratio are null.
+Streams, state in its store), pyflink_sql (a plain PyFlink job: Flink SQL OVER windows, pandas scoring UDF).
 
 The last line is one JSON object: each system's events/s and live p99, and ratio_vs_<peer> = streamscore's
 events/s over the peer's. With --docs the results JSON is also written to docs/bench/.
