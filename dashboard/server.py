@@ -600,6 +600,9 @@ def settings_from(args: argparse.Namespace, cfg: Config) -> Settings:
         raise ConfigError(f"refusing to serve on {host} with {weak}; set STREAMSCORE_DASHBOARD__TOKEN to a long "
                           f"random value (python -c 'import secrets; print(secrets.token_urlsafe(32))'), or serve "
                           f"on 127.0.0.1")
+    if bool(d.tls_cert) != bool(d.tls_key):
+        raise ConfigError("dashboard.tls_cert and dashboard.tls_key go together (both set: https/wss; both empty: "
+                          "http/ws)")
     if args.interval <= 0 or args.slow_timeout <= 0 or args.job_interval <= 0:
         raise ConfigError("--interval, --slow-timeout and --job-interval must be positive")
     if args.flink_rest is not None:

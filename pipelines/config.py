@@ -595,8 +595,6 @@ def _validate(cfg: Config) -> Config:
         port = getattr(cfg.metrics, f.name)
         if f.name.endswith("_port") and not 0 <= port <= 65535:
             raise ConfigError(f"metrics: {f.name} must be a port number 0-65535 (0: no endpoint), not {port}")
-    if bool(cfg.dashboard.tls_cert) != bool(cfg.dashboard.tls_key):
-        raise ConfigError("dashboard: tls_cert and tls_key go together (both set: https/wss; both empty: http/ws)")
     if cfg.dashboard.session_ttl_s <= 0:
         raise ConfigError(f"dashboard: session_ttl_s must be > 0, not {cfg.dashboard.session_ttl_s}")
     return cfg
