@@ -160,11 +160,7 @@ class KafkaBroker(Managed):
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            *self._listener_props(),
             f"log.dirs={self.data_dir / 'data'}",
             "num.partitions=4",
             "auto.create.topics.enable=false",
@@ -202,6 +198,25 @@ class KafkaBroker(Managed):
         ]))
         return props
 
+    def _listener_props(self) -> list[str]:
+        """The listeners and their security: plaintext on loopback here, SASL_SSL in SecuredKafkaBroker."""
+        return [f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"]
+
+    def _format_args(self) -> list[str]:
+        """Extra arguments of `kafka-storage format` (SecuredKafkaBroker: the bootstrap admin's SCRAM user)."""
+        return []
+
+    def client_conf(self) -> dict[str, str]:
+        """librdkafka properties with which infra/ itself (readiness, setup) talks to this broker."""
+        return {}
+
+    def _after_start(self) -> None:
+        """Runs once the broker answers (SecuredKafkaBroker: its users and ACLs)."""
+
     def _java(self, main: str, *args: str) -> list[str]:
         return ["java", f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
@@ -221,14 +236,17 @@ class KafkaBroker(Managed):
             log(f"kafka: formatting storage in {self.data_dir / 'data'}")
             # "--cluster-id=": a base64 id starts with "-" one time in 64, which argparse would read as an option.
             subprocess.run(self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cid}", "-c", str(props),
-                                      "--ignore-formatted"), check=True, stdout=subprocess.DEVNULL)
+                                      "--ignore-formatted", *self._format_args()),
+                           check=True, stdout=subprocess.DEVNULL)
         self.proc.start(self._java("kafka.Kafka", str(props)))
         self.wait(timeout)
+        self._after_start()
         log(f"kafka: ready on {self.bootstrap}")
         return self.bootstrap
 
     def wait(self, timeout: float = 90.0) -> None:
-        self.proc.wait_ready(lambda: kafka_answers(self.bootstrap), timeout, self.bootstrap, interval=0.5)
+        self.proc.wait_ready(lambda: kafka_answers(self.bootstrap, self.client_conf()), timeout, self.bootstrap,
+                             interval=0.5)
 
     def stop(self) -> None:
         self.proc.stop(timeout=30)
@@ -238,11 +256,245 @@ class KafkaBroker(Managed):
         self.proc.kill()
 
 
-def kafka_answers(bootstrap: str) -> bool:
+# -------------------------------------------------------------------------------------------- Secured Kafka
+
+KAFKA_ADMIN = "admin"
+# The SCRAM users of a secured broker besides KAFKA_ADMIN (its only super user): one per role, least privilege
+# (kafka_acls). Each component runs as its role through the config's kafka section (sasl_username,
+# sasl_password_file, ssl_ca_location: SecuredKafkaBroker.principal_env).
+KAFKA_ROLES = {
+    "fraud-job": "jobs/fraud_job.py",
+    "sentiment-job": "jobs/sentiment_job.py",
+    "replay": "the producers: the fraud and posts replays, the profile publisher",
+    "dashboard": "dashboard/ (reads what it shows)",
+    "lag-exporter": "infra/lag_exporter.py",
+}
+SENTIMENT_GROUP = "streamscore-sentiment"  # jobs/sentiment_job.py --group-id
+DASHBOARD_GROUP = "streamscore-dashboard"  # dashboard/server.py --group
+
+
+@dataclass(frozen=True)
+class KafkaAcl:
+    """One ALLOW rule: `principal` (a KAFKA_ROLES user) may do `operations` on the `resource` ("topic", "group",
+    "transactional_id" or "cluster") called `name`, or on every one whose name starts with it when `prefixed`."""
+
+    principal: str
+    resource: str
+    name: str
+    operations: tuple[str, ...]
+    prefixed: bool = False
+
+
+def kafka_acls(cfg: Config) -> list[KafkaAcl]:
+    """The ACL table of a secured broker: everything not listed is denied (allow.everyone.if.no.acl.found=false).
+    READ and WRITE imply DESCRIBE. Exactly-once sinks name their transactional ids `<group id>-<table>`
+    (jobs/fraud_job.py), hence the prefixed transactional-id rules."""
+    t, g = cfg.topics, cfg.flink.group_id
+    read, write, desc = ("READ",), ("WRITE",), ("DESCRIBE",)
+    txn = ("WRITE", "DESCRIBE")
+    return [
+        # The producers write the inputs; they read nothing.
+        *(KafkaAcl("replay", "topic", name, write) for name in
+          (t.transactions, t.labels, t.customer_profiles, t.terminal_profiles, t.posts)),
+        # The fraud job: its two inputs and its group, its four outputs, its transactions.
+        KafkaAcl("fraud-job", "topic", t.transactions, read),
+        KafkaAcl("fraud-job", "topic", t.labels, read),
+        KafkaAcl("fraud-job", "group", g, read),
+        *(KafkaAcl("fraud-job", "topic", name, write) for name in
+          (t.fraud_scores, t.fraud_decisions, t.late, t.dead_letter)),
+        KafkaAcl("fraud-job", "transactional_id", g, txn, prefixed=True),
+        # The sentiment job, likewise.
+        KafkaAcl("sentiment-job", "topic", t.posts, read),
+        KafkaAcl("sentiment-job", "group", SENTIMENT_GROUP, read),
+        *(KafkaAcl("sentiment-job", "topic", name, write) for name in
+          (t.post_sentiment, t.sentiment_trends, t.posts_late, t.dead_letter)),
+        KafkaAcl("sentiment-job", "transactional_id", SENTIMENT_GROUP, txn, prefixed=True),
+        # The dashboard reads the outputs it shows (and the posts beside their scores), counts the inputs' rate
+        # from their end offsets, and commits to its group; it writes nothing.
+        *(KafkaAcl("dashboard", "topic", name, read) for name in
+          (t.fraud_scores, t.fraud_decisions, t.post_sentiment, t.sentiment_trends, t.late, t.posts_late,
+           t.dead_letter, t.posts)),
+        KafkaAcl("dashboard", "topic", t.transactions, desc),
+        KafkaAcl("dashboard", "group", DASHBOARD_GROUP, read),
+        # The lag exporter: committed offsets of the groups, end offsets and the newest record time of the topics.
+        *(KafkaAcl("lag-exporter", "group", name, desc) for name in (g, SENTIMENT_GROUP, DASHBOARD_GROUP)),
+        *(KafkaAcl("lag-exporter", "topic", name, read) for name in
+          (t.transactions, t.labels, t.posts, t.fraud_scores, t.fraud_decisions, t.post_sentiment)),
+        KafkaAcl("lag-exporter", "group", "streamscore-lag-exporter", read),
+    ]
+
+
+def kafka_acl_markdown(cfg: Config) -> str:
+    """kafka_acls as the Markdown table docs/operations.md shows (a unit test keeps the two equal); `*`: a prefix."""
+    rows: dict[tuple, list[str]] = {}
+    for a in kafka_acls(cfg):
+        rows.setdefault((a.principal, a.resource, a.operations, a.prefixed), []).append(a.name)
+    lines = ["| principal | resource | names | operations |", "|---|---|---|---|"]
+    for (who, resource, ops, prefixed), names in rows.items():
+        listed = ", ".join(f"`{n}`" + ("*" if prefixed else "") for n in names)
+        lines.append(f"| `{who}` | {resource.replace('_', ' ')} | {listed} | {', '.join(ops)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _acl_bindings(acls: list[KafkaAcl]):
+    from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, ResourcePatternType,
+                                       ResourceType)
+
+    kinds = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP,
+             "transactional_id": ResourceType.TRANSACTIONAL_ID, "cluster": ResourceType.BROKER}
+    return [AclBinding(kinds[a.resource], "kafka-cluster" if a.resource == "cluster" else a.name,
+                       ResourcePatternType.PREFIXED if a.prefixed else ResourcePatternType.LITERAL,
+                       f"User:{a.principal}", "*", getattr(AclOperation, op), AclPermissionType.ALLOW)
+            for a in acls for op in a.operations]
+
+
+@dataclass
+class SecuredKafkaBroker(KafkaBroker):
+    """The KRaft broker with one SASL_SSL listener for clients (SCRAM-SHA-512, which inter-broker traffic uses too,
+    as the admin) and the KRaft controller on loopback over TLS with client certificates (only the broker's own is
+    accepted); the StandardAuthorizer with `kafka_acls`, super users the admin and the broker.
+
+    Everything secret lives in the data dir (.run/kafka-secured for `make run SECURE=1`, never committed):
+    `tls/` holds the broker's key store (PKCS12, made with keytool; its certificate is self-signed, for 127.0.0.1
+    and localhost) and `tls/ca.pem`, the certificate clients trust; `secrets/<user>.password` each user's random
+    password (mode 0600). The admin's SCRAM user is created at storage format time, the roles' users and the ACLs
+    at each start with the admin client (both idempotent): a role whose password file is replaced gets the new
+    password at the next start."""
+
+    cfg: Config | None = None
+
+    # The subject of the broker's certificate: its principal on the controller listener.
+    BROKER_PRINCIPAL = "CN=streamscore-broker"
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "SecuredKafkaBroker":
+        """`make run SECURE=1`'s broker: on kafka.port, its storage and secrets in `<kafka.data_dir>-secured` (the
+        plaintext broker's storage has no users)."""
+        return cls(cfg.kafka.port, cfg.kafka.controller_port, cfg.path(cfg.kafka.data_dir.rstrip("/") + "-secured"),
+                   cfg.kafka.home, cfg=cfg)
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.tls_dir / "ca.pem"
+
+    def password_file(self, user: str) -> Path:
+        return self.data_dir / "secrets" / f"{user}.password"
+
+    def password(self, user: str) -> str:
+        """The user's password, made (random, 0600) on first use."""
+        import secrets
+
+        f = self.password_file(user)
+        if not f.exists():
+            f.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(24) + "\n")
+        return f.read_text().splitlines()[0].strip()
+
+    def principal_env(self, user: str) -> dict[str, str]:
+        """The config settings (STREAMSCORE_KAFKA__*) with which a component talks to this broker as `user`: the
+        password by file, never by value."""
+        self.password(user)
+        return {"STREAMSCORE_KAFKA__BOOTSTRAP": self.bootstrap, "STREAMSCORE_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+                "STREAMSCORE_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512", "STREAMSCORE_KAFKA__SASL_USERNAME": user,
+                "STREAMSCORE_KAFKA__SASL_PASSWORD_FILE": str(self.password_file(user)),
+                "STREAMSCORE_KAFKA__SSL_CA_LOCATION": str(self.ca_file)}
+
+    def user_conf(self, user: str) -> dict[str, str]:
+        """librdkafka properties for `user`, through the config's kafka section (pipelines/kafka_security.py)."""
+        from pipelines.kafka_security import librdkafka_conf
+
+        return librdkafka_conf(load_config(environ=self.principal_env(user)).kafka)
+
+    def client_conf(self) -> dict[str, str]:
+        return self.user_conf(KAFKA_ADMIN)
+
+    def _keystore_password(self) -> str:
+        return self.password("keystore")
+
+    def _ensure_tls(self) -> None:
+        store = self.tls_dir / "broker.p12"
+        if store.exists() and self.ca_file.exists():
+            return
+        if shutil.which("keytool") is None:
+            raise ServiceError("keytool (a JDK) is needed to make the secured broker's TLS key store")
+        self.tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        store.unlink(missing_ok=True)
+        # keytool reads the store password from the environment (:env), not from its command line.
+        env = {**os.environ, "SS_KEYSTORE_PASSWORD": self._keystore_password()}
+        pw = ["-storepass:env", "SS_KEYSTORE_PASSWORD"]
+        subprocess.run(["keytool", "-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048",
+                        "-validity", "825", "-dname", self.BROKER_PRINCIPAL, "-ext",
+                        "SAN=ip:127.0.0.1,dns:localhost", "-storetype", "PKCS12", "-keystore", str(store), *pw],
+                       check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["keytool", "-exportcert", "-rfc", "-alias", "broker", "-keystore", str(store), *pw,
+                        "-file", str(self.ca_file)], check=True, env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        os.chmod(store, 0o600)
+
+    def _listener_props(self) -> list[str]:
+        self._ensure_tls()
+        jaas = (f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{KAFKA_ADMIN}" '
+                f'password="{self.password(KAFKA_ADMIN)}";')
+        return [f"listeners=SASL_SSL://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners=SASL_SSL://127.0.0.1:{self.port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=SASL_SSL",
+                # The controller listener is TLS with client certificates: the broker presents its own and is the
+                # super user BROKER_PRINCIPAL there. Plaintext would make that principal User:ANONYMOUS, a super user
+                # for anyone who can reach the port.
+                "listener.security.protocol.map=CONTROLLER:SSL,SASL_SSL:SASL_SSL",
+                "listener.name.controller.ssl.client.auth=required",
+                "sasl.enabled.mechanisms=SCRAM-SHA-512",
+                "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+                f"listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config={jaas}",
+                f"ssl.keystore.location={self.tls_dir / 'broker.p12'}",
+                "ssl.keystore.type=PKCS12",
+                f"ssl.keystore.password={self._keystore_password()}",
+                # Inter-broker connections are TLS clients too: they trust the broker's own certificate.
+                f"ssl.truststore.location={self.ca_file}",
+                "ssl.truststore.type=PEM",
+                "ssl.client.auth=none",
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                f"super.users=User:{KAFKA_ADMIN};User:{self.BROKER_PRINCIPAL}",
+                "allow.everyone.if.no.acl.found=false"]
+
+    def _write_config(self) -> Path:
+        props = super()._write_config()
+        os.chmod(props, 0o600)  # it holds the admin's and the key store's passwords
+        return props
+
+    def _format_args(self) -> list[str]:
+        # The one password on a command line: the storage tool takes the bootstrap admin's no other way; the
+        # tool runs for a second, once, before the broker ever starts.
+        return ["--add-scram", f"SCRAM-SHA-512=[name={KAFKA_ADMIN},password={self.password(KAFKA_ADMIN)}]"]
+
+    def _after_start(self) -> None:
+        from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
+                                           UserScramCredentialUpsertion)
+
+        client = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0, **self.client_conf()})
+        info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+        ups = [UserScramCredentialUpsertion(user, info, self.password(user).encode()) for user in KAFKA_ROLES]
+        for fut in client.alter_user_scram_credentials(ups).values():
+            fut.result()
+        for fut in client.create_acls(_acl_bindings(kafka_acls(self.cfg or load_config()))).values():
+            fut.result()
+
+
+def kafka_answers(bootstrap: str, conf: dict[str, str] | None = None) -> bool:
+    """`conf`: librdkafka security properties (a secured broker answers its admin only)."""
     from confluent_kafka.admin import AdminClient
 
     try:
-        return bool(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2).brokers)
+        # log_level 0: librdkafka would log every refused connection while the broker boots.
+        client = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, **(conf or {})})
+        return bool(client.list_topics(timeout=2).brokers)
     except Exception:  # KafkaException while the broker boots
         return False
 
