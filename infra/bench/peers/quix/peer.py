@@ -12,7 +12,7 @@ The dataflow, one process, record at a time as Quix runs it:
       -> apply(terminal_step, stateful=True)          per-terminal windows and label bookkeeping in State
       -> filter(a transaction)  -> apply(score)       features (udfs.fraud_scoring.derive_features), Redis
                                                       profiles (pipelines.profiles.ProfileStore), numpy scorer
-      -> to_topic(out)                                FraudScore Avro (pipelines.serde.BatchEncoder)
+      -> to_topic(out)                                FraudScore Avro (pipelines.serde)
 
 Keys and partitions. Quix keeps state per (stream, partition) and prefixes every state key with the message key,
 so a stateful step sees exactly one customer's (or terminal's) state. The transactions topic is already keyed by
@@ -97,20 +97,22 @@ def terminal_step(value: dict, state):
             *value["cust"], *term]
 
 
+DECISIONS = ("APPROVE", "REVIEW", "DECLINE")
+
+
 def score_record(row: list, profile, scorer, review: float, decline: float) -> dict:
-    """One transaction's raw row to the columns (length-1 arrays) of its FraudScore record: the 32 features
-    (single_consumer.peer.features_for), the numpy reference score and the decision."""
+    """One transaction's raw row to its FraudScore record (a dict for pipelines.serde): the 32 features
+    (single_consumer.peer.features_for on a batch of one), the numpy reference score and the decision."""
     names = list(scorer.features)
     c, feats = features_for([row], profile)
-    s = np.asarray(scorer.score([np.ascontiguousarray(feats[k], dtype=np.float32) for k in names]),
-                   dtype=np.float64)
-    return {"transaction_id": c["transaction_id"], "customer_id": c["customer_id"],
-            "terminal_id": c["terminal_id"], "amount": c["amount"], "event_time": c["event_time"],
-            "features": (names, np.stack([feats[k] for k in names], axis=1)),
-            "profile_flags": feats["cust_profile_missing"].astype(np.int64),  # bit 0 only, as single_consumer
-            "score": s, "decision": np.where(s >= decline, 2, np.where(s >= review, 1, 0)),
-            "model_version": scorer.version, "produced_at": c["produced_at"],
-            "scored_at": np.full(1, int(time.time() * 1000), np.int64)}
+    score = float(scorer.score([np.ascontiguousarray(feats[k], dtype=np.float32) for k in names])[0])
+    return {"transaction_id": int(c["transaction_id"][0]), "customer_id": int(c["customer_id"][0]),
+            "terminal_id": int(c["terminal_id"][0]), "amount": float(c["amount"][0]),
+            "event_time": int(c["event_time"][0]), "features": {k: float(feats[k][0]) for k in names},
+            "profile_flags": int(feats["cust_profile_missing"][0]),  # bit 0 only: no terminal lookup
+            "score": score, "decision": DECISIONS[2 if score >= decline else 1 if score >= review else 0],
+            "model_version": scorer.version, "produced_at": int(c["produced_at"][0]),
+            "scored_at": int(time.time() * 1000)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pipelines.config import load_config
     from pipelines.profiles import ProfileStore
-    from pipelines.serde import BatchEncoder, DecodeError, serde
+    from pipelines.serde import DecodeError, serde
     from udfs.scoring import ReferenceScorer, resolve_model_dir
 
     cfg = load_config()
@@ -138,13 +140,13 @@ def run(args: argparse.Namespace) -> int:
             return self.serde.decode(value, topic=ctx.topic)
 
     class FraudScoreSerializer(Serializer):
-        """One scored transaction's columns (length-1 arrays) to a FraudScore record (pipelines.serde)."""
+        """A FraudScore record (score_record's dict) to single-object Avro (pipelines.serde)."""
 
         def __init__(self):
-            self.encoder = BatchEncoder("fraud_score")
+            self.serde = serde("fraud_score")
 
         def __call__(self, value: dict, ctx) -> bytes:
-            return self.encoder.encode(value, 1)[0]
+            return self.serde.encode(value)
 
     dead = 0
 
@@ -179,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     term = tx.concat(app.dataframe(labels_topic)).apply(terminal_step, stateful=True)
     term = term.filter(lambda row: row is not None)
     term = term.apply(lambda row: score_record(row, profile, scorer, review, decline))
-    term.to_topic(out_topic, key=lambda v: str(int(v["transaction_id"][0])))
+    term.to_topic(out_topic, key=lambda v: str(v["transaction_id"]))
     try:
         app.run()
     finally:
