@@ -291,6 +291,9 @@ def kafka_acls(cfg: Config) -> list[KafkaAcl]:
     (jobs/fraud_job.py), hence the prefixed transactional-id rules."""
     t, g = cfg.topics, cfg.flink.group_id
     read, write, desc = ("READ",), ("WRITE",), ("DESCRIBE",)
+    # An exactly-once sink also reads its own topics' producer state (DescribeProducers needs READ): the connector
+    # looks for transactions a crashed run left open, and the sink fails without it.
+    eos = ("WRITE", "READ")
     txn = ("WRITE", "DESCRIBE")
     return [
         # The producers write the inputs; they read nothing.
@@ -300,13 +303,13 @@ def kafka_acls(cfg: Config) -> list[KafkaAcl]:
         KafkaAcl("fraud-job", "topic", t.transactions, read),
         KafkaAcl("fraud-job", "topic", t.labels, read),
         KafkaAcl("fraud-job", "group", g, read),
-        *(KafkaAcl("fraud-job", "topic", name, write) for name in
-          (t.fraud_scores, t.fraud_decisions, t.late, t.dead_letter)),
+        *(KafkaAcl("fraud-job", "topic", name, eos) for name in (t.fraud_scores, t.late, t.dead_letter)),
+        KafkaAcl("fraud-job", "topic", t.fraud_decisions, write),  # at-least-once
         KafkaAcl("fraud-job", "transactional_id", g, txn, prefixed=True),
         # The sentiment job, likewise.
         KafkaAcl("sentiment-job", "topic", t.posts, read),
         KafkaAcl("sentiment-job", "group", SENTIMENT_GROUP, read),
-        *(KafkaAcl("sentiment-job", "topic", name, write) for name in
+        *(KafkaAcl("sentiment-job", "topic", name, eos) for name in
           (t.post_sentiment, t.sentiment_trends, t.posts_late, t.dead_letter)),
         KafkaAcl("sentiment-job", "transactional_id", SENTIMENT_GROUP, txn, prefixed=True),
         # The dashboard reads the outputs it shows (and the posts beside their scores), counts the inputs' rate
