@@ -4,7 +4,7 @@ Fresh topics per test; a background thread produces real Avro FraudScore / Senti
 records for every panel (the sentiment ones included) while the page is open. The numbers on screen must move, and
 must end up equal to what the test reads back from Kafka itself; then the server goes away and the page must say so.
 Screenshots go to the test's tmp dir. test_dashboard_pipeline.py does the same with the real fraud job producing the
-scores, and writes docs/dashboard.png.
+scores.
 
 The browser logs in through the login form (issue 24): the token must never appear in a URL it visited or requested
 (the pages' URLs, DevTools' network log, the resource timing entries), nor in its storage or readable cookies. A

@@ -5,7 +5,8 @@ The replay producer sends transactions (with labels, malformed records and late 
 dashboard server shows them in Chromium (selenium + Debian's chromium-driver). While the replay is paced, the numbers
 on screen must keep changing and never show more than Kafka holds (read_committed, like the dashboard); once the
 pipeline is done they must equal what the test reads from Kafka: scores, approvals, reviews, declines, dead letters,
-late events, and the dashboard's own lag back to 0. The screenshot taken while the pipeline runs is docs/dashboard.png.
+late events, and the dashboard's own lag back to 0. The screenshot taken while the pipeline runs stays in the test's tmp dir (a test never writes into the checkout; the
+README's image comes from tests/integration/test_make_run_dashboard.py).
 
 The trained model (artifacts/models/fraud, `make model`) scores when it is there, so the screenshot shows real
 decisions; otherwise a random model of the same format does. The sentiment panels stay empty: the sentiment job is not
@@ -14,7 +15,6 @@ part of this run.
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections import Counter
@@ -34,7 +34,6 @@ from tests.pipeline_util import eventually, write_test_model
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(540),
               pytest.mark.skipif(not HAVE_CHROMIUM, reason="needs Debian chromium + chromium-driver")]
 
-ROOT = Path(__file__).resolve().parents[2]
 FIRST = 1_000          # replayed at once, so the job has output as soon as it runs
 PACED = 5_000          # then these, paced, while the page is watched
 RATE = 250.0           # messages/s (transactions + labels + malformed) for the paced part: about 35 s
@@ -134,8 +133,6 @@ def test_dashboard_shows_the_running_pipeline(kafka_bootstrap, redis_url, topic_
                 if shot_at and time.time() >= shot_at:
                     live = tmp_path / "dashboard.png"
                     drv.save_screenshot(str(live))
-                    (ROOT / "docs").mkdir(exist_ok=True)
-                    shutil.copyfile(live, ROOT / "docs" / "dashboard.png")
                     shot_at = 0
                 assert left() > 0, f"the replay did not finish within {BUDGET_S}s"
                 time.sleep(2)
@@ -146,7 +143,6 @@ def test_dashboard_shows_the_running_pipeline(kafka_bootstrap, redis_url, topic_
             assert len(set(counts)) >= 4 and counts == sorted(counts), f"scores on screen over time: {counts}"
             if shot_at:  # a fast run: the page as the pipeline ended
                 drv.save_screenshot(str(tmp_path / "dashboard.png"))
-                shutil.copyfile(tmp_path / "dashboard.png", ROOT / "docs" / "dashboard.png")
 
             # Done: the screen converges to exactly what Kafka holds (the job may still be scoring the tail).
             rep2 = replay.report
