@@ -270,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                    ("single_consumer", "ratio_vs_single_consumer")):
         peer = line[f"{s}_events_per_s"]
         line[key] = round(ss / peer, 2) if ss and peer else None
-    line["not_implemented"] = [s for s in PEERS if s not in result["systems"]]
+    line["not_implemented"] = [s for s in PEERS if not peer_module(s)]
+    line["not_run"] = [s for s in PEERS if peer_module(s) and s not in result["systems"]]
     line["overloaded"] = whole["overloaded"]
     result["summary"] = line
     result = json_safe(result)
