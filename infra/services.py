@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -364,7 +364,7 @@ class SecuredKafkaBroker(KafkaBroker):
     at each start with the admin client (both idempotent): a role whose password file is replaced gets the new
     password at the next start."""
 
-    cfg: Config | None = None
+    cfg: Config | None = field(default=None, repr=False)
 
     # The subject of the broker's certificate: its principal on the controller listener.
     BROKER_PRINCIPAL = "CN=streamscore-broker"
