@@ -67,8 +67,8 @@ rollback: venv ## The previous fraud production version decides again
 .PHONY: run stop status
 # CLUSTER=1: the fraud job runs on the standalone Flink cluster (mk/cluster.mk) at parallelism 2, not a MiniCluster.
 CLUSTER ?=
-run: install model ## Start Kafka, Redis, topics, the Flink jobs, producers, dashboard and monitoring (CLUSTER=1: fraud job on the standalone cluster)
-	@$(PY) -m infra.stack up $(if $(filter 1 yes true,$(CLUSTER)),--cluster)
+run: install model ## Start Kafka, Redis, topics, the Flink jobs, producers, dashboard and monitoring (CLUSTER=1: fraud job on the standalone cluster; SECURE=1: SASL_SSL broker with ACLs)
+	@$(PY) -m infra.stack up $(if $(filter 1 yes true,$(CLUSTER)),--cluster) $(if $(filter 1 yes true,$(SECURE)),--secure)
 
 stop: ## Stop every process the make targets started: `make run`'s, dashboard-up, lag-exporter-up, prometheus-up, cluster-up (the cluster job cancelled first)
 	@$(PY) -m infra.stack down

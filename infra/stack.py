@@ -12,6 +12,10 @@ instead of a local MiniCluster: the cluster is started (`make cluster-up`) unles
 jobs/fraud_job.py is submitted with `flink run -d -p 2 -py` unless a job of that name runs there already. What was
 started is written to .run/pids/fraud-job.cluster.json; `down` cancels the job, then stops the cluster's JVMs.
 Every other component runs as without --cluster.
+
+`up --secure` (`make run SECURE=1`) runs the broker as infra/services.py SecuredKafkaBroker (SASL_SSL, SCRAM users,
+least-privilege ACLs; storage and secrets in `<kafka.data_dir>-secured`) and gives each process its own principal
+(SECURE_ROLES) through the config's kafka section in its environment, the password by file. Not with --cluster yet.
 """
 
 from __future__ import annotations
@@ -89,9 +93,21 @@ class Proc(Managed):
         self.proc.stop(timeout=30)
 
 
-def processes(cfg: Config, cluster: bool = False) -> list[Proc]:
+# `up --secure`: the Kafka principal (infra/services.py KAFKA_ROLES) each process runs as.
+SECURE_ROLES = {"fraud-job": "fraud-job", "fraud-producer": "replay", "sentiment-job": "sentiment-job",
+                "posts-producer": "replay", "dashboard": "dashboard", "lag-exporter": "lag-exporter"}
+
+
+def secured_broker(cfg: Config) -> services.SecuredKafkaBroker | None:
+    """The secured broker when `up --secure` started it (its pid file says so), else None."""
+    broker = services.SecuredKafkaBroker.from_config(cfg)
+    return broker if broker.running() else None
+
+
+def processes(cfg: Config, cluster: bool = False,
+              secure: services.SecuredKafkaBroker | None = None) -> list[Proc]:
     """The processes `up` starts, in order. `cluster`: the fraud job runs on the standalone cluster instead (see
-    ClusterFraudJob), so it is not one of them."""
+    ClusterFraudJob), so it is not one of them. `secure`: each runs as its SECURE_ROLES principal of that broker."""
     py = sys.executable
     procs = [] if cluster else [Proc("fraud-job", [py, FRAUD_JOB], multiprocess_metrics=True)]
     # Every process serves /metrics on its own port (infra/prometheus/prometheus.yml scrapes each): the sentiment
@@ -118,6 +134,9 @@ def processes(cfg: Config, cluster: bool = False) -> list[Proc]:
                   f"/login")),
         Proc(lag.proc.name, lag.argv(), url=lag.url),
     ]
+    if secure is not None:
+        for p in procs:
+            p.env = {**p.env, **secure.principal_env(SECURE_ROLES[p.name])}
     return procs
 
 
@@ -225,15 +244,29 @@ def all_topics(cfg: Config) -> tuple[list[str], list[str]]:
     return topics, [t.customer_profiles, t.terminal_profiles]
 
 
-def up(cfg: Config, cluster: bool = False) -> None:
+def up(cfg: Config, cluster: bool = False, secure: bool = False) -> None:
+    import os
+
     from pipelines import kafka_util
 
     cluster = cluster_mode(cfg, cluster)
+    if secure and (cluster or cfg.kafka.bootstrap):
+        raise services.ServiceError("--secure runs the local secured broker: not with --cluster nor KAFKA_BOOTSTRAP")
 
     services.ensure_flink_jars(cfg)
+    broker = None
     if cfg.kafka.bootstrap:
         services.wait_for_kafka(cfg.kafka.bootstrap, 30)
+    elif secure:
+        if KafkaBroker.from_config(cfg).running():
+            raise services.ServiceError("the plaintext broker runs on kafka.port: `make stop` first")
+        broker = services.SecuredKafkaBroker.from_config(cfg)
+        broker.start()
+        # This process creates the topics as the admin (kafka_util's clients read the config's kafka section).
+        os.environ.update(broker.principal_env(services.KAFKA_ADMIN))
     else:
+        if secured_broker(cfg) is not None:
+            raise services.ServiceError("the secured broker runs on kafka.port: `make run SECURE=1`, or `make stop`")
         KafkaBroker.from_config(cfg).start()
     if not cfg.redis.url:
         RedisServer.from_config(cfg).start()
@@ -241,10 +274,10 @@ def up(cfg: Config, cluster: bool = False) -> None:
     kafka_util.ensure_topics(cfg.kafka.bootstrap_servers, topics, cfg.kafka.partitions, compacted=compacted)
     log(f"topics ready: {', '.join(topics)}")
     subprocess.run([sys.executable, "-m", "pipelines.profiles", "publish", "--if-missing"], cwd=ROOT,
-                   env=child_env(), check=True)
+                   env=child_env(broker.principal_env("replay") if broker else None), check=True)
     if cluster:
         ClusterFraudJob(cfg).start()
-    for p in processes(cfg, cluster):
+    for p in processes(cfg, cluster, secure=broker):
         p.start()
     # `cluster`: Prometheus scrapes the standalone cluster's JobManager and TaskManager instead of the fraud job's
     # MiniCluster (infra/observability.py render_config).
@@ -265,15 +298,17 @@ def down(cfg: Config) -> None:
         RedisServer.from_config(cfg).stop()
     if not cfg.kafka.bootstrap:
         KafkaBroker.from_config(cfg).stop()
+        services.SecuredKafkaBroker.from_config(cfg).stop()
 
 
 def status(cfg: Config) -> None:
-    k = KafkaBroker.from_config(cfg)
+    k = secured_broker(cfg) or KafkaBroker.from_config(cfg)
     r = RedisServer.from_config(cfg)
     lines = [
         "",
         "streamscore is running:",
-        f"  Kafka (KRaft)     {cfg.kafka.bootstrap_servers:40s} {'up' if cfg.kafka.bootstrap or k.running() else 'DOWN'}",
+        f"  Kafka (KRaft)     {cfg.kafka.bootstrap_servers:40s} {'up' if cfg.kafka.bootstrap or k.running() else 'DOWN'}"
+        f"{' (SASL_SSL, ACLs)' if isinstance(k, services.SecuredKafkaBroker) else ''}",
         f"  Redis             {cfg.redis.redis_url:40s} {'up' if cfg.redis.url or r.running() else 'DOWN'}",
     ]
     on_cluster = ClusterFraudJob.recorded() is not None
@@ -295,13 +330,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("action", choices=["up", "down", "status"])
     ap.add_argument("--cluster", action="store_true",
                     help="up: run the fraud job on the standalone Flink cluster (parallelism 2), not a MiniCluster")
+    ap.add_argument("--secure", action="store_true",
+                    help="up: the SASL_SSL broker with ACLs, each process as its own principal")
     args = ap.parse_args(argv)
     cfg = load_config()
     use_run_dir(cfg)
 
     def body() -> int | None:
         if args.action == "up":
-            up(cfg, cluster=args.cluster)
+            up(cfg, cluster=args.cluster, secure=args.secure)
         else:
             {"down": down, "status": status}[args.action](cfg)
 

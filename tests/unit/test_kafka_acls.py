@@ -30,3 +30,12 @@ def test_least_privilege():
     assert may("fraud-job", "WRITE", "transactional_id", f"{cfg.flink.group_id}-scores_sink")
     assert not any(a.resource == "cluster" or "ALL" in a.operations for a in acls)
     assert len(_acl_bindings(acls)) == sum(len(a.operations) for a in acls)
+
+
+def test_every_stack_process_has_a_principal():
+    """`make run SECURE=1` (infra/stack.py up --secure) runs each process as one of the broker's roles."""
+    from infra import stack
+
+    cfg = load_config()
+    assert {p.name for p in stack.processes(cfg)} == set(stack.SECURE_ROLES)
+    assert set(stack.SECURE_ROLES.values()) <= set(KAFKA_ROLES)
