@@ -103,6 +103,7 @@ class DashboardState:
         SENTIMENT_SHIFT_THRESHOLD.set(shift_threshold)
         # post_id -> text (bounded, oldest first); topic -> the last scored posts (bounded per topic).
         self.texts: OrderedDict[str, str] = OrderedDict()
+        self.untexted: OrderedDict[str, dict] = OrderedDict()  # post_id -> a scored post still without its text
         self.recent: OrderedDict[str, deque[dict[str, Any]]] = OrderedDict()
 
         self.histogram = [0] * bins
@@ -214,12 +215,23 @@ class DashboardState:
         else:
             self.recent.move_to_end(topic)
         post_id = str(rec.get("post_id", ""))[:64]
-        recent.append({"post_id": post_id, "polarity": round(pos - neg, 4), "label": rec.get("label"),
-                       "event_time": rec.get("event_time"), "text": self.texts.pop(post_id, None)})
+        entry = {"post_id": post_id, "polarity": round(pos - neg, 4), "label": rec.get("label"),
+                 "event_time": rec.get("event_time"), "text": self.texts.pop(post_id, None)}
+        recent.append(entry)
+        if entry["text"] is None:
+            # The two topics are read by one consumer in no fixed order: a score may come before its post, whose
+            # text then fills this entry in (add_post). Bounded like the texts.
+            self.untexted[post_id] = entry
+            while len(self.untexted) > self.max_texts:
+                self.untexted.popitem(last=False)
 
     def add_post(self, rec: Mapping[str, Any], now: float | None = None) -> None:
         """A post from the input topic: its text is kept (bounded) until its score arrives."""
         post_id = str(rec.get("post_id", ""))[:64]
+        waiting = self.untexted.pop(post_id, None)
+        if waiting is not None:  # its score came first
+            waiting["text"] = str(rec.get("text", ""))[:self.text_chars]
+            return
         self.texts[post_id] = str(rec.get("text", ""))[:self.text_chars]
         self.texts.move_to_end(post_id)
         while len(self.texts) > self.max_texts:

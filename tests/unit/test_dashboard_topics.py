@@ -29,12 +29,24 @@ def test_examples_are_the_most_negative_and_positive_with_their_texts():
     assert not st.texts  # a text leaves the join map once its score came
 
 
+def test_a_score_read_before_its_post_gets_the_text_when_the_post_comes():
+    # One consumer reads posts and scores in no fixed order across topics (a flaky browser test under load).
+    st = DashboardState(recent_posts=20)
+    st.add_sentiment_score(_score("p0", "politics", pos=0.1, neg=0.8))
+    assert st.snapshot(panels=["sentiment"])["sentiment"]["topics"]["politics"]["negative"][0]["text"] is None
+    st.add_post({"post_id": "p0", "text": "late text", "topic": "politics"})
+    topic = st.snapshot(panels=["sentiment"])["sentiment"]["topics"]["politics"]
+    assert topic["negative"][0]["text"] == "late text"
+    assert not st.texts and not st.untexted
+
+
 def test_bounded_texts_and_recent_posts():
     st = DashboardState(recent_posts=5, max_texts=7, max_topics=3)
     for i in range(100):
         st.add_post({"post_id": f"p{i}", "text": "x" * 1000})
         st.add_sentiment_score(_score(f"q{i}", f"t{i % 5}", 0.5, 0.2))
     assert len(st.texts) == 7 and all(len(t) <= st.text_chars for t in st.texts.values())
+    assert len(st.untexted) <= 7
     assert len(st.recent) == 3 and all(len(d) <= 5 for d in st.recent.values())
     for i in range(20):
         st.add_sentiment_score(_score(f"r{i}", "one", 0.5, 0.2))
