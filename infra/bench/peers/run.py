@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=100_000, help="transactions drained before measuring")
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds of the 2,000 tx/s live phase")
     ap.add_argument("--warmup-seconds", type=float, default=30.0, help="live warm-up at 2,000 tx/s")
-    ap.add_argument("--systems", default="streamscore,single_consumer")
+    ap.add_argument("--systems", default=",".join(("streamscore",) + PEERS))
     ap.add_argument("--docs", action="store_true", help="also write the results JSON into docs/bench/")
     args = ap.parse_args(argv)
     cfg = load_config()
