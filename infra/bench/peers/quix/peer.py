@@ -37,6 +37,7 @@ import time
 
 import numpy as np
 
+from infra.bench.peers.cli import peer_parser
 from infra.bench.peers.single_consumer.peer import features_for
 from infra.bench.peers.windows import customer_columns, insert_cum, terminal_columns
 
@@ -190,14 +191,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bootstrap", required=True)
-    ap.add_argument("--tx-topic", required=True)
-    ap.add_argument("--labels-topic", required=True)
-    ap.add_argument("--out-topic", required=True)
-    ap.add_argument("--redis-url", required=True)
-    ap.add_argument("--group-id", default=f"quix-peer-{time.time_ns()}")
-    return run(ap.parse_args(argv))
+    return run(peer_parser(__doc__, "quix-peer").parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from infra.bench.peers.cli import peer_parser
 from infra.bench.peers.windows import customer_columns, insert_cum, terminal_columns
 from pipelines.features import CUSTOMER_WINDOWS, TERMINAL_WINDOWS
 
@@ -162,13 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bootstrap", required=True)
-    ap.add_argument("--tx-topic", required=True)
-    ap.add_argument("--labels-topic", required=True)
-    ap.add_argument("--out-topic", required=True)
-    ap.add_argument("--redis-url", required=True)
-    ap.add_argument("--group-id", default=f"single-consumer-{time.time_ns()}")
+    ap = peer_parser(__doc__, "single-consumer")
     ap.add_argument("--max-events", type=int, default=0, help="stop after this many scores (0: run until killed)")
     return run(ap.parse_args(argv))
 
