@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipelines import features as F
-from tests.unit.test_bench_peers import _comparable, _events, _profile_lookup, sample  # noqa: F401 (fixture)
+from tests.unit.test_bench_peers import _events, _profile_lookup, check_against_reference, sample  # noqa: F401 (fixture)
 
 pytest.importorskip("quixstreams")
 
@@ -45,30 +45,11 @@ def _rows(df, labels, tmp_path):
 
 def test_quix_peer_matches_the_pandas_reference(sample, tmp_path):  # noqa: F811
     from infra.bench.peers.quix.peer import score_record
-    from infra.bench.peers.single_consumer.peer import features_for
 
     df, customers, labels = sample
     rows = _rows(df, labels, tmp_path)
     lookup = _profile_lookup(customers)
-    c, feats = features_for(rows, lookup)
-    assert list(c["transaction_id"]) == list(df["transaction_id"])
-    ref = F.compute_features(df, customers, labels)
-    ok = _comparable(df)
-    assert ok.mean() > 0.99, "the sample should be nearly free of same-millisecond ties"
-    assert (ref["term_nlabels_7d"].to_numpy()[ok] > 0).mean() > 0.3, "labels must reach the terminal windows"
-    for name in F.FEATURE_NAMES:
-        np.testing.assert_allclose(feats[name][ok], ref[name].to_numpy()[ok], rtol=1e-9, atol=1e-6, err_msg=name)
-
-    from pipelines.config import load_config
-    from udfs.scoring import ModelNotFoundError, ReferenceScorer, resolve_model_dir
-
-    try:
-        scorer = ReferenceScorer(resolve_model_dir(load_config()))
-    except (ModelNotFoundError, FileNotFoundError) as e:
-        pytest.skip(f"no model: {e}")
-    want = scorer.score([np.ascontiguousarray(ref[k].to_numpy()[ok], dtype=np.float32) for k in scorer.features])
-    got = scorer.score([np.ascontiguousarray(feats[k][ok], dtype=np.float32) for k in scorer.features])
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    feats, ok, scorer, want = check_against_reference(df, customers, labels, rows)
     # the peer scores one record at a time: the same scores and the FraudScore columns it encodes
     idx = np.flatnonzero(ok)[-N_SCORED:]
     one = [score_record(rows[i], lookup, scorer, 0.5, 0.9) for i in idx]

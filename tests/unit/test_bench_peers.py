@@ -63,19 +63,11 @@ def _profile_lookup(customers: pd.DataFrame):
     return lookup
 
 
-def test_single_consumer_peer_matches_the_pandas_reference(sample):
-    from infra.bench.peers.single_consumer.peer import WindowState, features_for
+def check_against_reference(df: pd.DataFrame, customers: pd.DataFrame, labels: pd.DataFrame, rows: list):
+    """A peer's raw window rows, one per transaction in order: every feature and score equals the pandas reference
+    and the numpy reference scorer on the comparable rows. Returns (feats, ok, scorer, want) for further checks."""
+    from infra.bench.peers.single_consumer.peer import features_for
 
-    df, customers, labels = sample
-    state = WindowState()
-    rows = []
-    for kind, rec in _events(df, labels):
-        if kind == "label":
-            state.label(rec)
-        else:
-            row: list = []
-            state.transaction(rec, row)
-            rows.append(row)
     c, feats = features_for(rows, _profile_lookup(customers))
     assert list(c["transaction_id"]) == list(df["transaction_id"])
     ref = F.compute_features(df, customers, labels)
@@ -95,6 +87,23 @@ def test_single_consumer_peer_matches_the_pandas_reference(sample):
     got = scorer.score([np.ascontiguousarray(feats[k][ok], dtype=np.float32) for k in scorer.features])
     want = scorer.score([np.ascontiguousarray(ref[k].to_numpy()[ok], dtype=np.float32) for k in scorer.features])
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    return feats, ok, scorer, want
+
+
+def test_single_consumer_peer_matches_the_pandas_reference(sample):
+    from infra.bench.peers.single_consumer.peer import WindowState
+
+    df, customers, labels = sample
+    state = WindowState()
+    rows = []
+    for kind, rec in _events(df, labels):
+        if kind == "label":
+            state.label(rec)
+        else:
+            row: list = []
+            state.transaction(rec, row)
+            rows.append(row)
+    check_against_reference(df, customers, labels, rows)
 
 
 def test_wait_drain_marks_and_stops():
