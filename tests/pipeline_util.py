@@ -23,10 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_MODEL = "fraud-test"
 
 
-def write_test_model(base: Path) -> Path:
-    """A model of the real artifact format with random weights (fast, deterministic); returns the model_dir."""
+def write_test_model(base: Path, seed: int = 3) -> Path:
+    """A model of the real artifact format with random weights (fast, deterministic); returns the model_dir. The
+    tests are about features and plumbing, not model quality."""
     d = len(FEATURE_NAMES)
-    write_mlp_artifact(base / TEST_MODEL, random_mlp_weights(d, seed=3), FEATURE_NAMES, [True] * d,
+    write_mlp_artifact(base / TEST_MODEL, random_mlp_weights(d, seed=seed), FEATURE_NAMES, [True] * d,
                        [1.0] * d, [2.0] * d, 10.0, TEST_MODEL)
     (base / "LATEST").write_text(f"{TEST_MODEL}\n")
     return base

@@ -25,7 +25,8 @@ from pipelines.profiles import publish
 from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
 from tests.flink_util import RunningJob
-from udfs.scoring import ReferenceScorer, random_mlp_weights, write_mlp_artifact
+from udfs.scoring import ReferenceScorer
+from tests.pipeline_util import write_test_model
 
 pytestmark = pytest.mark.integration
 
@@ -38,13 +39,7 @@ COUNT_FEATURES = [f for f in FEATURE_NAMES if "_cnt_" in f or "nlabels" in f or 
 
 @pytest.fixture
 def model_dir(tmp_path):
-    """A model of the real artifact format; the test is about features and plumbing, not model quality."""
-    d = len(FEATURE_NAMES)
-    base = tmp_path / "models"
-    write_mlp_artifact(base / "fraud-test", random_mlp_weights(d, seed=5), FEATURE_NAMES, [True] * d,
-                       [1.0] * d, [2.0] * d, 10.0, "fraud-test")
-    (base / "LATEST").write_text("fraud-test\n")
-    return base
+    return write_test_model(tmp_path / "models", seed=5)
 
 
 def test_pyflink_sql_peer_matches_the_pandas_reference(kafka_bootstrap, redis_url, topic_factory, tmp_path,

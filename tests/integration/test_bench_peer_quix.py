@@ -34,7 +34,8 @@ from pipelines.features import FEATURE_NAMES, build_profiles, compute_features, 
 from pipelines.profiles import publish
 from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
-from udfs.scoring import ReferenceScorer, random_mlp_weights, write_mlp_artifact
+from udfs.scoring import ReferenceScorer
+from tests.pipeline_util import write_test_model
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("quixstreams")
@@ -47,13 +48,7 @@ CUSTOMER_FEATURES = [f for f in FEATURE_NAMES if f.startswith("cust_")]
 
 @pytest.fixture
 def model_dir(tmp_path):
-    """A model of the real artifact format; the test is about features and plumbing, not model quality."""
-    d = len(FEATURE_NAMES)
-    base = tmp_path / "models"
-    write_mlp_artifact(base / "fraud-test", random_mlp_weights(d, seed=5), FEATURE_NAMES, [True] * d,
-                       [1.0] * d, [2.0] * d, 10.0, "fraud-test")
-    (base / "LATEST").write_text("fraud-test\n")
-    return base
+    return write_test_model(tmp_path / "models", seed=5)
 
 
 @pytest.mark.parametrize("partitions", [1, 4])

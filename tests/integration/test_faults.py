@@ -33,7 +33,7 @@ from pipelines.profiles import REDIS_KEYS, ProfileStore, publish
 from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
 from tests.flink_util import RunningJob, free_port_pair, job_env
-from udfs.scoring import random_mlp_weights, write_mlp_artifact
+from tests.pipeline_util import write_test_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -50,12 +50,7 @@ JOB = "streamscore-fraud"
 
 @pytest.fixture
 def model_dir(tmp_path):
-    d = len(FEATURE_NAMES)
-    base = tmp_path / "models"
-    write_mlp_artifact(base / "fraud-test", random_mlp_weights(d, seed=3), FEATURE_NAMES, [True] * d,
-                       [1.0] * d, [2.0] * d, 10.0, "fraud-test")
-    (base / "LATEST").write_text("fraud-test\n")
-    return base
+    return write_test_model(tmp_path / "models", seed=3)
 
 
 class Replay(threading.Thread):

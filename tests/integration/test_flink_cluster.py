@@ -22,7 +22,7 @@ from pipelines.features import FEATURE_NAMES
 from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
 from tests.flink_util import free_port_pair, job_env
-from udfs.scoring import random_mlp_weights, write_mlp_artifact
+from tests.pipeline_util import write_test_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,12 +33,7 @@ BUDGET_S = 360
 
 @pytest.fixture
 def model_dir(tmp_path):
-    d = len(FEATURE_NAMES)
-    base = tmp_path / "models"
-    write_mlp_artifact(base / "fraud-test", random_mlp_weights(d, seed=3), FEATURE_NAMES, [True] * d,
-                       [1.0] * d, [2.0] * d, 10.0, "fraud-test")
-    (base / "LATEST").write_text("fraud-test\n")
-    return base
+    return write_test_model(tmp_path / "models", seed=3)
 
 
 def test_fraud_job_on_standalone_cluster_parallelism_2(kafka_bootstrap, redis_url, topic_factory, tmp_path,
