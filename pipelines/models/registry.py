@@ -340,22 +340,20 @@ class Registry:
 
     def candidate(self, version: str) -> State:
         """Registers ``version`` (or moves it back) as a candidate."""
-        with self._change("candidate", version) as state:
-            if state.production == version:
-                raise RegistryError(f"version {version!r} is production; promote another version or roll back "
-                                    f"first")
-            self._set(self._entry(state, version, check_features=False), "candidate")
-        return state
+        return self._demote("candidate", version, "candidate")
 
     def archive(self, version: str) -> State:
         """``version`` is archived (it stays on disk)."""
-        with self._change("archive", version) as state:
+        return self._demote("archive", version, "archived")
+
+    def _demote(self, op: str, version: str, stage: str) -> State:
+        """``version`` (an artifact on disk: _entry checks it) takes a stage that decides nothing; never the
+        production version."""
+        with self._change(op, version) as state:
             if state.production == version:
                 raise RegistryError(f"version {version!r} is production; promote another version or roll back "
                                     f"first")
-            if version not in state.versions and version not in list_artifacts(self.model_dir):
-                version_info(self.model_dir, version)  # raises: unknown version
-            self._set(self._entry(state, version, check_features=False), "archived")
+            self._set(self._entry(state, version, check_features=False), stage)
         return state
 
     def rollback(self) -> State:
