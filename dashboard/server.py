@@ -97,6 +97,9 @@ class Settings:
     lag_interval: float = 2.0
     # dashboard.shift_threshold: the |change| of a topic's mean positivity against its last hour that is marked.
     shift_threshold: float = 0.15
+    # fraud.review_threshold / decline_threshold: the models panel decides shadow scores with them.
+    review_threshold: float = 0.5
+    decline_threshold: float = 0.9
     # dashboard.session_ttl_s, tls_cert, tls_key.
     session_ttl_s: float = 43200.0
     tls_cert: str = ""
@@ -158,7 +161,9 @@ class Client:
 class Dashboard:
     def __init__(self, settings: Settings, state: DashboardState | None = None):
         self.s = settings
-        self.state = state or DashboardState(shift_threshold=settings.shift_threshold)
+        self.state = state or DashboardState(shift_threshold=settings.shift_threshold,
+                                             review_threshold=settings.review_threshold,
+                                             decline_threshold=settings.decline_threshold)
         self.clients: set[Client] = set()
         self.seq = 0
         self.started = time.time()
@@ -482,6 +487,8 @@ class Dashboard:
                         st.add_dead_letter(rec, now)
                     elif kind == "post":
                         st.add_post(rec, now)
+                    elif kind == "model_quality":
+                        st.add_model_quality(rec, now)
                     else:
                         st.add_decode_error()
                 except Exception:  # a record with odd values must not stop the dashboard
@@ -621,6 +628,7 @@ def settings_from(args: argparse.Namespace, cfg: Config) -> Settings:
                                   else cfg.metrics.dashboard_port),
                     flink_rest=flink_rest, job_name=args.job_name, job_interval=args.job_interval,
                     shift_threshold=d.shift_threshold, session_ttl_s=d.session_ttl_s,
+                    review_threshold=cfg.fraud.review_threshold, decline_threshold=cfg.fraud.decline_threshold,
                     tls_cert=str(cfg.path(d.tls_cert)) if d.tls_cert else "",
                     tls_key=str(cfg.path(d.tls_key)) if d.tls_key else "")
 

@@ -28,6 +28,14 @@ broadcast tick. Every structure here is bounded, whatever the input rate or the 
 * job: the fraud job's state (RUNNING, RESTARTING, ...) and its restart count (Flink's numRestarts) as the server's
   poller last read them from Flink's REST API (``set_job``); UNREACHABLE when the endpoint did not answer, NO JOB
   when it lists none, NOT WATCHED when the server has no endpoint to ask.
+* models (issue 27, :class:`ModelsView`): from fraud-scores, per deciding ``model_version`` the records and their
+  decision mix read in the last ``models_window_s`` seconds, the A/B split per ``ab_arm`` when records carry one,
+  and per (deciding version, ``shadow_version``) pair the share of records whose shadow score would be decided
+  otherwise, the mean |score - shadow_score| and how many of the last ``models_last_n`` each would decline. Both
+  scores are decided at the *configured* thresholds (``fraud.review_threshold`` / ``decline_threshold``): a record
+  carries its rule set's version, not its thresholds, so a run-time rule set or a hard rule is not replayed (the
+  records whose own decision differs from that are counted as ``otherwise``). From model-quality, the latest
+  snapshot per version (bounded), production first, then shadow, candidate, the rest.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from typing import Any, Iterable, Mapping
 
 from pipelines.metrics import SENTIMENT_SHIFT, SENTIMENT_SHIFT_THRESHOLD
 
-PANELS = ("throughput", "histogram", "decisions", "sentiment", "counts", "latency", "lag", "job")
+PANELS = ("throughput", "histogram", "decisions", "sentiment", "counts", "latency", "lag", "job", "models")
 DECISIONS = ("APPROVE", "REVIEW", "DECLINE")
 
 
@@ -78,12 +86,183 @@ def _finite(x: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+ARMS = ("CONTROL", "CANDIDATE")
+STAGES = ("production", "shadow", "candidate", "archived")
+QUALITY_METRICS = ("auc_roc", "average_precision", "precision_review", "recall_review", "precision_decline",
+                   "recall_decline", "card_precision_at_100", "training_average_precision")
+
+
+def _name(x: Any, chars: int = 64) -> str | None:
+    return None if x is None else str(x)[:chars]
+
+
+def _int(x: Any) -> int | None:
+    return x if isinstance(x, int) and not isinstance(x, bool) else None
+
+
+def decide(score: float, review: float, decline: float) -> str:
+    """The decision thresholds give a score (pipelines/rules.py's rule set 0, the configured thresholds)."""
+    return "DECLINE" if score >= decline else "REVIEW" if score >= review else "APPROVE"
+
+
+class ModelsView:
+    """The models panel: which versions decide, production against shadow, and the live quality per version.
+
+    Per wall-clock second (the second a record was read, as the throughput), bounded to ``window_s`` seconds and
+    ``max_versions`` keys per second (more go to ``other``); the last ``last_n`` records with a shadow score in a
+    deque; the newest quality snapshot of at most ``max_versions`` versions (the least recently updated evicted).
+    """
+
+    def __init__(self, *, review_threshold: float = 0.5, decline_threshold: float = 0.9, window_s: int = 300,
+                 last_n: int = 1000, max_versions: int = 8):
+        self.review = review_threshold
+        self.decline = decline_threshold
+        self.window_s = window_s
+        self.last_n = last_n
+        self.max_versions = max_versions
+        # second -> (version, arm) -> [approve, review, decline]
+        self._mix: OrderedDict[int, dict[tuple[str, str | None], list[int]]] = OrderedDict()
+        # second -> (deciding version, shadow version) -> [n, decided otherwise, sum |diff|, record decision not
+        # the configured thresholds' one, shadow without a usable score]
+        self._pairs: OrderedDict[int, dict[tuple[str, str], list[float]]] = OrderedDict()
+        # (deciding version, shadow version, deciding declines, shadow declines) of the last records with a shadow
+        self._recent: deque[tuple[str, str, bool, bool]] = deque(maxlen=last_n)
+        self.quality: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.quality_rejected = 0  # decoded snapshots without a version (undecodable ones count as decode errors)
+
+    def _bucket(self, series: OrderedDict, now: float) -> dict:
+        sec = int(now)
+        bucket = series.get(sec)
+        if bucket is None:
+            bucket = series[sec] = {}
+            if len(series) > 1 and sec < next(reversed(series)):  # the wall clock went back: keep them in order
+                ordered = sorted(series.items())
+                series.clear()
+                series.update(ordered)
+        while series and next(iter(series)) <= sec - self.window_s:
+            series.popitem(last=False)
+        return bucket
+
+    def _key(self, bucket: dict, key: tuple, other: tuple) -> tuple:
+        return key if key in bucket or len(bucket) < self.max_versions * (len(ARMS) + 1) else other
+
+    def add(self, rec: Mapping[str, Any], now: float) -> None:
+        version = _name(rec.get("model_version")) or "?"
+        decision = rec.get("decision")
+        arm = rec.get("ab_arm")
+        arm = arm if arm in ARMS else None
+        if decision in DECISIONS:
+            bucket = self._bucket(self._mix, now)
+            key = self._key(bucket, (version, arm), ("other", arm))
+            counts = bucket.get(key)
+            if counts is None:
+                counts = bucket[key] = [0, 0, 0]
+            counts[DECISIONS.index(decision)] += 1
+        shadow = _name(rec.get("shadow_version"))  # .get: records written before the shadow fields have none
+        if shadow is None:
+            return
+        bucket = self._bucket(self._pairs, now)
+        key = self._key(bucket, (version, shadow), ("other", "other"))
+        entry = bucket.get(key)
+        if entry is None:
+            entry = bucket[key] = [0, 0, 0.0, 0, 0]
+        score, shadow_score = _finite(rec.get("score")), _finite(rec.get("shadow_score"))
+        if score is None or shadow_score is None:
+            entry[4] += 1
+            return
+        mine, theirs = decide(score, self.review, self.decline), decide(shadow_score, self.review, self.decline)
+        entry[0] += 1
+        entry[1] += mine != theirs
+        entry[2] += abs(score - shadow_score)
+        entry[3] += decision in DECISIONS and decision != mine
+        self._recent.append((key[0], key[1], mine == "DECLINE", theirs == "DECLINE"))
+
+    def add_quality(self, rec: Mapping[str, Any] | None) -> bool:
+        version = _name((rec or {}).get("version"))
+        if not version:
+            self.quality_rejected += 1
+            return False
+        entry: dict[str, Any] = {"version": version, "model": _name(rec.get("model")), "stage": _name(rec.get("stage"))}
+        for k in ("labels", "frauds", "window_start", "window_end", "updated_at"):
+            entry[k] = _int(rec.get(k))
+        for k in QUALITY_METRICS:
+            v = _finite(rec.get(k))
+            entry[k] = None if v is None else round(v, 4)
+        self.quality.pop(version, None)
+        self.quality[version] = entry
+        while len(self.quality) > self.max_versions:
+            self.quality.popitem(last=False)
+        return True
+
+    def _stage_rank(self, version: str) -> tuple[int, str]:
+        stage = (self.quality.get(version) or {}).get("stage")
+        return (STAGES.index(stage) if stage in STAGES else len(STAGES), version)
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        since = int(now) - self.window_s
+        mix: dict[str, list[int]] = {}
+        arms: dict[str, dict[str, int]] = {}
+        for sec, bucket in self._mix.items():
+            if sec <= since:
+                continue
+            for (version, arm), counts in bucket.items():
+                row = mix.setdefault(version, [0, 0, 0])
+                for i, c in enumerate(counts):
+                    row[i] += c
+                if arm is not None:
+                    per = arms.setdefault(arm, {})
+                    per[version] = per.get(version, 0) + sum(counts)
+        ranked = sorted(mix.items(), key=lambda kv: -sum(kv[1]))
+        if len(ranked) > self.max_versions:  # distinct versions beyond the bound are summed into "other"
+            rest = [sum(col) for col in zip(*(c for _, c in ranked[self.max_versions - 1:]))]
+            ranked = ranked[:self.max_versions - 1] + [("other", rest)]
+        total = sum(sum(c) for _, c in ranked)
+        versions = [{"version": v, "n": sum(c), "share": round(sum(c) / total, 4) if total else None,
+                     "decisions": dict(zip(DECISIONS, c)), "stage": (self.quality.get(v) or {}).get("stage")}
+                    for v, c in ranked]
+        arm_total = sum(sum(per.values()) for per in arms.values())
+        ab = [{"arm": arm, "n": sum(arms[arm].values()), "share": round(sum(arms[arm].values()) / arm_total, 4),
+               "versions": sorted(arms[arm], key=lambda v: -arms[arm][v])[:self.max_versions]}
+              for arm in ARMS if arm in arms]
+        pairs: dict[tuple[str, str], list[float]] = {}
+        for sec, bucket in self._pairs.items():
+            if sec <= since:
+                continue
+            for key, entry in bucket.items():
+                acc = pairs.setdefault(key, [0, 0, 0.0, 0, 0])
+                for i, x in enumerate(entry):
+                    acc[i] += x
+        recent: dict[tuple[str, str], list[int]] = {}
+        for deciding, shadow, d1, d2 in self._recent:
+            acc = recent.setdefault((deciding, shadow), [0, 0, 0])
+            acc[0] += 1
+            acc[1] += d1
+            acc[2] += d2
+        shadow_rows = []
+        for key in sorted(pairs, key=lambda k: -pairs[k][0])[:self.max_versions]:
+            n, differ, diff, otherwise, unscored = pairs[key]
+            last = recent.get(key, [0, 0, 0])
+            shadow_rows.append({
+                "deciding": key[0], "shadow": key[1], "n": int(n), "differ": int(differ),
+                "differ_share": round(differ / n, 4) if n else None,
+                "mean_abs_diff": round(diff / n, 4) if n else None, "otherwise": int(otherwise),
+                "unscored": int(unscored), "last_n": last[0], "declines_deciding": last[1],
+                "declines_shadow": last[2]})
+        quality = [self.quality[v] for v in sorted(self.quality, key=self._stage_rank)]
+        return {"window_s": self.window_s, "last_n": self.last_n, "total": total,
+                "thresholds": {"review": self.review, "decline": self.decline, "source": "configured"},
+                "versions": versions, "ab": ab, "shadow": shadow_rows, "quality": quality,
+                "quality_rejected": self.quality_rejected}
+
+
 class DashboardState:
     def __init__(self, *, bins: int = 20, decisions: int = 20, top_features: int = 3, series_seconds: int = 120,
                  sentiment_windows: int = 60, max_topics: int = 12, latency_samples: int = 2048,
                  max_features: int = 128, max_reasons: int = 20, min_stats: int = 30,
                  examples: int = 3, recent_posts: int = 50, max_texts: int = 4096, text_chars: int = 280,
                  shift_threshold: float = 0.15, shift_baseline_s: int = 3600,
+                 review_threshold: float = 0.5, decline_threshold: float = 0.9, models_window_s: int = 300,
+                 models_last_n: int = 1000, max_versions: int = 8,
                  start: float | None = None):
         self.bins = bins
         self.top_features = top_features
@@ -119,13 +298,15 @@ class DashboardState:
 
         self.trends: OrderedDict[str, OrderedDict[int, dict[str, Any]]] = OrderedDict()
         self.totals = {"fraud_scores": 0, "sentiment_scores": 0, "trends": 0, "late_transactions": 0,
-                       "late_posts": 0, "dead_letters": 0, "decode_errors": 0}
+                       "late_posts": 0, "dead_letters": 0, "decode_errors": 0, "model_quality": 0}
         self.sentiment_labels = {"negative": 0, "neutral": 0, "positive": 0}
         self.dead_letter_reasons: dict[str, int] = {}
         self.latency = {"fraud": deque(maxlen=latency_samples), "sentiment": deque(maxlen=latency_samples)}
         self.lag: list[dict[str, Any]] = []
         self.lag_updated: float | None = None
         self.last_event: float | None = None
+        self.models = ModelsView(review_threshold=review_threshold, decline_threshold=decline_threshold,
+                                 window_s=models_window_s, last_n=models_last_n, max_versions=max_versions)
         self.job: dict[str, Any] = {"state": "NOT WATCHED", "restarts": None, "name": None, "job_id": None,
                                     "error": None, "updated": None}
 
@@ -161,6 +342,7 @@ class DashboardState:
         if decision in self.decision_counts:
             self.decision_counts[decision] += 1
         self._latency("fraud", rec)
+        self.models.add(rec, now)
         features = {k: v for k, v in (rec.get("features") or {}).items() if _finite(v) is not None}
         top = self.attribute(features)  # before updating, so a value is compared with what came before it
         for name, value in features.items():
@@ -279,6 +461,12 @@ class DashboardState:
         if shift is not None:
             SENTIMENT_SHIFT.labels(topic=topic).set(shift)
 
+    def add_model_quality(self, rec: Mapping[str, Any] | None, now: float | None = None) -> None:
+        """A model-quality snapshot (model_quality.avsc): the newest per version is shown."""
+        self.totals["model_quality"] += 1
+        self.last_event = time.time() if now is None else now
+        self.models.add_quality(rec)
+
     def add_late(self, kind: str, now: float | None = None) -> None:
         self.totals["late_posts" if kind == "posts" else "late_transactions"] += 1
         self.last_event = time.time() if now is None else now
@@ -391,3 +579,6 @@ class DashboardState:
 
     def _panel_job(self, now: float) -> dict[str, Any]:
         return dict(self.job)
+
+    def _panel_models(self, now: float) -> dict[str, Any]:
+        return self.models.snapshot(now)

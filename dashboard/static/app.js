@@ -340,11 +340,95 @@ function renderJob(p) {
   if (kpi && kpi.className !== cls) kpi.className = cls;
 }
 
+// The models panel (issue 27): deciding versions and their decision mix, the A/B split, production against
+// shadow, and the newest live-quality snapshot per version side by side. Text only (textContent), "–" for null.
+const fmtShare = (x) => (x === null || x === undefined) ? "–" : (100 * x).toFixed(1) + " %";
+const fmtNum = (x, d = 3) => (x === null || x === undefined) ? "–" : Number(x).toFixed(d);
+const QUALITY_ROWS = [["stage", "stage", (v) => v === null || v === undefined ? "–" : v],
+  ["labels", "labels", fmtInt], ["frauds", "frauds", fmtInt], ["AUC", "auc_roc", fmtNum],
+  ["average precision", "average_precision", fmtNum], ["precision @ review", "precision_review", fmtNum],
+  ["recall @ review", "recall_review", fmtNum], ["precision @ decline", "precision_decline", fmtNum],
+  ["recall @ decline", "recall_decline", fmtNum], ["card precision@100", "card_precision_at_100", fmtNum],
+  ["training AP", "training_average_precision", fmtNum], ["updated", "updated_at", fmtTime]];
+
+function row(cells, testid, numFrom) {
+  const tr = el("tr");
+  if (testid) tr.setAttribute("data-testid", testid);
+  cells.forEach((c, i) => {
+    const td = el("td", i >= numFrom ? "num" : "txt", c);
+    if (i < numFrom) td.title = c;
+    tr.appendChild(td);
+  });
+  return tr;
+}
+
+function emptyRow(cols, text) {
+  const tr = el("tr", "empty");
+  const td = el("td", null, text); td.colSpan = cols;
+  tr.appendChild(td);
+  return tr;
+}
+
+function renderModels(p) {
+  const th = p.thresholds;
+  setText("models-note", `last ${Math.round(p.window_s / 60)} min · shadow decided at the configured thresholds ` +
+    `(review ≥ ${fmtNum(th.review, 2)}, decline ≥ ${fmtNum(th.decline, 2)}), not each record's rule set`);
+  const vrows = p.versions.map((v) => {
+    const d = v.decisions, mix = (k) => v.n ? `${fmtInt(d[k])} (${fmtShare(d[k] / v.n)})` : "–";
+    const tr = row([v.version, v.stage || "–", fmtInt(v.n), fmtShare(v.share), mix("APPROVE"), mix("REVIEW"),
+      mix("DECLINE")], "models-version-row", 2);
+    tr.setAttribute("data-version", v.version);
+    return tr;
+  });
+  $("models-versions").querySelector("tbody").replaceChildren(...(vrows.length ? vrows : [emptyRow(7, "no scores yet")]));
+  setText("models-ab", p.ab.length ? "A/B split: " + p.ab.map((a) =>
+    `${a.arm} ${fmtShare(a.share)} (${a.versions.join(", ")})`).join(" · ") : "no A/B split");
+  setText("models-last-n-head", `declines (last ${fmtInt(p.last_n)}): deciding / shadow`);
+  const srows = p.shadow.map((s) => {
+    const tr = row([s.deciding, s.shadow, fmtInt(s.n), `${fmtShare(s.differ_share)} (${fmtInt(s.differ)})`,
+      fmtNum(s.mean_abs_diff, 4), `${fmtInt(s.declines_deciding)} / ${fmtInt(s.declines_shadow)} of ${fmtInt(s.last_n)}`],
+    "models-shadow-row", 2);
+    tr.setAttribute("data-deciding", s.deciding); tr.setAttribute("data-shadow", s.shadow);
+    tr.children[3].setAttribute("data-testid", "models-differ");
+    if (s.differ) tr.children[3].classList.add("differ");
+    const notes = [];
+    if (s.otherwise) notes.push(`${fmtInt(s.otherwise)} records were decided otherwise than the configured thresholds say (rule set or hard rule)`);
+    if (s.unscored) notes.push(`${fmtInt(s.unscored)} records named the shadow without a usable score`);
+    tr.title = notes.join("; ");
+    return tr;
+  });
+  $("models-shadow").querySelector("tbody").replaceChildren(...(srows.length ? srows : [emptyRow(6, "no shadow scores yet")]));
+  const table = $("models-quality");
+  const head = el("tr");
+  head.appendChild(el("th", null, "metric"));
+  for (const q of p.quality) {
+    const h = el("th", "num", q.version);
+    h.setAttribute("data-testid", "models-quality-version");
+    h.title = `${q.model || ""} ${q.version}`;
+    head.appendChild(h);
+  }
+  table.querySelector("thead").replaceChildren(head);
+  const qrows = p.quality.length ? QUALITY_ROWS.map(([label, key, fmt]) => {
+    const tr = el("tr");
+    tr.setAttribute("data-metric", key);
+    tr.appendChild(el("td", null, label));
+    for (const q of p.quality) {
+      const td = el("td", "num", fmt(q[key]));
+      td.setAttribute("data-testid", "models-quality-cell");
+      td.setAttribute("data-version", q.version);
+      tr.appendChild(td);
+    }
+    return tr;
+  }) : [emptyRow(1, "no quality snapshots yet")];
+  table.querySelector("tbody").replaceChildren(...qrows);
+}
+
 const SHORT = { fraud_score: "fraud", sentiment_score: "sent", trend: "trend", late_transaction: "late-tx",
-  late_post: "late-post", dead_letter: "dlq", post: "posts" };
+  late_post: "late-post", dead_letter: "dlq", post: "posts", model_quality: "quality" };
 
 const RENDER = { throughput: renderThroughput, histogram: renderHistogram, decisions: renderDecisions,
-  sentiment: renderSentiment, counts: renderCounts, latency: renderLatency, lag: renderLag, job: renderJob };
+  sentiment: renderSentiment, counts: renderCounts, latency: renderLatency, lag: renderLag, job: renderJob,
+  models: renderModels };
 
 function render(msg) {
   last = msg;

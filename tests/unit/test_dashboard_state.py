@@ -348,3 +348,124 @@ def test_dashboard_reads_the_job_from_flink_rest():
     cluster = Config().with_overrides({"flink": {"jobmanager": "127.0.0.1:8081"}})
     assert settings_from(parse_args([]), cluster).flink_rest == "http://127.0.0.1:8081"
     assert settings_from(parse_args(["--flink-rest", ""]), Config()).flink_rest == ""
+
+
+# ------------------------------------------------------------------------------------------- models (issue 27)
+
+def shadowed(s: float, shadow: float | None, decision: str | None = None, version: str = "v1",
+             shadow_version: str | None = "v2", arm: str | None = None) -> dict:
+    d = decision or ("DECLINE" if s >= 0.9 else "REVIEW" if s >= 0.5 else "APPROVE")
+    return {**score(s, d), "model_version": version, "shadow_version": shadow_version, "shadow_score": shadow,
+            "ab_arm": arm, "rule_set_version": 0, "rule": None}
+
+
+def quality(version: str, stage: str, **metrics) -> dict:
+    rec = {"model": "fraud", "version": version, "stage": stage, "window_start": 1, "window_end": 2,
+           "labels": 1000, "frauds": 20, "updated_at": 1_700_000_000_000}
+    for k in ("auc_roc", "average_precision", "precision_review", "recall_review", "precision_decline",
+              "recall_decline", "card_precision_at_100", "training_average_precision"):
+        rec[k] = metrics.get(k)
+    return rec
+
+
+def test_models_versions_mix_and_old_records_without_shadow_fields():
+    st = DashboardState(start=T0)
+    for s, d in [(0.1, "APPROVE"), (0.2, "APPROVE"), (0.6, "REVIEW"), (0.95, "DECLINE")]:
+        st.add_fraud_score(score(s, d), now=T0)  # a record written before the shadow fields: no such keys
+    m = st.snapshot(T0)["models"]
+    assert m["versions"] == [{"version": "m", "n": 4, "share": 1.0, "stage": None,
+                              "decisions": {"APPROVE": 2, "REVIEW": 1, "DECLINE": 1}}]
+    assert m["shadow"] == [] and m["ab"] == [] and m["quality"] == []
+    assert m["thresholds"] == {"review": 0.5, "decline": 0.9, "source": "configured"}
+
+
+def test_models_shadow_disagreement_mean_difference_and_declines():
+    st = DashboardState(review_threshold=0.5, decline_threshold=0.9, models_last_n=4, start=T0)
+    # (production, shadow): same decision, review -> decline, approve -> review, decline -> decline
+    for s, sh in [(0.1, 0.2), (0.6, 0.95), (0.3, 0.55), (0.92, 0.99)]:
+        st.add_fraud_score(shadowed(s, sh), now=T0)
+    st.add_fraud_score(shadowed(0.1, float("nan")), now=T0)      # the shadow had no usable score
+    st.add_fraud_score(shadowed(0.1, 0.1, decision="DECLINE"), now=T0)  # a hard rule declined it
+    row, = st.snapshot(T0)["models"]["shadow"]
+    assert (row["deciding"], row["shadow"], row["n"], row["differ"]) == ("v1", "v2", 5, 2)
+    assert row["differ_share"] == 0.4
+    assert row["mean_abs_diff"] == pytest.approx((0.1 + 0.35 + 0.25 + 0.07 + 0.0) / 5, abs=1e-4)
+    assert row["otherwise"] == 1 and row["unscored"] == 1
+    # The last 4 with a shadow score: (0.6, 0.95), (0.3, 0.55), (0.92, 0.99), (0.1, 0.1)
+    assert (row["last_n"], row["declines_deciding"], row["declines_shadow"]) == (4, 1, 2)
+
+
+def test_models_thresholds_are_the_configured_ones():
+    st = DashboardState(review_threshold=0.3, decline_threshold=0.6, start=T0)
+    st.add_fraud_score(shadowed(0.35, 0.45, decision="REVIEW"), now=T0)  # both review at 0.3/0.6
+    st.add_fraud_score(shadowed(0.35, 0.65, decision="REVIEW"), now=T0)  # the shadow would decline
+    row, = st.snapshot(T0)["models"]["shadow"]
+    assert row["differ"] == 1 and row["declines_shadow"] == 1 and row["otherwise"] == 0
+
+
+def test_models_ab_split_per_arm():
+    st = DashboardState(start=T0)
+    for i in range(10):
+        cand = i % 5 == 0
+        st.add_fraud_score(shadowed(0.1, None, version="v3" if cand else "v1", shadow_version=None,
+                                    arm="CANDIDATE" if cand else "CONTROL"), now=T0)
+    m = st.snapshot(T0)["models"]
+    assert m["ab"] == [{"arm": "CONTROL", "n": 8, "share": 0.8, "versions": ["v1"]},
+                       {"arm": "CANDIDATE", "n": 2, "share": 0.2, "versions": ["v3"]}]
+    assert [(v["version"], v["n"]) for v in m["versions"]] == [("v1", 8), ("v3", 2)]
+    assert m["shadow"] == []  # no shadow_version: nothing to compare
+
+
+def test_models_window_forgets_old_records_and_bounds_versions():
+    st = DashboardState(models_window_s=60, max_versions=3, start=T0)
+    st.add_fraud_score(shadowed(0.1, 0.2, version="old"), now=T0)
+    for i in range(50):  # 50 distinct versions in one second: at most 3 rows, the rest summed as "other"
+        st.add_fraud_score(shadowed(0.1, 0.2, version=f"v{i}", shadow_version=f"s{i}"), now=T0 + 100)
+    m = st.snapshot(T0 + 100)["models"]
+    assert len(m["versions"]) == 3 and m["versions"][-1]["version"] == "other"
+    assert sum(v["n"] for v in m["versions"]) == 50  # the record 100 s ago is out of the 60 s window
+    assert len(m["shadow"]) <= 3 and all(k[0] != "old" for k in [(r["deciding"],) for r in m["shadow"]])
+    assert sum(len(b) for b in st.models._mix.values()) <= 3 * 3 + 1
+    assert len(st.models._mix) <= 60
+    st.add_fraud_score(shadowed(0.1, 0.2), now=T0 + 1000)
+    assert len(st.models._mix) == 1 and len(st.models._pairs) == 1
+
+
+def test_models_quality_latest_per_version_production_first():
+    st = DashboardState(max_versions=3, start=T0)
+    st.add_model_quality(quality("v2", "shadow", auc_roc=0.91), now=T0)
+    st.add_model_quality(quality("v1", "production", auc_roc=0.80), now=T0)
+    st.add_model_quality(quality("v1", "production", auc_roc=0.85, average_precision=0.5), now=T0)
+    m = st.snapshot(T0)["models"]
+    assert [(q["version"], q["stage"], q["auc_roc"]) for q in m["quality"]] == [
+        ("v1", "production", 0.85), ("v2", "shadow", 0.91)]
+    assert m["quality"][0]["precision_review"] is None and m["quality"][0]["labels"] == 1000
+    for i in range(5):
+        st.add_model_quality(quality(f"a{i}", "archived"), now=T0)
+    assert len(st.snapshot(T0)["models"]["quality"]) == 3
+    assert st.snapshot(T0)["counts"]["model_quality"] == 8
+
+
+def test_models_quality_hostile_values_are_bounded_and_json():
+    st = DashboardState(start=T0)
+    st.add_model_quality({**quality("x" * 100_000, "<b>" * 50_000, auc_roc=float("nan"),
+                                    average_precision=float("inf")), "labels": "many"}, now=T0)
+    st.add_model_quality({"stage": "production"}, now=T0)   # no version: not shown, counted
+    st.add_model_quality(None, now=T0)
+    m = st.snapshot(T0)["models"]
+    q, = m["quality"]
+    assert len(q["version"]) == 64 and len(q["stage"]) == 64
+    assert q["auc_roc"] is None and q["average_precision"] is None and q["labels"] is None
+    assert m["quality_rejected"] == 2
+    json.dumps(st.snapshot(T0), allow_nan=False)
+
+
+def test_settings_take_the_fraud_thresholds():
+    from dashboard.server import parse_args, settings_from
+    from pipelines.config import load_config
+
+    cfg = load_config(None)
+    s = settings_from(parse_args(["--token", "a-long-enough-test-token-for-loopback"]), cfg)
+    assert (s.review_threshold, s.decline_threshold) == (cfg.fraud.review_threshold, cfg.fraud.decline_threshold)
+    from dashboard.server import Dashboard
+    assert Dashboard(s).state.models.decline == cfg.fraud.decline_threshold
