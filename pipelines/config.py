@@ -138,6 +138,9 @@ class TopicsConfig:
     posts_late: str = "posts-late"
     # The first job's output: decoded transactions re-encoded, proving the Kafka -> Flink -> Kafka chain.
     passthrough: str = "transactions-decoded"
+    # The fraud job's control topic (compacted, one partition): JSON rule sets, each under the key rules-v<version>,
+    # that change the review/decline thresholds and hard rules while the job runs (pipelines/rules.py, `make rules`).
+    fraud_control: str = "fraud-control"
 
 
 @dataclass(frozen=True)
@@ -255,6 +258,10 @@ class FraudConfig:
     review_threshold: float = 0.5
     # A score at or above this is decision 2 (decline); at least review_threshold.
     decline_threshold: float = 0.9
+    # review_threshold and decline_threshold are rule set 0: a rule set on topics.fraud_control replaces them (and
+    # adds hard rules) while the job runs. At open() each scoring subtask reads that topic to its end before it
+    # decides its first batch, waiting at most this long (ms); then it decides with what it has read so far.
+    rules_startup_wait_ms: int = 10000
     # Thread mode runs the job's Python functions inside the JVM (pemja) instead of worker processes fed over
     # gRPC: at 2,000 events/s p50 350-672 ms against 456-829 ms in process mode (four runs each; p99 is within
     # the noise). Its functions are numpy and our C++ kernels; the sentiment job (torch in the worker) stays on
@@ -564,6 +571,8 @@ def _validate(cfg: Config) -> Config:
     if f.state_ttl_ms < 0 or f.max_rows_ahead < 1:
         raise ConfigError(f"fraud: state_ttl_ms must be >= 0 and max_rows_ahead >= 1, not {f.state_ttl_ms} and "
                           f"{f.max_rows_ahead}")
+    if f.rules_startup_wait_ms < 0:
+        raise ConfigError(f"fraud: rules_startup_wait_ms must be >= 0, not {f.rules_startup_wait_ms}")
     if f.registry_poll_ms < 1:
         raise ConfigError(f"fraud: registry_poll_ms must be >= 1, not {f.registry_poll_ms}")
     if f.cuda_min_batch < 0 or f.bundle_size < 1 or f.bundle_time_ms < 1:

@@ -93,6 +93,19 @@ MODEL_SWAPS = Counter(f"{PREFIX}_model_swaps_total",
 MODEL_SERVING = Gauge(f"{PREFIX}_model_serving", "1 for the version that decides in a running job, 0 for one it "
                       "served before", ["model", "version"], multiprocess_mode="mostrecent")
 
+# The fraud job's run-time rule sets (pipelines/rules.py): every scoring subtask reads every control record, so at
+# parallelism p each record counts p times.
+CONTROL_RECORDS = Counter(f"{PREFIX}_control_records_total",
+                          "Control-topic records seen by a scoring subtask: applied (the new rule set decides from "
+                          "the next batch), rejected (not a valid rule set: dead-lettered) or stale (version not "
+                          "above the one in force: dead-lettered)", ["result"])
+CONTROL_ERRORS = Counter(f"{PREFIX}_control_errors_total",
+                         "Control-topic trouble: startup (topic or broker missing, or not read to its end in "
+                         "fraud.rules_startup_wait_ms), consume, evaluate (a rule names a column the job lacks), "
+                         "dead-letter", ["stage"])
+RULE_SET_VERSION = Gauge(f"{PREFIX}_rule_set_version", "The rule set version deciding in the fraud job (0: the "
+                         "config's thresholds); the highest over its scoring subtasks", [], multiprocess_mode="max")
+
 EVENT_TIME_LAG_SECONDS = Gauge(f"{PREFIX}_event_time_lag_seconds",
                                "Now minus the newest event time seen in an output topic", ["topic"],
                                multiprocess_mode="mostrecent")
