@@ -54,7 +54,7 @@ def port_map(cfg: Config) -> dict[int, int]:
             d.dashboard_port: m.dashboard_port, d.lag_exporter_port: m.lag_exporter_port,
             d.sentiment_job_port: m.sentiment_job_port, d.posts_producer_port: m.posts_producer_port,
             d.flink_reporter_port: m.flink_reporter_port,
-            d.sentiment_flink_reporter_port: m.sentiment_flink_reporter_port}
+            d.sentiment_flink_reporter_port: m.sentiment_flink_reporter_port, d.quality_port: m.quality_port}
 
 
 def flink_targets(cfg: Config, cluster: bool = False) -> list[dict[str, Any]]:

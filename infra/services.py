@@ -268,7 +268,9 @@ KAFKA_ROLES = {
     "replay": "the producers: the fraud and posts replays, the profile publisher",
     "dashboard": "dashboard/ (reads what it shows)",
     "lag-exporter": "infra/lag_exporter.py",
+    "quality": "pipelines/quality.py (live model quality from the delayed labels)",
 }
+QUALITY_GROUP = "streamscore-quality"  # pipelines/quality.py GROUP
 SENTIMENT_GROUP = "streamscore-sentiment"  # jobs/sentiment_job.py --group-id
 DASHBOARD_GROUP = "streamscore-dashboard"  # dashboard/server.py --group
 
@@ -324,6 +326,12 @@ def kafka_acls(cfg: Config) -> list[KafkaAcl]:
         *(KafkaAcl("lag-exporter", "topic", name, read) for name in
           (t.transactions, t.labels, t.posts, t.fraud_scores, t.fraud_decisions, t.post_sentiment)),
         KafkaAcl("lag-exporter", "group", "streamscore-lag-exporter", read),
+        # The quality service: the scores and the labels it joins (its group commits nothing), the snapshots it
+        # writes; the dashboard reads those.
+        *(KafkaAcl("quality", "topic", name, read) for name in (t.fraud_scores, t.labels)),
+        KafkaAcl("quality", "group", QUALITY_GROUP, read),
+        KafkaAcl("quality", "topic", t.model_quality, write),
+        KafkaAcl("dashboard", "topic", t.model_quality, read),
     ]
 
 

@@ -95,7 +95,8 @@ class Proc(Managed):
 
 # `up --secure`: the Kafka principal (infra/services.py KAFKA_ROLES) each process runs as.
 SECURE_ROLES = {"fraud-job": "fraud-job", "fraud-producer": "replay", "sentiment-job": "sentiment-job",
-                "posts-producer": "replay", "dashboard": "dashboard", "lag-exporter": "lag-exporter"}
+                "posts-producer": "replay", "dashboard": "dashboard", "lag-exporter": "lag-exporter",
+                "quality": "quality"}
 
 
 def secured_broker(cfg: Config) -> services.SecuredKafkaBroker | None:
@@ -133,6 +134,9 @@ def processes(cfg: Config, cluster: bool = False,
              url=(f"{'https' if cfg.dashboard.tls_cert else 'http'}://{cfg.dashboard.host}:{cfg.dashboard.port}"
                   f"/login")),
         Proc(lag.proc.name, lag.argv(), url=lag.url),
+        # Live model quality from the delayed labels (pipelines/quality.py): gauges on metrics.quality_port,
+        # snapshots on topics.model_quality.
+        Proc("quality", [py, "-m", "pipelines.quality"], url=f"http://127.0.0.1:{cfg.metrics.quality_port}/metrics"),
     ]
     if secure is not None:
         for p in procs:
@@ -240,8 +244,9 @@ def cluster_mode(cfg: Config, cluster: bool, job: ClusterFraudJob | None = None)
 def all_topics(cfg: Config) -> tuple[list[str], list[str]]:
     t = cfg.topics
     topics = [t.transactions, t.labels, t.customer_profiles, t.terminal_profiles, t.fraud_scores, t.fraud_decisions,
-              t.late, t.dead_letter, t.posts, t.post_sentiment, t.sentiment_trends, t.posts_late, t.passthrough]
-    return topics, [t.customer_profiles, t.terminal_profiles]
+              t.late, t.dead_letter, t.posts, t.post_sentiment, t.sentiment_trends, t.posts_late, t.passthrough,
+              t.model_quality]
+    return topics, [t.customer_profiles, t.terminal_profiles, t.model_quality]
 
 
 def up(cfg: Config, cluster: bool = False, secure: bool = False) -> None:

@@ -141,6 +141,9 @@ class TopicsConfig:
     # The fraud job's control topic (compacted, one partition): JSON rule sets, each under the key rules-v<version>,
     # that change the review/decline thresholds and hard rules while the job runs (pipelines/rules.py, `make rules`).
     fraud_control: str = "fraud-control"
+    # The live quality of each fraud model version from the delayed labels (model_quality.avsc; compacted, keyed by
+    # version): pipelines/quality.py writes a snapshot per version every quality.refresh_s, the dashboard reads it.
+    model_quality: str = "model-quality"
 
 
 @dataclass(frozen=True)
@@ -348,6 +351,31 @@ class ReplayConfig:
 
 
 @dataclass(frozen=True)
+class QualityConfig:
+    # The rolling window of the live-quality metrics (pipelines/quality.py): the labelled transactions whose event
+    # time lies within this many days of the newest labelled transaction.
+    window_days: float = 7.0
+    # Seconds between two recomputations of the metrics over the window (gauges and topics.model_quality snapshots).
+    refresh_s: float = 5.0
+    # A score waits for its label fraud.label_delay_days plus this margin of event time (the newest score's event
+    # time), then it is dropped (expired); a label that came before its score waits this margin for it.
+    expiry_margin_days: float = 1.0
+    # At most this many scores wait for their labels (the oldest go first, counted as expired): the memory bound.
+    max_pending_scores: int = 2_000_000
+    # At most this many labels wait for their scores (the oldest go first, counted as expired).
+    max_pending_labels: int = 500_000
+    # At most this many labelled transactions per version in the window (the newest are kept): at a few thousand
+    # transactions per second of the live clock seven days would not fit in memory nor recompute in refresh_s.
+    max_window_labels: int = 1_000_000
+    # FraudModelLiveAPDrop fires when the production version's live average precision stays below this fraction of
+    # its training average precision (exported as streamscore_quality_ap_alert_fraction, so the rule has no copy).
+    ap_alert_fraction: float = 0.7
+    # ... and only while its window holds at least this many labelled transactions
+    # (streamscore_quality_ap_alert_min_labels): AP over a handful of frauds is noise.
+    ap_alert_min_labels: int = 5000
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     # The address every /metrics endpoint binds (pipelines/metrics.py serve): loopback by default; docker-compose
     # sets 0.0.0.0 so that Prometheus in another container can scrape it.
@@ -366,6 +394,8 @@ class MetricsConfig:
     sentiment_job_port: int = 9405
     # The posts replay's /metrics port (pipelines/replay/posts.py).
     posts_producer_port: int = 9406
+    # The live-quality service's /metrics port (pipelines/quality.py).
+    quality_port: int = 9407
     # Flink's own metrics (its PrometheusReporter: job state, numRestarts, checkpoints, records per task). The fraud
     # job's: its local MiniCluster's reporter (jobs/common.py), or on the standalone cluster (`make run CLUSTER=1`)
     # the JobManager's, the TaskManager taking the next port. 0: no reporter (the tests' jobs).
@@ -429,6 +459,8 @@ class Config:
     sentiment: SentimentConfig = field(default_factory=SentimentConfig)
     # The replays that feed the pipeline from the data sets, and the producer settings they use.
     replay: ReplayConfig = field(default_factory=ReplayConfig)
+    # Live model quality from the delayed labels (pipelines/quality.py): window, refresh, memory bounds, alert.
+    quality: QualityConfig = field(default_factory=QualityConfig)
     # The Prometheus /metrics endpoints: where they bind and one port per process.
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # The live dashboard server.
@@ -604,6 +636,12 @@ def _validate(cfg: Config) -> Config:
         port = getattr(cfg.metrics, f.name)
         if f.name.endswith("_port") and not 0 <= port <= 65535:
             raise ConfigError(f"metrics: {f.name} must be a port number 0-65535 (0: no endpoint), not {port}")
+    q = cfg.quality
+    if not (q.window_days > 0 and q.refresh_s > 0 and q.expiry_margin_days >= 0 and 0 <= q.ap_alert_fraction <= 1
+            and min(q.max_pending_scores, q.max_pending_labels, q.max_window_labels) >= 1
+            and q.ap_alert_min_labels >= 0):
+        raise ConfigError("quality: need window_days > 0, refresh_s > 0, expiry_margin_days >= 0, "
+                          "0 <= ap_alert_fraction <= 1, max_* >= 1 and ap_alert_min_labels >= 0")
     if cfg.dashboard.session_ttl_s <= 0:
         raise ConfigError(f"dashboard: session_ttl_s must be > 0, not {cfg.dashboard.session_ttl_s}")
     return cfg

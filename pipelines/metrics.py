@@ -142,6 +142,46 @@ SENTIMENT_SHIFT_THRESHOLD = Gauge(f"{PREFIX}_dashboard_sentiment_shift_threshold
                                   "dashboard.shift_threshold: the |shift| the dashboard marks", [],
                                   multiprocess_mode="mostrecent")
 
+# Live model quality from the delayed labels (pipelines/quality.py): one series per model version and the stage the
+# registry gives it, recomputed over the rolling window every quality.refresh_s. NaN where a value is undefined (one
+# class only in the window, no score over a threshold). A version's series go when it has no labels in the window or
+# its stage changes.
+_VERSION = ["model", "version", "stage"]
+LIVE_AUC_ROC = Gauge(f"{PREFIX}_model_live_auc_roc", "AUC ROC of a model version over the labelled window", _VERSION)
+LIVE_AVERAGE_PRECISION = Gauge(f"{PREFIX}_model_live_average_precision",
+                               "Average precision of a model version over the labelled window", _VERSION)
+LIVE_PRECISION = Gauge(f"{PREFIX}_model_live_precision", "Precision of score >= the review or decline threshold "
+                       "over the labelled window", [*_VERSION, "threshold"])
+LIVE_RECALL = Gauge(f"{PREFIX}_model_live_recall", "Recall of score >= the review or decline threshold over the "
+                    "labelled window", [*_VERSION, "threshold"])
+LIVE_CARD_PRECISION = Gauge(f"{PREFIX}_model_live_card_precision_at_100",
+                            "Mean over the window's days of the share of the day's 100 highest-scored cards that had "
+                            "a fraud", _VERSION)
+LIVE_LABELS = Gauge(f"{PREFIX}_model_live_labels", "Labelled transactions in the window scored by a model version",
+                    _VERSION)
+LIVE_FRAUDS = Gauge(f"{PREFIX}_model_live_frauds", "Frauds among them", _VERSION)
+TRAINING_AVERAGE_PRECISION = Gauge(f"{PREFIX}_model_training_average_precision",
+                                   "Average precision of a model version on its training test split (metrics.json)",
+                                   _VERSION)
+QUALITY_AP_ALERT_FRACTION = Gauge(f"{PREFIX}_quality_ap_alert_fraction",
+                                  "quality.ap_alert_fraction: FraudModelLiveAPDrop fires below this fraction of the "
+                                  "training AP", [])
+QUALITY_AP_ALERT_MIN_LABELS = Gauge(f"{PREFIX}_quality_ap_alert_min_labels",
+                                    "quality.ap_alert_min_labels: the labels in the window FraudModelLiveAPDrop needs",
+                                    [])
+QUALITY_LABELS = Counter(f"{PREFIX}_quality_labels_total",
+                         "Labels read by the quality service: joined (to a score), pending (waiting for its score), "
+                         "expired (its score never came), duplicate (its transaction already joined), invalid (not "
+                         "0 or 1)", ["result"])
+QUALITY_SCORES = Counter(f"{PREFIX}_quality_scores_total",
+                         "Scores read by the quality service: stored (waiting for a label), duplicate, expired (no "
+                         "label came in time)", ["result"])
+QUALITY_UNDECODABLE = Counter(f"{PREFIX}_quality_undecodable_total",
+                              "Records the quality service could not decode (skipped), by topic and reason",
+                              ["topic", "reason"])
+QUALITY_LAST_REFRESH = Gauge(f"{PREFIX}_quality_last_refresh_timestamp_seconds",
+                             "Unix time of the quality service's last recomputation", [])
+
 _server_lock = threading.Lock()
 _servers: dict[int, object] = {}
 

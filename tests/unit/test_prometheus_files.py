@@ -69,7 +69,8 @@ def test_scrape_targets_match_the_configured_ports() -> None:
     m = Config().metrics
     targets = {t for sc in conf["scrape_configs"] for s in sc["static_configs"] for t in s["targets"]}
     ports = (m.producer_port, m.job_port, m.dashboard_port, m.lag_exporter_port, m.sentiment_job_port,
-             m.posts_producer_port, m.flink_reporter_port, m.sentiment_flink_reporter_port, m.prometheus_port)
+             m.posts_producer_port, m.flink_reporter_port, m.sentiment_flink_reporter_port, m.prometheus_port,
+             m.quality_port)
     for port in ports:
         assert f"127.0.0.1:{port}" in targets
     assert len(targets) == len(ports), "a scrape target on a port no MetricsConfig key names"
@@ -91,12 +92,12 @@ def test_every_port_the_local_stack_serves_is_scraped_once() -> None:
             port = int(p.argv[p.argv.index("--metrics-port") + 1])
         else:
             port = {"fraud-producer": m.producer_port, "dashboard": m.dashboard_port,
-                    "lag-exporter": m.lag_exporter_port}[p.name]
+                    "lag-exporter": m.lag_exporter_port, "quality": m.quality_port}[p.name]
         assert port not in served.values(), f"{p.name} and {served} share port {port}"
         served[p.name] = port
     expected = {"fraud-job": m.job_port, "fraud-producer": m.producer_port, "dashboard": m.dashboard_port,
                 "lag-exporter": m.lag_exporter_port, "sentiment-job": m.sentiment_job_port,
-                "posts-producer": m.posts_producer_port}
+                "posts-producer": m.posts_producer_port, "quality": m.quality_port}
     assert served == expected
     conf = yaml.safe_load((PROM / "prometheus.yml").read_text())
     targets = [t for sc in conf["scrape_configs"] for s in sc["static_configs"] for t in s["targets"]]
