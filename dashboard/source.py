@@ -34,6 +34,8 @@ KINDS: dict[str, tuple[str, str | None]] = {
     "dead_letter": ("dead_letter", "dead_letter"),
     # The posts themselves, for the example texts beside their scores.
     "post": ("posts", "social_post"),
+    # The live quality per fraud model version (pipelines/quality.py), for the models panel.
+    "model_quality": ("model_quality", "model_quality"),
 }
 INPUT_KINDS = {"transactions": "transactions", "posts": "posts"}
 

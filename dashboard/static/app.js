@@ -371,7 +371,7 @@ function emptyRow(cols, text) {
 
 function renderModels(p) {
   const th = p.thresholds;
-  setText("models-note", `last ${Math.round(p.window_s / 60)} min · shadow decided at the configured thresholds ` +
+  setText("models-note", `last ${Math.round(p.window_s / 60)} min · both scores decided at the configured thresholds ` +
     `(review ≥ ${fmtNum(th.review, 2)}, decline ≥ ${fmtNum(th.decline, 2)}), not each record's rule set`);
   const vrows = p.versions.map((v) => {
     const d = v.decisions, mix = (k) => v.n ? `${fmtInt(d[k])} (${fmtShare(d[k] / v.n)})` : "–";

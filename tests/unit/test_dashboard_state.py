@@ -460,6 +460,33 @@ def test_models_quality_hostile_values_are_bounded_and_json():
     json.dumps(st.snapshot(T0), allow_nan=False)
 
 
+def test_dashboard_applies_model_quality_events_and_counts_undecodable_ones():
+    import asyncio
+
+    from dashboard.source import decode_message
+    from pipelines.serde import serde
+
+    d = _dashboard()
+    good = serde("model_quality").encode(quality("v1", "production", auc_roc=0.9))
+    events = [decode_message("model_quality", good, "mq", 0, 0), decode_message("model_quality", b"\xc3\x01junk", "mq", 0, 1),
+              decode_message("model_quality", None, "mq", 0, 2)]
+    assert [k for k, _ in events] == ["model_quality", "decode_error", "decode_error"]
+
+    async def go():
+        d.queue = asyncio.Queue()
+        task = asyncio.create_task(d._apply_loop())
+        await d.queue.put(events)
+        while not d.queue.empty():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(go())
+    snap = d.state.snapshot()
+    assert [q["version"] for q in snap["models"]["quality"]] == ["v1"]
+    assert snap["counts"]["decode_errors"] == 2 and snap["counts"]["model_quality"] == 1
+
+
 def test_settings_take_the_fraud_thresholds():
     from dashboard.server import parse_args, settings_from
     from pipelines.config import load_config
@@ -469,3 +496,14 @@ def test_settings_take_the_fraud_thresholds():
     assert (s.review_threshold, s.decline_threshold) == (cfg.fraud.review_threshold, cfg.fraud.decline_threshold)
     from dashboard.server import Dashboard
     assert Dashboard(s).state.models.decline == cfg.fraud.decline_threshold
+
+
+def test_models_hostile_score_fields_are_bounded():
+    st = DashboardState(start=T0)
+    st.add_fraud_score({**shadowed(0.1, 0.2, version="v" * 10_000, shadow_version="<b>" * 10_000), "ab_arm": "EVIL"},
+                       now=T0)
+    st.add_fraud_score({**shadowed(0.1, float("inf")), "score": "x"}, now=T0)
+    m = st.snapshot(T0)["models"]
+    assert len(m["versions"][0]["version"]) == 64 and m["ab"] == []
+    assert len(m["shadow"][0]["shadow"]) == 64 and sum(r["unscored"] for r in m["shadow"]) == 1
+    json.dumps(m, allow_nan=False)
