@@ -325,53 +325,123 @@ def _map_template(keys: tuple[str, ...]) -> tuple["np.ndarray", "np.ndarray"]:
     return np.frombuffer(bytes(row), np.uint8), cols
 
 
+_SCALARS = ("long", "int", "double", "string", "enum")
+
+
+def _kind(t: Any) -> str:
+    return t if isinstance(t, str) else ("union" if isinstance(t, list) else t["type"])
+
+
+def _nullable(t: Any) -> tuple[int, Any] | None:
+    """(the null branch's index, the other branch) of a union of null and one scalar type, else None."""
+    if not (isinstance(t, list) and len(t) == 2 and "null" in t):
+        return None
+    null_at = t.index("null")
+    other = t[1 - null_at]
+    return (null_at, other) if _kind(other) in _SCALARS else None
+
+
+def _default_bytes(ftype: Any, default: Any) -> bytes:
+    """The Avro binary encoding of a field's default value under its type."""
+    buf = io.BytesIO()
+    wrapper = {"type": "record", "name": "_default", "fields": [{"name": "v", "type": ftype}]}
+    fastavro.schemaless_writer(buf, parse_schema(wrapper), {"v": default})
+    return buf.getvalue()
+
+
 class BatchEncoder:
     """Encodes columns into single-object Avro records for a record schema whose fields are long, int, double,
-    enum, string (one value for the whole batch) or map<double> (the same keys in every record)."""
+    enum, string, map<double> (the same keys in every record) or a union of null and one of the scalar types.
+
+    Column forms (`encode`'s `columns`, field -> value):
+
+    * long / int / double: an array of n values; enum: an array of n symbol indices.
+    * string: one str for the whole batch (the fast path: one encoding repeated), or an array of n str (per row:
+      each distinct value is encoded once).
+    * map<double>: (keys, (n, len(keys)) float array).
+    * union of null and T: None (null in every row); an array in T's form (no nulls; for strings an object array
+      whose None entries are null); or (null_mask, values): bool [n] (True: null) and values in T's form (the
+      values of null rows are ignored).
+    * a field left out of `columns` that has a default takes it in every row (so callers written before an
+      optional field existed keep working).
+    """
 
     def __init__(self, name: str):
         self.serde = serde(name)
         self.fields = self.serde.schema["fields"]
+        self._defaults: dict[str, bytes] = {}
         for f in self.fields:
             t = f["type"]
-            kind = t if isinstance(t, str) else t["type"]
-            if kind not in ("long", "int", "double", "string", "enum", "map") or (
-                    kind == "map" and t["values"] != "double"):
+            kind = _kind(t)
+            ok = kind in _SCALARS or (kind == "map" and t["values"] == "double") or (
+                kind == "union" and _nullable(t) is not None)
+            if not ok:
                 raise TypeError(f"BatchEncoder cannot encode field {f['name']!r} of type {t!r}")
+            if "default" in f:
+                self._defaults[f["name"]] = _default_bytes(t, f["default"])
 
     def encode(self, columns: Mapping[str, Any], n: int) -> list[bytes]:
-        """`columns`: field -> array of n values; string fields -> one str; enum fields -> an array of symbol
-        indices; map fields -> (keys, (n, len(keys)) float array)."""
+        """`columns`: field -> values in the forms of the class docstring; n records."""
         import numpy as np
 
         if n == 0:
             return []
         parts: list[tuple[np.ndarray, np.ndarray]] = []  # (bytes matrix, lengths) per piece, in field order
 
-        def const(b: bytes) -> None:
-            parts.append((np.frombuffer(b, np.uint8)[None, :].repeat(n, 0), np.full(n, len(b), np.int64)))
+        def const(b: bytes) -> tuple[np.ndarray, np.ndarray]:
+            return np.frombuffer(b, np.uint8)[None, :].repeat(n, 0), np.full(n, len(b), np.int64)
 
-        const(self.serde._header)
+        def scalar(kind: str, col: Any) -> tuple[np.ndarray, np.ndarray]:
+            if kind in ("long", "int", "enum"):
+                return _varints(col)
+            if kind == "double":
+                return (np.ascontiguousarray(col, dtype="<f8").view(np.uint8).reshape(n, 8),
+                        np.full(n, 8, np.int64))
+            if isinstance(col, str):  # one value for the batch
+                return const(_avro_string(col))
+            return _strings(col, n)
+
+        parts.append(const(self.serde._header))
         for f in self.fields:
             t = f["type"]
-            kind = t if isinstance(t, str) else t["type"]
+            kind = _kind(t)
+            if f["name"] not in columns and f["name"] in self._defaults:
+                parts.append(const(self._defaults[f["name"]]))
+                continue
             col = columns[f["name"]]
-            if kind in ("long", "int", "enum"):
-                parts.append(_varints(col))
-            elif kind == "double":
-                parts.append((np.ascontiguousarray(col, dtype="<f8").view(np.uint8).reshape(n, 8),
-                              np.full(n, 8, np.int64)))
-            elif kind == "string":
-                const(_avro_string(col))
-            else:  # map<double> with the same keys per record: one block of len(keys) entries, then 0
+            if kind == "union":
+                null_at, other = _nullable(t)
+                okind = _kind(other)
+                if col is None:
+                    parts.append(const(_varint_bytes(null_at)))
+                    continue
+                if isinstance(col, tuple):
+                    null, values = col
+                    null = np.asarray(null, dtype=bool)
+                elif okind == "string" and not isinstance(col, str):
+                    values = np.asarray(col, dtype=object)
+                    null = np.equal(values, None)
+                else:
+                    null, values = np.zeros(n, bool), col
+                if okind == "string" and not isinstance(values, str) and null.any():
+                    values = np.where(null, "", np.asarray(values, dtype=object))
+                elif okind != "string" and null.any():
+                    values = np.where(null, 0, values)
+                branch = np.where(null, null_at, 1 - null_at).astype(np.int64)
+                parts.append(_varints(branch))
+                mat, lens = scalar(okind, values)
+                parts.append((mat, np.where(null, 0, lens)))
+            elif kind == "map":  # the same keys per record: one block of len(keys) entries, then 0
                 keys, values = col
                 if not len(keys):
-                    const(b"\x00")
+                    parts.append(const(b"\x00"))
                     continue
                 template, value_cols = _map_template(tuple(keys))
                 block = np.repeat(template[None, :], n, 0)
                 block[:, value_cols] = np.ascontiguousarray(values, dtype="<f8").view(np.uint8).reshape(n, -1)
                 parts.append((block, np.full(n, block.shape[1], np.int64)))
+            else:
+                parts.append(scalar(kind, col))
         # Wide fixed-width pieces (the map block) are sliced out of one buffer; runs of small pieces between them
         # are scattered into a packed buffer; each record is then one join of its segments.
         segments: list[list[bytes]] = []
@@ -390,6 +460,24 @@ class BatchEncoder:
         if len(segments) == 1:
             return segments[0]
         return [b"".join(seg) for seg in zip(*segments)]
+
+
+def _strings(col: Any, n: int) -> tuple["np.ndarray", "np.ndarray"]:
+    """Avro strings that vary per row: each distinct value encoded once, then gathered (model versions under an
+    A/B split: a few distinct values over many rows)."""
+    import numpy as np
+
+    values = np.asarray(col, dtype=object)
+    if values.shape != (n,):
+        raise ValueError(f"a per-row string column needs {n} values, got shape {values.shape}")
+    uniq, inverse = np.unique(values, return_inverse=True)  # object dtype: a str dtype would drop trailing NULs
+    encoded = [_avro_string(str(u)) for u in uniq]
+    width = max(len(e) for e in encoded)
+    table = np.zeros((len(encoded), width), np.uint8)
+    for i, e in enumerate(encoded):
+        table[i, : len(e)] = np.frombuffer(e, np.uint8)
+    ulens = np.asarray([len(e) for e in encoded], np.int64)
+    return table[inverse.ravel()], ulens[inverse.ravel()]
 
 
 def _pack(parts, n: int) -> list[bytes]:

@@ -62,6 +62,7 @@ def make_udf():
             from pipelines import metrics
             from pipelines.config import load_config
             from pipelines.profiles import ProfileStore
+            from pipelines.rules import Decider
             from pipelines.serde import BatchEncoder
             from udfs.scoring import ProductionScorer
 
@@ -71,6 +72,8 @@ def make_udf():
             self.features = self.models.features
             self.profiles = ProfileStore(self.cfg.redis.redis_url, max_amount=self.cfg.fraud.max_amount)
             self.encoder = BatchEncoder("fraud_score")
+            # Thresholds and hard rules (pipelines/rules.py): the score decides through the current rule set.
+            self.decider = Decider(self.cfg)
             self.m = metrics
             self.out = metrics.EVENTS_OUT.labels("fraud-job", self.cfg.topics.fraud_scores)
             self.e2e = metrics.END_TO_END_SECONDS.labels("fraud")
@@ -91,8 +94,7 @@ def make_udf():
             feats = derive_features(c, cust.mean, cust.std)
             cols = [np.ascontiguousarray(feats[name], dtype=np.float32) for name in self.features]
             scores = np.asarray(scorer.score(cols), dtype=np.float64)
-            review, decline = self.cfg.fraud.review_threshold, self.cfg.fraud.decline_threshold
-            decision = np.where(scores >= decline, 2, np.where(scores >= review, 1, 0))
+            d = self.decider.decide(scores, {**c, **feats})
             flags = (cust.missing.astype(np.int64) | (term.missing.astype(np.int64) << 1)
                      | (cust.invalid.astype(np.int64) << 2) | (term.invalid.astype(np.int64) << 3))
             now = int(time.time() * 1000)
@@ -100,8 +102,9 @@ def make_udf():
                 "transaction_id": c["transaction_id"], "customer_id": c["customer_id"],
                 "terminal_id": c["terminal_id"], "amount": c["amount"], "event_time": c["event_time"],
                 "features": (self.features, np.stack([feats[k] for k in self.features], axis=1)),
-                "profile_flags": flags, "score": scores, "decision": decision, "model_version": scorer.version,
-                "produced_at": c["produced_at"], "scored_at": np.full(n, now, np.int64)}, n)
+                "profile_flags": flags, "score": scores, "decision": d.decision, "model_version": scorer.version,
+                "produced_at": c["produced_at"], "scored_at": np.full(n, now, np.int64),
+                "rule_set_version": np.full(n, d.rule_set_version, np.int64), "rule": d.rule}, n)
             self.out.inc(n)
             lat = (now - c["produced_at"].astype(np.int64)) / 1000.0
             for v in lat[:: max(1, n // 64)]:  # a sample is enough for the histogram's quantiles

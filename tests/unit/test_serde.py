@@ -112,3 +112,129 @@ def test_batch_encoder_empty_batch_and_unsupported_schema():
     assert BatchEncoder("fraud_score").encode({}, 0) == []
     with pytest.raises(TypeError):
         BatchEncoder("dead_letter")
+
+
+FRAUD_V1 = {"transaction_id": 1, "customer_id": 2, "terminal_id": 3, "amount": 12.5, "event_time": 1_522_540_831_000,
+            "features": {"a": 1.0}, "profile_flags": 0, "score": 0.25, "decision": "REVIEW",
+            "model_version": "fraud-1", "produced_at": 1_700_000_000_000, "scored_at": 1_700_000_000_005}
+
+
+def test_schema_evolution_fraud_score_v1_writer_current_reader():
+    """A FraudScore written before the shadow / A/B / rule fields existed decodes with their defaults."""
+    v1 = AvroSerde("fraud_score", schema_path=SCHEMA_DIR / "history" / "fraud_score.v1.avsc")
+    raw = v1.encode(FRAUD_V1)
+    assert raw[2:HEADER_LEN] != serde("fraud_score").fingerprint
+    assert serde("fraud_score").decode(raw) == {**FRAUD_V1, "shadow_version": None, "shadow_score": None,
+                                                "ab_arm": None, "rule_set_version": 0, "rule": None}
+
+
+def _fraud_columns(rng, n, **extra):
+    import numpy as np
+
+    keys = ["f0", "f1", "f2"]
+    return {"transaction_id": rng.integers(0, 2**40, n), "customer_id": rng.integers(0, 1000, n),
+            "terminal_id": rng.integers(0, 1000, n), "amount": rng.random(n) * 100,
+            "event_time": rng.integers(1_500_000_000_000, 1_800_000_000_000, n),
+            "features": (keys, rng.normal(size=(n, len(keys)))), "profile_flags": rng.integers(0, 4, n),
+            "score": rng.random(n), "decision": rng.integers(0, 3, n), "model_version": "fraud-abc",
+            "produced_at": rng.integers(0, 2**41, n), "scored_at": rng.integers(0, 2**41, n), **extra}
+
+
+def _reference_records(cols, n):
+    """The rows of `cols` as fastavro records (the BatchEncoder's column forms resolved per row)."""
+    import numpy as np
+
+    def at(v, i, union=False):
+        if v is None:
+            return None
+        if isinstance(v, tuple) and union:
+            null, values = v
+            return None if null[i] else at(values, i)
+        if isinstance(v, str):
+            return v
+        x = v[i]
+        return x.item() if isinstance(x, np.generic) else x
+
+    recs = []
+    for i in range(n):
+        r = {k: at(v, i, union=k in ("shadow_version", "shadow_score", "ab_arm", "rule"))
+             for k, v in cols.items() if k != "features"}
+        keys, vals = cols["features"]
+        r["features"] = dict(zip(keys, vals[i].tolist()))
+        r["decision"] = ["APPROVE", "REVIEW", "DECLINE"][r["decision"]]
+        if r.get("ab_arm") is not None:
+            r["ab_arm"] = ["CONTROL", "CANDIDATE"][r["ab_arm"]]
+        recs.append(r)
+    return recs
+
+
+def test_batch_encoder_nullable_and_per_row_strings_match_fastavro():
+    import numpy as np
+
+    from pipelines.serde import BatchEncoder
+
+    rng = np.random.default_rng(7)
+    n = 300
+    null = rng.random(n) < 0.4
+    cols = _fraud_columns(
+        rng, n, model_version=np.where(rng.random(n) < 0.3, "fraud-candidate-ü", "fraud-prod").astype(object),
+        shadow_version=(null, np.full(n, "fraud-shadow", dtype=object)), shadow_score=(null, rng.random(n)),
+        ab_arm=(null, rng.integers(0, 2, n)), rule_set_version=rng.integers(0, 2**33, n),
+        rule=np.where(rng.random(n) < 0.2, "amount_over_limit", None))
+    got = BatchEncoder("fraud_score").encode(cols, n)
+    ref = serde("fraud_score")
+    for i, rec in enumerate(_reference_records(cols, n)):
+        assert got[i] == ref.encode(rec), i
+        assert ref.decode(got[i]) == rec
+
+
+def test_batch_encoder_union_forms_and_defaults():
+    import numpy as np
+
+    from pipelines.serde import BatchEncoder
+
+    rng = np.random.default_rng(8)
+    n = 5
+    enc, ref = BatchEncoder("fraud_score"), serde("fraud_score")
+    base = _fraud_columns(rng, n)
+    # left out: every optional field takes its default; None: null everywhere; a bare array: never null
+    for extra, want in [({}, {"shadow_version": None, "shadow_score": None, "ab_arm": None, "rule_set_version": 0,
+                              "rule": None}),
+                        ({"shadow_version": None, "shadow_score": None, "ab_arm": None, "rule": None,
+                          "rule_set_version": np.zeros(n, np.int64)},
+                         {"shadow_version": None, "shadow_score": None, "ab_arm": None, "rule_set_version": 0,
+                          "rule": None}),
+                        ({"shadow_version": "s1", "shadow_score": np.full(n, 0.5), "ab_arm": np.ones(n, np.int64),
+                          "rule": np.full(n, "r", dtype=object)},
+                         {"shadow_version": "s1", "shadow_score": 0.5, "ab_arm": "CANDIDATE", "rule": "r",
+                          "rule_set_version": 0})]:
+        got = enc.encode({**base, **extra}, n)
+        for i, rec in enumerate(_reference_records(base, n)):
+            assert ref.decode(got[i]) == {**rec, **want}
+            assert got[i] == ref.encode({**rec, **want})
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.text(max_size=40), st.floats(allow_nan=False),
+                          st.one_of(st.none(), st.text(max_size=10)),
+                          st.text(max_size=30).map(lambda t: t + '\x00'[: len(t) % 2])),  # trailing NULs too
+                min_size=1, max_size=20))
+def test_batch_encoder_property_matches_fastavro(rows):
+    import numpy as np
+
+    from pipelines.serde import BatchEncoder
+
+    n = len(rows)
+    null = np.array([r[0] for r in rows])
+    cols = _fraud_columns(np.random.default_rng(n), n,
+                          shadow_version=(null, np.array([r[1] for r in rows], dtype=object)),
+                          shadow_score=(null, np.array([r[2] for r in rows])),
+                          rule=np.array([r[3] for r in rows] + [None], dtype=object)[:n],
+                          model_version=np.array([r[4] for r in rows] + [None], dtype=object)[:n])
+    got = BatchEncoder("fraud_score").encode(cols, n)
+    ref = serde("fraud_score")
+    for i, rec in enumerate(_reference_records(cols, n)):
+        assert got[i] == ref.encode(rec)
