@@ -63,6 +63,13 @@ promote: venv ## Make fraud version V production (make promote V=fraud-...); the
 rollback: venv ## The previous fraud production version decides again
 	@$(PY) -m pipelines.models rollback
 
+# The fraud job's run-time thresholds and hard rules (pipelines/rules.py): the next version on topics.fraud_control.
+.PHONY: rules
+rules: venv ## Show the fraud job's rule set in force; REVIEW=r DECLINE=d new thresholds, SET=file.json a new rule set
+	@if [ -n "$(SET)" ]; then $(PY) -m pipelines.rules set "$(SET)"; \
+	elif [ -n "$(REVIEW)$(DECLINE)" ]; then $(PY) -m pipelines.rules thresholds --review "$(REVIEW)" --decline "$(DECLINE)"; \
+	else $(PY) -m pipelines.rules show; fi
+
 # ------------------------------------------------------------------------------------------------- run / stop
 .PHONY: run stop status
 # CLUSTER=1: the fraud job runs on the standalone Flink cluster (mk/cluster.mk) at parallelism 2, not a MiniCluster.

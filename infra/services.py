@@ -264,6 +264,7 @@ KAFKA_ADMIN = "admin"
 # sasl_password_file, ssl_ca_location: SecuredKafkaBroker.principal_env).
 KAFKA_ROLES = {
     "fraud-job": "jobs/fraud_job.py",
+    "operator": "python -m pipelines.rules (make rules): publishes the fraud job's rule sets",
     "sentiment-job": "jobs/sentiment_job.py",
     "replay": "the producers: the fraud and posts replays, the profile publisher",
     "dashboard": "dashboard/ (reads what it shows)",
@@ -291,6 +292,8 @@ def kafka_acls(cfg: Config) -> list[KafkaAcl]:
     """The ACL table of a secured broker: everything not listed is denied (allow.everyone.if.no.acl.found=false).
     READ and WRITE imply DESCRIBE. Exactly-once sinks name their transactional ids `<group id>-<table>`
     (jobs/fraud_job.py), hence the prefixed transactional-id rules."""
+    from pipelines.rules import CLI_GROUP as RULES_CLI_GROUP, rules_group
+
     t, g = cfg.topics, cfg.flink.group_id
     read, write, desc = ("READ",), ("WRITE",), ("DESCRIBE",)
     # An exactly-once sink also reads its own topics' producer state (DescribeProducers needs READ): the connector
@@ -308,6 +311,12 @@ def kafka_acls(cfg: Config) -> list[KafkaAcl]:
         *(KafkaAcl("fraud-job", "topic", name, eos) for name in (t.fraud_scores, t.late, t.dead_letter)),
         KafkaAcl("fraud-job", "topic", t.fraud_decisions, write),  # at-least-once
         KafkaAcl("fraud-job", "transactional_id", g, txn, prefixed=True),
+        # Run-time rules (pipelines/rules.py): every scoring subtask reads the control topic (assign only; its group
+        # is named, never joined); only the operator writes it.
+        KafkaAcl("fraud-job", "topic", t.fraud_control, read),
+        KafkaAcl("fraud-job", "group", rules_group(cfg), read),
+        KafkaAcl("operator", "topic", t.fraud_control, ("WRITE", "READ")),
+        KafkaAcl("operator", "group", RULES_CLI_GROUP, read),
         # The sentiment job, likewise.
         KafkaAcl("sentiment-job", "topic", t.posts, read),
         KafkaAcl("sentiment-job", "group", SENTIMENT_GROUP, read),

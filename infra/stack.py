@@ -277,6 +277,9 @@ def up(cfg: Config, cluster: bool = False, secure: bool = False) -> None:
         RedisServer.from_config(cfg).start()
     topics, compacted = all_topics(cfg)
     kafka_util.ensure_topics(cfg.kafka.bootstrap_servers, topics, cfg.kafka.partitions, compacted=compacted)
+    # The fraud job's control topic (pipelines/rules.py): one partition, compacted, each rule set under its own key.
+    kafka_util.ensure_topics(cfg.kafka.bootstrap_servers, [cfg.topics.fraud_control], 1,
+                             compacted=[cfg.topics.fraud_control])
     log(f"topics ready: {', '.join(topics)}")
     subprocess.run([sys.executable, "-m", "pipelines.profiles", "publish", "--if-missing"], cwd=ROOT,
                    env=child_env(broker.principal_env("replay") if broker else None), check=True)

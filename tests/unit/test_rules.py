@@ -235,3 +235,23 @@ def test_a_decider_without_a_broker_decides_with_the_config():
         assert d.decide(np.array([0.95]), {}).decision.tolist() == [2]
     finally:
         d.close()
+
+
+def test_only_the_operator_may_write_the_control_topic():
+    """infra/services.py kafka_acls: the fraud job reads the control topic, the operator principal writes it."""
+    from infra.services import KAFKA_ROLES, kafka_acls
+    from pipelines.rules import CLI_GROUP, rules_group
+
+    cfg = load_config()
+    acls = kafka_acls(cfg)
+
+    def ops(user, resource, name):
+        return {op for a in acls if a.principal == user and a.resource == resource and a.name == name
+                for op in a.operations}
+
+    control = cfg.topics.fraud_control
+    assert ops("fraud-job", "topic", control) == {"READ"}
+    assert ops("fraud-job", "group", rules_group(cfg)) == {"READ"}
+    assert ops("operator", "topic", control) == {"READ", "WRITE"} and ops("operator", "group", CLI_GROUP) == {"READ"}
+    assert "operator" in KAFKA_ROLES
+    assert not any("WRITE" in a.operations and a.name == control for a in acls if a.principal != "operator")
