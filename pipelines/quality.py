@@ -21,8 +21,11 @@ Inputs. ``topics.fraud_scores`` read_committed (the exactly-once record of truth
 decode is counted (streamscore_quality_undecodable_total) and skipped.
 
 Join. A score waits (transaction id -> event time, customer, each version's score) until its label comes; a label
-that comes first waits for its score. Both are bounded, in event time and in count (the clock is the newest score
-event time seen):
+that comes first waits for its score. Both are bounded, in event time and in count. The clock is a watermark of the
+scores: the oldest of the newest event times of the fraud-scores partitions (each partition is in event-time order
+give or take fraud.out_of_orderness_ms; one partition read ahead of another, as when the service reads the topics
+back at its start, must not expire the labels of the one behind). While a partition has no record, nothing expires
+by event time; the count bounds still hold:
 
 * a score waits fraud.label_delay_days + quality.expiry_margin_days, at most quality.max_pending_scores of them
   (the oldest in event time go first); either way it is counted as expired;
@@ -143,9 +146,19 @@ class QualityState:
         self.labels: OrderedDict[int, tuple[int, int]] = OrderedDict()
         # version -> transaction id -> (event time, customer id, label, score)
         self.windows: dict[str, dict[int, tuple[int, int, int, float]]] = {}
-        self.clock: int | None = None       # newest score event time
+        self._partition_clock: dict[int, int | None] = {}  # fraud-scores partition -> newest event time
         self.window_end: int | None = None  # newest labelled transaction's event time
         self.counts = Counts({}, {})
+
+    def assign(self, partitions: Iterable[int]) -> None:
+        """The fraud-scores partitions read: the clock waits for each of them."""
+        self._partition_clock = {p: self._partition_clock.get(p) for p in partitions}
+
+    @property
+    def clock(self) -> int | None:
+        """The scores' watermark: the oldest partition's newest event time; None while one has no record."""
+        values = list(self._partition_clock.values())
+        return None if not values or None in values else min(values)
 
     def _count(self, kind: dict[str, int], result: str, n: int = 1) -> str:
         kind[result] = kind.get(result, 0) + n
@@ -163,7 +176,7 @@ class QualityState:
             out.append((str(sv), float(ss)))
         return tuple((v, s) for v, s in out if math.isfinite(s))
 
-    def add_score(self, rec: Mapping[str, Any]) -> str:
+    def add_score(self, rec: Mapping[str, Any], partition: int = 0) -> str:
         txid = int(rec["transaction_id"])
         et = int(rec["event_time"])
         if txid in self.scores or self._joined(txid):
@@ -171,7 +184,8 @@ class QualityState:
         versions = self.versions_of(rec)
         if not versions:
             return self._count(self.counts.scores, "invalid")
-        self.clock = et if self.clock is None else max(self.clock, et)
+        cur = self._partition_clock.get(partition)
+        self._partition_clock[partition] = et if cur is None else max(cur, et)
         entry = (et, int(rec["customer_id"]), versions)
         pending = self.labels.pop(txid, None)
         if pending is not None:
@@ -218,11 +232,12 @@ class QualityState:
     def expire(self) -> None:
         """Drops the scores and labels that waited longer than their bound in event time (the service calls it at
         each refresh; the count bounds hold at every insertion)."""
-        if self.clock is not None:
-            cutoff = self.clock - self.score_ttl_ms
+        clock = self.clock
+        if clock is not None:
+            cutoff = clock - self.score_ttl_ms
             while self._heap and self._heap[0][0] < cutoff:
                 self._pop_oldest_score()
-            label_cutoff = self.clock - self.label_ttl_ms
+            label_cutoff = clock - self.label_ttl_ms
             stale = [t for t, (_, tx_time) in self.labels.items() if tx_time < label_cutoff]
             for t in stale:
                 del self.labels[t]
@@ -338,13 +353,16 @@ class QualityService:
         # No offsets are committed: every start reads both topics from the beginning and rebuilds the state.
         self.consumer = kafka_util.consumer(self.bootstrap, group, read_committed=True,
                                             **{"enable.auto.commit": False, "auto.offset.reset": "earliest"})
-        self.consumer.subscribe([self.scores_topic, self.labels_topic])
+        self.consumer.subscribe([self.scores_topic, self.labels_topic], on_assign=self._on_assign)
         self.producer = kafka_util.TrackedProducer(self.bootstrap, COMPONENT)
         self._series: dict[str, tuple[str, str]] = {}  # version -> (model, stage) its gauges carry
         self._counted = Counts({}, {})
         self.snapshots: dict[str, dict[str, Any]] = {}  # the last snapshot per version
         metrics.QUALITY_AP_ALERT_FRACTION.set(cfg.quality.ap_alert_fraction)
         metrics.QUALITY_AP_ALERT_MIN_LABELS.set(cfg.quality.ap_alert_min_labels)
+
+    def _on_assign(self, consumer, partitions) -> None:
+        self.state.assign(p.partition for p in partitions if p.topic == self.scores_topic)
 
     def handle(self, msgs: Iterable) -> None:
         for m in msgs:
@@ -359,7 +377,7 @@ class QualityService:
                 metrics.QUALITY_UNDECODABLE.labels(topic, exc.reason).inc()
                 continue
             if scores:
-                self.state.add_score(rec)
+                self.state.add_score(rec, m.partition())
             else:
                 self.state.add_label(rec)
         self._export_counts()

@@ -98,6 +98,22 @@ def test_a_label_waits_the_margin_for_its_score():
     assert 9 not in st_.labels
 
 
+def test_the_clock_waits_for_every_scores_partition():
+    """One partition read days ahead of another (a start reading the topics back) expires nothing of the other."""
+    st_ = state()
+    st_.assign([0, 1])
+    st_.add_score(score(1, T0, 0.5), partition=0)
+    st_.add_label(label(2, 1, T0 + DAY_MS))  # its score is in partition 1, not read yet
+    st_.add_score(score(3, T0 + 20 * DAY_MS, 0.5), partition=0)
+    st_.expire()
+    assert st_.clock is None and 1 in st_.scores and 2 in st_.labels
+    assert st_.add_score(score(2, T0 + DAY_MS, 0.7), partition=1) == "joined"
+    assert st_.clock == T0 + DAY_MS
+    st_.add_score(score(4, T0 + 10 * DAY_MS, 0.5), partition=1)
+    st_.expire()
+    assert 1 not in st_.scores and 3 in st_.scores  # now partition 1 is at day 10 too
+
+
 def test_count_bounds_drop_the_oldest():
     st_ = state(max_pending_scores=3, max_pending_labels=2)
     for t, et in ((1, T0 + 5), (2, T0 + 1), (3, T0 + 3), (4, T0 + 4)):
