@@ -71,7 +71,7 @@ def build(t_env, cfg, args):
         f"SELECT ENCODE(CAST(transaction_id AS STRING), 'UTF-8') AS `key`, dropped_row(kind, key_kind, key_id, "
         f"transaction_id, event_time) AS `value` FROM {DROPPED_VIEW}")
 
-    t_env.create_temporary_function("score_fraud", make_udf())
+    t_env.create_temporary_function("score_fraud", make_udf(bootstrap, args.dead_topic))
     args_sql = ", ".join(f"CAST({c} AS {sql_type(c)})" for c in FINAL_COLUMNS)
     scores = t_env.sql_query(
         f"SELECT ENCODE(CAST(transaction_id AS STRING), 'UTF-8') AS `key`, score_fraud({args_sql}) AS `value` "

@@ -53,7 +53,9 @@ def derive_features(c: dict[str, np.ndarray], profile_mean: np.ndarray, profile_
     return f
 
 
-def make_udf():
+def make_udf(bootstrap: str | None = None, dead_topic: str | None = None):
+    """``bootstrap`` and ``dead_topic``: the job's brokers and dead-letter topic (its command line), where the
+    decider reads the control topic and dead-letters what it refuses; default: the config's."""
     from pyflink.table import DataTypes
     from pyflink.table.udf import ScalarFunction, udf
 
@@ -73,7 +75,8 @@ def make_udf():
             self.profiles = ProfileStore(self.cfg.redis.redis_url, max_amount=self.cfg.fraud.max_amount)
             self.encoder = BatchEncoder("fraud_score")
             # Thresholds and hard rules (pipelines/rules.py): the score decides through the current rule set.
-            self.decider = Decider(self.cfg)
+            rules_cfg = self.cfg if not dead_topic else self.cfg.with_overrides({"topics": {"dead_letter": dead_topic}})
+            self.decider = Decider(rules_cfg, bootstrap=bootstrap)
             self.m = metrics
             self.out = metrics.EVENTS_OUT.labels("fraud-job", self.cfg.topics.fraud_scores)
             self.e2e = metrics.END_TO_END_SECONDS.labels("fraud")
