@@ -31,3 +31,25 @@ def udf_classpath() -> str:
 
     lib = Path(pyflink.__file__).parent / "lib"
     return os.pathsep.join([str(ensure_udf_jar()), *map(str, sorted(lib.glob("flink-*.jar")))])
+
+
+def fraud_job(tmp_path, bootstrap: str, topic_factory, prefix: str, env: dict, *, tx: str, labels: str, out: str,
+              dead: str | None = None) -> RunningJob:
+    """The fraud job on a test's own topics, with fresh decision and late topics (and dead-letter topic, unless
+    given) named after `prefix`; its group id is derived from the transactions topic."""
+    return RunningJob("jobs/fraud_job.py", tmp_path, "--bootstrap", bootstrap, "--source-topic", tx,
+                      "--labels-topic", labels, "--out-topic", out, "--decisions-topic", topic_factory(f"{prefix}-dec"),
+                      "--late-topic", topic_factory(f"{prefix}-late"),
+                      "--dead-topic", dead or topic_factory(f"{prefix}-dead"), "--group-id", f"g-{tx}", env=env)
+
+
+def wait_scored(job: RunningJob, bootstrap: str, topic: str, n: int, what: str, timeout: float = 300) -> None:
+    """Waits until `topic` holds `n` records (transactional markers count too: a lower bound on the time), failing
+    at once with the job's output if it died."""
+    from pipelines import kafka_util
+    from tests.pipeline_util import eventually
+
+    def check():
+        assert job.alive(), job.output()
+        return sum(kafka_util.end_offsets(bootstrap, topic).values()) >= n
+    eventually(check, timeout, what)

@@ -35,7 +35,7 @@ from pipelines.features import FEATURE_NAMES
 from pipelines.models import Registry
 from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
-from tests.flink_util import RunningJob
+from tests.flink_util import fraud_job, wait_scored
 from tests.pipeline_util import ROOT, eventually, scrape, select, total
 from udfs.scoring import random_mlp_weights, write_mlp_artifact
 
@@ -120,23 +120,11 @@ def test_live_quality_equals_offline_metrics_on_the_same_pairs(kafka_bootstrap, 
         q_log.flush()
         return (tmp_path / "quality.out").read_text(errors="replace")[-3000:]
 
-    def scored() -> int:
-        return sum(kafka_util.end_offsets(kafka_bootstrap, out_t).values())  # transactional markers count too
-
     try:
-        with RunningJob("jobs/fraud_job.py", tmp_path, "--bootstrap", kafka_bootstrap, "--source-topic", tx_t,
-                        "--labels-topic", lb_t, "--out-topic", out_t, "--decisions-topic", topic_factory("lq-dec"),
-                        "--late-topic", topic_factory("lq-late"), "--dead-topic", topic_factory("lq-dead"),
-                        "--group-id", f"g-{tx_t}", env=env) as job:
-            def wait_scored(n: int, what: str) -> None:
-                def check():
-                    assert job.alive(), job.output()
-                    return scored() >= n
-                eventually(check, 300, what)
-
+        with fraud_job(tmp_path, kafka_bootstrap, topic_factory, "lq", env, tx=tx_t, labels=lb_t, out=out_t) as job:
             first = replay(limit=N1).run()
             assert first.sent == N1
-            wait_scored(N1, f"the first {N1} transactions scored by {A}")
+            wait_scored(job, kafka_bootstrap, out_t, N1, f"the first {N1} transactions scored by {A}")
             Registry(base).promote(B)
             # The job looks at the registry at a batch: the rest, sent now, is what it swaps on (the first of it
             # may still go to A; each pair is grouped by the version its record names).

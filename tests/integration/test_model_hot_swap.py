@@ -29,7 +29,7 @@ from pipelines.features import FEATURE_NAMES
 from pipelines.models import Registry, production_version
 from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
-from tests.flink_util import RunningJob
+from tests.flink_util import fraud_job, wait_scored
 from tests.pipeline_util import ROOT, eventually, scrape, total
 from udfs.scoring import ReferenceScorer, random_mlp_weights, write_mlp_artifact
 
@@ -70,24 +70,13 @@ def test_promotion_mid_stream_swaps_without_restart_loss_or_duplicates(kafka_boo
     paced = replay(rate=RATE, skip=WARM, limit=N - WARM)
     sender = threading.Thread(target=lambda: report.setdefault("rep", paced.run()), daemon=True)
 
-    def scored() -> int:
-        return sum(kafka_util.end_offsets(kafka_bootstrap, out_t).values())  # transactional markers count too
-
-    with RunningJob("jobs/fraud_job.py", tmp_path, "--bootstrap", kafka_bootstrap, "--source-topic", tx_t,
-                    "--labels-topic", lb_t, "--out-topic", out_t, "--decisions-topic", topic_factory("hs-dec"),
-                    "--late-topic", topic_factory("hs-late"), "--dead-topic", topic_factory("hs-dead"),
-                    "--group-id", f"g-{tx_t}", env=env) as job:
-        def wait_scored(n: int, what: str) -> None:
-            def check():
-                assert job.alive(), job.output()
-                return scored() >= n
-            eventually(check, 300, what)
-
+    with fraud_job(tmp_path, kafka_bootstrap, topic_factory, "hs", env, tx=tx_t, labels=lb_t, out=out_t) as job:
         warm = replay(rate=0, limit=WARM).run()
         assert warm.sent == WARM
-        wait_scored(WARM, "the job is up: the first transactions scored")
+        wait_scored(job, kafka_bootstrap, out_t, WARM, "the job is up: the first transactions scored")
         sender.start()
-        wait_scored(WARM + (N - WARM) // 4, f"a quarter of the paced transactions scored with {A}")
+        wait_scored(job, kafka_bootstrap, out_t, WARM + (N - WARM) // 4,
+                    f"a quarter of the paced transactions scored with {A}")
         promote = subprocess.run([sys.executable, "-m", "pipelines.models", "--model-dir", str(base), "promote", B],
                                  cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert promote.returncode == 0, promote.stderr
@@ -95,7 +84,8 @@ def test_promotion_mid_stream_swaps_without_restart_loss_or_duplicates(kafka_boo
         eventually(lambda: total(scrape(job_port), "streamscore_model_swaps_total", result="swapped") == 1, 60,
                    "the job swapped to B", every=0.5)
 
-        wait_scored(WARM + 2 * (N - WARM) // 3, "two thirds of the paced transactions scored")
+        wait_scored(job, kafka_bootstrap, out_t, WARM + 2 * (N - WARM) // 3,
+                    "two thirds of the paced transactions scored")
         Registry(base, features=ODD_FEATURES).promote(ODD)  # the registry allows it; the job must not
         assert production_version(base) == ODD
         eventually(lambda: total(scrape(job_port), "streamscore_model_swaps_total", result="refused") == 1, 60,
