@@ -5,7 +5,9 @@ rows or `bundle.time` ms, whichever comes first: that is the micro-batch the sco
 the profiles (one Redis HMGET), derives the remaining features with the reference rules in pipelines/features.py,
 scores through the scoring interface (the C++ scorer by default), and returns the encoded FraudScore records.
 The model is the registry's production version (udfs/scoring.py ProductionScorer): a promotion is picked up between
-two batches, and each record's ``model_version`` names the version that decided it.
+two batches, and each record's ``model_version`` names the version that decided it. The registry's shadow version,
+if any, scores the same batch: its score and version go into ``shadow_score`` / ``shadow_version``; it decides
+nothing.
 """
 
 from __future__ import annotations
@@ -97,6 +99,8 @@ def make_udf(bootstrap: str | None = None, dead_topic: str | None = None):
             feats = derive_features(c, cust.mean, cust.std)
             cols = [np.ascontiguousarray(feats[name], dtype=np.float32) for name in self.features]
             scores = np.asarray(scorer.score(cols), dtype=np.float64)
+            shadow = self.models.shadow_scorer  # taken with `scorer` by current(): one registry revision per batch
+            shadow_scores = None if shadow is None else np.asarray(shadow.score(cols), dtype=np.float64)
             d = self.decider.decide(scores, {**c, **feats})
             flags = (cust.missing.astype(np.int64) | (term.missing.astype(np.int64) << 1)
                      | (cust.invalid.astype(np.int64) << 2) | (term.invalid.astype(np.int64) << 3))
@@ -107,7 +111,8 @@ def make_udf(bootstrap: str | None = None, dead_topic: str | None = None):
                 "features": (self.features, np.stack([feats[k] for k in self.features], axis=1)),
                 "profile_flags": flags, "score": scores, "decision": d.decision, "model_version": scorer.version,
                 "produced_at": c["produced_at"], "scored_at": np.full(n, now, np.int64),
-                "rule_set_version": np.full(n, d.rule_set_version, np.int64), "rule": d.rule}, n)
+                "rule_set_version": np.full(n, d.rule_set_version, np.int64), "rule": d.rule,
+                "shadow_version": None if shadow is None else shadow.version, "shadow_score": shadow_scores}, n)
             self.out.inc(n)
             lat = (now - c["produced_at"].astype(np.int64)) / 1000.0
             for v in lat[:: max(1, n // 64)]:  # a sample is enough for the histogram's quantiles

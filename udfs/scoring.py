@@ -14,7 +14,7 @@
 * :class:`ProductionScorer` follows the registry while the job runs: it looks at the registry file at most every
   ``fraud.registry_poll_ms``, loads a new production version beside the serving one (in a thread) and hands it out
   from the next batch on; a version whose feature list differs from the job's is refused and the serving one
-  stays.
+  stays. It follows the registry's shadow version the same way (:attr:`ProductionScorer.shadow_scorer`).
 
 Each ``score`` call records ``SCORER_BATCH_SIZE`` and ``INFERENCE_SECONDS`` (labels: model name, backend).
 
@@ -443,6 +443,11 @@ class ProductionScorer:
     is not the job's, it does not load, the registry file is unreadable) is refused: counted in
     ``streamscore_model_swaps_total{result="refused"}``, logged, and the serving version goes on. A pinned
     ``fraud.model_version`` (anything but "latest") never changes.
+
+    The registry's shadow version (if any) is followed the same way: loaded beside, refused on a feature mismatch
+    (then there is no shadow until the registry names another), and handed out as :attr:`shadow_scorer` together
+    with the production scorer by the same :meth:`current` call, so one batch is scored by one registry revision.
+    The caller scores the whole batch with it too; it decides nothing.
     """
 
     def __init__(self, cfg: Config, kind: str | None = None, background: bool = True,
@@ -463,8 +468,14 @@ class ProductionScorer:
         self._serving_gauge.labels(self.name, self.scorer.version).set(1)
         self._next = clock() + self.poll_s
         self._loading: threading.Thread | None = None
-        self._ready: tuple[str, Scorer] | None = None
+        self._ready: tuple[str, Scorer, str | None, Scorer | None] | None = None
         self.refused: list[tuple[str, str]] = []  # (version, reason), newest last
+        self.shadow_serving: str | None = None
+        self.shadow_scorer: Scorer | None = None
+        if self.follow:
+            shadow = self._targets()[1]
+            if shadow is not None:
+                self.shadow_serving, self.shadow_scorer = self._load_shadow(shadow)
 
     def _stat(self) -> tuple | None:
         from pipelines.models import registry_path
@@ -504,34 +515,67 @@ class ProductionScorer:
         self._swaps.labels(self.name, "refused").inc()
         log.error("model %s: version %s refused, %s keeps serving: %s", self.name, version, self.serving, reason)
 
+    def _targets(self) -> tuple[str | None, str | None]:
+        """(production, shadow) as the registry names them; LATEST and no shadow without a registry file."""
+        from pipelines.models import read_state
+        from pipelines.models.registry import read_latest as latest_or_none
+
+        state = read_state(self.base)
+        if state is None:
+            return latest_or_none(self.base), None
+        return state.production, state.shadow
+
     def _check(self) -> None:
-        from pipelines.models import RegistryError, production_version
+        from pipelines.models import RegistryError
 
         try:
-            version = production_version(self.base)
+            version, shadow = self._targets()
         except RegistryError as exc:
             self._refuse("?", str(exc))
             return
-        if version is None or version == self.serving:
+        version = version or self.serving
+        if version == self.serving and shadow == self.shadow_serving:
             return
         if self.background:
-            self._loading = threading.Thread(target=self._load, args=(version,), daemon=True,
+            self._loading = threading.Thread(target=self._load, args=(version, shadow), daemon=True,
                                              name=f"load-model-{version}")
             self._loading.start()
         else:
-            self._load(version)
+            self._load(version, shadow)
 
-    def _load(self, version: str) -> None:
+    def _load_shadow(self, shadow: str) -> tuple[str | None, Scorer | None]:
         try:
-            scorer = load_scorer(self.cfg, self.kind, version, features=self.features)
-        except Exception as exc:  # anything: the serving version must go on
-            self._refuse(version, f"{type(exc).__name__}: {exc}")
-        else:
-            self._ready = (version, scorer)
+            return shadow, load_scorer(self.cfg, self.kind, shadow, features=self.features)
+        except Exception as exc:  # a shadow that cannot load: no shadow, production goes on
+            self._refuse(shadow, f"as the shadow: {type(exc).__name__}: {exc}")
+            return None, None
+
+    def _load(self, version: str, shadow: str | None) -> None:
+        try:
+            scorer = self.scorer
+            if version != self.serving:
+                try:
+                    scorer = load_scorer(self.cfg, self.kind, version, features=self.features)
+                except Exception as exc:  # anything: the serving version must go on
+                    self._refuse(version, f"{type(exc).__name__}: {exc}")
+                    version, scorer = self.serving, self.scorer
+            if shadow == self.shadow_serving:
+                shadow_scorer = self.shadow_scorer
+            elif shadow is None or shadow == version:
+                shadow, shadow_scorer = None, None
+            else:
+                shadow, shadow_scorer = self._load_shadow(shadow)
+            if (version, shadow) != (self.serving, self.shadow_serving):
+                self._ready = (version, scorer, shadow, shadow_scorer)
         finally:
             self._loading = None
 
-    def _swap(self, version: str, scorer: Scorer) -> None:
+    def _swap(self, version: str, scorer: Scorer, shadow: str | None, shadow_scorer: Scorer | None) -> None:
+        if shadow != self.shadow_serving:
+            log.warning("model %s: shadow %s (was %s)", self.name, shadow, self.shadow_serving)
+        self.shadow_scorer, self.shadow_serving = shadow_scorer, shadow
+        if version == self.serving:
+            return
         old = self.scorer
         self.scorer, self.serving = scorer, version
         self._swaps.labels(self.name, "swapped").inc()

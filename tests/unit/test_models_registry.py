@@ -232,6 +232,34 @@ def test_production_scorer_swaps_between_batches(models, background):
     assert ps.current().version == "v2" and _count("swapped") == swapped + 1
 
 
+def test_production_scorer_follows_the_shadow(models):
+    """The shadow is handed out with production by the same current(); a shadow with other features is refused
+    (no shadow), and promoting the shadow leaves none."""
+    cfg = load_config(environ={}).with_overrides({"fraud": {"model_dir": str(models), "registry_poll_ms": 500}})
+    Registry(models).shadow("v2")
+    clock = Clock()
+    ps = S.ProductionScorer(cfg, kind="reference", background=False, clock=clock)
+    assert ps.current().version == "v1" and ps.shadow_scorer.version == "v2", "a shadow at the start is loaded"
+
+    Registry(models).shadow("v3")
+    clock.t = 0.6
+    ps.current()  # looks at the registry; the next batch gets what it loaded
+    assert ps.current().version == "v1" and ps.shadow_scorer.version == "v3" and ps.shadow_serving == "v3"
+
+    refused = _count("refused")
+    Registry(models, features=[*FEATURE_NAMES[:-1], "is_full_moon"]).shadow("odd")
+    clock.t = 1.2
+    ps.current()  # looks at the registry; the next batch gets what it loaded
+    assert ps.current().version == "v1" and ps.shadow_scorer is None and ps.shadow_serving is None
+    assert _count("refused") == refused + 1 and "as the shadow" in ps.refused[-1][1]
+
+    Registry(models).shadow("v2")
+    Registry(models).promote("v2")  # the shadow becomes production: no shadow left
+    clock.t = 1.8
+    ps.current()
+    assert ps.current().version == "v2" and ps.shadow_scorer is None
+
+
 def test_production_scorer_pinned_version_never_swaps(models):
     cfg = load_config(environ={}).with_overrides({"fraud": {"model_dir": str(models), "model_version": "v3",
                                                             "registry_poll_ms": 1}})
