@@ -52,7 +52,7 @@ train: install train-fraud train-sentiment ## Train every model (writes versione
 model: $(FRAUD_LATEST) $(SENTIMENT_LATEST) ## Train the fraud and sentiment models where no artifact exists yet
 
 # The fraud model registry (pipelines/models): a running fraud job picks up a promotion or rollback without a restart.
-.PHONY: models promote rollback
+.PHONY: models promote rollback shadow ab
 models: venv ## List the fraud model versions with their stage, metrics, data hash and training commit
 	@$(PY) -m pipelines.models list
 
@@ -62,6 +62,12 @@ promote: venv ## Make fraud version V production (make promote V=fraud-...); the
 
 rollback: venv ## The previous fraud production version decides again
 	@$(PY) -m pipelines.models rollback
+
+shadow: venv ## Score fraud version V beside production on every batch, deciding nothing (make shadow V=fraud-...)
+	@$(PY) -m pipelines.models shadow "$(V)"
+
+ab: venv ## A/B: fraud version V decides for FRACTION of the customers by a stable hash (make ab V=... FRACTION=0.1; V=off ends it)
+	@$(PY) -m pipelines.models ab "$(V)" $(FRACTION)
 
 # The fraud job's run-time thresholds and hard rules (pipelines/rules.py): the next version on topics.fraud_control.
 .PHONY: rules

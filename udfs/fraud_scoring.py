@@ -65,6 +65,7 @@ def make_udf(bootstrap: str | None = None, dead_topic: str | None = None):
         def open(self, function_context):
             from pipelines import metrics
             from pipelines.config import load_config
+            from pipelines.models import ab_arm
             from pipelines.profiles import ProfileStore
             from pipelines.rules import Decider
             from pipelines.serde import BatchEncoder
@@ -76,6 +77,7 @@ def make_udf(bootstrap: str | None = None, dead_topic: str | None = None):
             self.features = self.models.features
             self.profiles = ProfileStore(self.cfg.redis.redis_url, max_amount=self.cfg.fraud.max_amount)
             self.encoder = BatchEncoder("fraud_score")
+            self.ab_arm = ab_arm
             # Thresholds and hard rules (pipelines/rules.py): the score decides through the current rule set.
             rules_cfg = self.cfg if not dead_topic else self.cfg.with_overrides({"topics": {"dead_letter": dead_topic}})
             self.decider = Decider(rules_cfg, bootstrap=bootstrap)
@@ -101,6 +103,14 @@ def make_udf(bootstrap: str | None = None, dead_topic: str | None = None):
             scores = np.asarray(scorer.score(cols), dtype=np.float64)
             shadow = self.models.shadow_scorer  # taken with `scorer` by current(): one registry revision per batch
             shadow_scores = None if shadow is None else np.asarray(shadow.score(cols), dtype=np.float64)
+            version, arm = scorer.version, None
+            if self.models.ab is not None:  # the A/B candidate decides for the customers of its arm
+                candidate, fraction, salt = self.models.ab
+                arm = self.ab_arm(c["customer_id"], salt, fraction)
+                if arm.any():
+                    scores = scores.copy()
+                    scores[arm] = candidate.score([np.ascontiguousarray(col[arm]) for col in cols])
+                version = np.where(arm, candidate.version, scorer.version).astype(object)
             d = self.decider.decide(scores, {**c, **feats})
             flags = (cust.missing.astype(np.int64) | (term.missing.astype(np.int64) << 1)
                      | (cust.invalid.astype(np.int64) << 2) | (term.invalid.astype(np.int64) << 3))
@@ -109,10 +119,11 @@ def make_udf(bootstrap: str | None = None, dead_topic: str | None = None):
                 "transaction_id": c["transaction_id"], "customer_id": c["customer_id"],
                 "terminal_id": c["terminal_id"], "amount": c["amount"], "event_time": c["event_time"],
                 "features": (self.features, np.stack([feats[k] for k in self.features], axis=1)),
-                "profile_flags": flags, "score": scores, "decision": d.decision, "model_version": scorer.version,
+                "profile_flags": flags, "score": scores, "decision": d.decision, "model_version": version,
                 "produced_at": c["produced_at"], "scored_at": np.full(n, now, np.int64),
                 "rule_set_version": np.full(n, d.rule_set_version, np.int64), "rule": d.rule,
-                "shadow_version": None if shadow is None else shadow.version, "shadow_score": shadow_scores}, n)
+                "shadow_version": None if shadow is None else shadow.version, "shadow_score": shadow_scores,
+                "ab_arm": None if arm is None else arm.astype(np.int64)}, n)
             self.out.inc(n)
             lat = (now - c["produced_at"].astype(np.int64)) / 1000.0
             for v in lat[:: max(1, n // 64)]:  # a sample is enough for the histogram's quantiles

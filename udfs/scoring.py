@@ -447,7 +447,9 @@ class ProductionScorer:
     The registry's shadow version (if any) is followed the same way: loaded beside, refused on a feature mismatch
     (then there is no shadow until the registry names another), and handed out as :attr:`shadow_scorer` together
     with the production scorer by the same :meth:`current` call, so one batch is scored by one registry revision.
-    The caller scores the whole batch with it too; it decides nothing.
+    The caller scores the whole batch with it too; it decides nothing. The registry's A/B experiment likewise:
+    :attr:`ab` is None or (candidate scorer, fraction, salt), and the caller lets the candidate decide for the
+    customers pipelines.models.ab_arm puts in its arm.
     """
 
     def __init__(self, cfg: Config, kind: str | None = None, background: bool = True,
@@ -468,14 +470,18 @@ class ProductionScorer:
         self._serving_gauge.labels(self.name, self.scorer.version).set(1)
         self._next = clock() + self.poll_s
         self._loading: threading.Thread | None = None
-        self._ready: tuple[str, Scorer, str | None, Scorer | None] | None = None
+        self._ready: tuple | None = None  # what the next current() hands out: _swap's arguments
         self.refused: list[tuple[str, str]] = []  # (version, reason), newest last
         self.shadow_serving: str | None = None
         self.shadow_scorer: Scorer | None = None
+        self.ab_serving: tuple[str, float, int] | None = None  # (version, fraction, salt)
+        self.ab: tuple[Scorer, float, int] | None = None
         if self.follow:
-            shadow = self._targets()[1]
+            _, shadow, ab = self._targets()
             if shadow is not None:
                 self.shadow_serving, self.shadow_scorer = self._load_shadow(shadow)
+            if ab is not None:
+                self.ab_serving, self.ab = self._load_ab(ab)
 
     def _stat(self) -> tuple | None:
         from pipelines.models import registry_path
@@ -515,33 +521,35 @@ class ProductionScorer:
         self._swaps.labels(self.name, "refused").inc()
         log.error("model %s: version %s refused, %s keeps serving: %s", self.name, version, self.serving, reason)
 
-    def _targets(self) -> tuple[str | None, str | None]:
-        """(production, shadow) as the registry names them; LATEST and no shadow without a registry file."""
+    def _targets(self) -> tuple[str | None, str | None, tuple[str, float, int] | None]:
+        """(production, shadow, A/B) as the registry names them; LATEST alone without a registry file."""
         from pipelines.models import read_state
         from pipelines.models.registry import read_latest as latest_or_none
 
         state = read_state(self.base)
         if state is None:
-            return latest_or_none(self.base), None
-        return state.production, state.shadow
+            return latest_or_none(self.base), None, None
+        ab = state.ab
+        return (state.production, state.shadow,
+                (ab["version"], float(ab["fraction"]), int(ab["salt"])) if ab else None)
 
     def _check(self) -> None:
         from pipelines.models import RegistryError
 
         try:
-            version, shadow = self._targets()
+            version, shadow, ab = self._targets()
         except RegistryError as exc:
             self._refuse("?", str(exc))
             return
         version = version or self.serving
-        if version == self.serving and shadow == self.shadow_serving:
+        if (version, shadow, ab) == (self.serving, self.shadow_serving, self.ab_serving):
             return
         if self.background:
-            self._loading = threading.Thread(target=self._load, args=(version, shadow), daemon=True,
+            self._loading = threading.Thread(target=self._load, args=(version, shadow, ab), daemon=True,
                                              name=f"load-model-{version}")
             self._loading.start()
         else:
-            self._load(version, shadow)
+            self._load(version, shadow, ab)
 
     def _load_shadow(self, shadow: str) -> tuple[str | None, Scorer | None]:
         try:
@@ -550,7 +558,18 @@ class ProductionScorer:
             self._refuse(shadow, f"as the shadow: {type(exc).__name__}: {exc}")
             return None, None
 
-    def _load(self, version: str, shadow: str | None) -> None:
+    def _load_ab(self, ab: tuple[str, float, int]) -> tuple[tuple[str, float, int] | None,
+                                                            tuple[Scorer, float, int] | None]:
+        version, fraction, salt = ab
+        if self.ab_serving is not None and self.ab_serving[0] == version and self.ab is not None:
+            return ab, (self.ab[0], fraction, salt)  # the same candidate: keep its scorer
+        try:
+            return ab, (load_scorer(self.cfg, self.kind, version, features=self.features), fraction, salt)
+        except Exception as exc:  # a candidate that cannot load: no A/B, production decides for everyone
+            self._refuse(version, f"as the A/B candidate: {type(exc).__name__}: {exc}")
+            return None, None
+
+    def _load(self, version: str, shadow: str | None, ab: tuple[str, float, int] | None = None) -> None:
         try:
             scorer = self.scorer
             if version != self.serving:
@@ -565,15 +584,25 @@ class ProductionScorer:
                 shadow, shadow_scorer = None, None
             else:
                 shadow, shadow_scorer = self._load_shadow(shadow)
-            if (version, shadow) != (self.serving, self.shadow_serving):
-                self._ready = (version, scorer, shadow, shadow_scorer)
+            if ab == self.ab_serving:
+                ab_now = self.ab
+            elif ab is None or ab[0] == version:
+                ab, ab_now = None, None
+            else:
+                ab, ab_now = self._load_ab(ab)
+            if (version, shadow, ab) != (self.serving, self.shadow_serving, self.ab_serving):
+                self._ready = (version, scorer, shadow, shadow_scorer, ab, ab_now)
         finally:
             self._loading = None
 
-    def _swap(self, version: str, scorer: Scorer, shadow: str | None, shadow_scorer: Scorer | None) -> None:
+    def _swap(self, version: str, scorer: Scorer, shadow: str | None, shadow_scorer: Scorer | None,
+              ab: tuple[str, float, int] | None, ab_now: tuple[Scorer, float, int] | None) -> None:
         if shadow != self.shadow_serving:
             log.warning("model %s: shadow %s (was %s)", self.name, shadow, self.shadow_serving)
+        if ab != self.ab_serving:
+            log.warning("model %s: A/B %s (was %s)", self.name, ab, self.ab_serving)
         self.shadow_scorer, self.shadow_serving = shadow_scorer, shadow
+        self.ab, self.ab_serving = ab_now, ab
         if version == self.serving:
             return
         old = self.scorer

@@ -6,6 +6,7 @@
     python -m pipelines.models candidate V       # register V, or move it back, as a candidate
     python -m pipelines.models archive V         # retire V
     python -m pipelines.models rollback          # the previous production decides again
+    python -m pipelines.models ab V 0.1          # V decides for 10% of the customers (a stable hash); ab off ends it
 
 ``--model-dir`` defaults to fraud.model_dir. A running fraud job that follows the registry (fraud.model_version
 "latest") picks up a new production within fraud.registry_poll_ms plus the load time, without a restart.
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("promote", "shadow", "candidate", "archive"):
         sub.add_parser(name, help=f"set a version's stage ({name})").add_argument("version")
     sub.add_parser("rollback", help="the previous production decides again")
+    ab = sub.add_parser("ab", help="A/B: version V decides for FRACTION of the customers; 'ab off' ends it")
+    ab.add_argument("version", help="a version, or 'off'")
+    ab.add_argument("fraction", nargs="?", type=float)
     args = ap.parse_args(argv)
     reg = Registry(args.model_dir)
     try:
@@ -60,13 +64,20 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cmd == "rollback":
             state = reg.rollback()
+        elif args.cmd == "ab" and args.version == "off":
+            state = reg.ab_off()
+        elif args.cmd == "ab":
+            if args.fraction is None:
+                ap.error("ab V FRACTION: the fraction of customers V decides for")
+            state = reg.ab(args.version, args.fraction)
         else:
             state = getattr(reg, args.cmd)(args.version)
     except RegistryError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
     print(f"registry revision {state.revision}: production {state.production}"
-          + (f", shadow {state.shadow}" if state.shadow else ""))
+          + (f", shadow {state.shadow}" if state.shadow else "")
+          + (f", A/B {state.ab['version']} for {state.ab['fraction']:.1%} of customers" if state.ab else ""))
     return 0
 
 

@@ -17,6 +17,10 @@ Rules (each refusal raises :class:`RegistryError` with the reason):
   features. ``promote`` archives the previous production and pushes ``V`` on the production history.
 * ``rollback`` pops the production history: the current production is archived and the previous one decides again.
 * ``candidate V`` / ``archive V`` refuse the production version (promote another one, or roll back, first).
+* ``ab V FRACTION`` starts an A/B experiment: the candidate ``V`` (with the job's features) decides for the customers
+  :func:`ab_arm` puts in its arm (a stable hash of the customer id with a random salt drawn per experiment), the
+  production version for the rest. ``ab off`` ends it, as does promoting, shadowing or archiving ``V``; promoting
+  another version keeps it (the new production is the control arm).
 
 The file is written atomically (a temporary file in the same folder, fsync, ``os.replace``) under an exclusive
 ``fcntl`` lock on ``<model_dir>/.registry.lock``, so concurrent commands serialise and a reader (the running job)
@@ -150,6 +154,8 @@ class State:
     versions: dict[str, dict[str, Any]]
     production_history: list[str]
     updated_at: str | None = None
+    # The A/B experiment: {"version": the candidate, "fraction": of customers it decides for, "salt": of the hash}.
+    ab: dict[str, Any] | None = None
 
     @property
     def production(self) -> str | None:
@@ -165,7 +171,7 @@ class State:
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "revision": self.revision, "updated_at": self.updated_at,
-                "production": self.production, "shadow": self.shadow,
+                "production": self.production, "shadow": self.shadow, "ab": self.ab,
                 "production_history": self.production_history, "versions": self.versions}
 
     @classmethod
@@ -183,7 +189,14 @@ class State:
         if len(prods) > 1 or (prods and (not hist or hist[-1] != prods[0])):
             raise RegistryError(f"{source}: production must be one version, the last of production_history "
                                 f"(production: {prods}, history: {hist[-3:]})")
-        return cls(int(data.get("revision", 0)), versions, [str(v) for v in hist], data.get("updated_at"))
+        ab = data.get("ab")
+        if ab is not None:
+            ok = (isinstance(ab, dict) and ab.get("version") in versions and isinstance(ab.get("salt"), int)
+                  and isinstance(ab.get("fraction"), (int, float)) and 0 < ab["fraction"] < 1)
+            if not ok:
+                raise RegistryError(f"{source}: 'ab' must name a registered version, a fraction in (0, 1) and an "
+                                    f"integer salt, not {ab!r}")
+        return cls(int(data.get("revision", 0)), versions, [str(v) for v in hist], data.get("updated_at"), ab)
 
 
 def read_state(model_dir: str | Path) -> State | None:
@@ -262,13 +275,16 @@ class Registry:
                 state = self.state()
                 before = {v: e["stage"] for v, e in state.versions.items()}
                 yield state
+                if state.ab is not None and state.stage(state.ab["version"]) != "candidate":
+                    state.ab = None  # its candidate was promoted, made the shadow or archived: the A/B ends
                 state.revision += 1
                 state.updated_at = _now()
                 self._write(state)
                 after = {v: e["stage"] for v, e in state.versions.items()}
                 changes = {v: [before.get(v), s] for v, s in after.items() if before.get(v) != s}
                 line = {"at": state.updated_at, "user": _user(), "action": action, "version": version,
-                        "revision": state.revision, "production": state.production, "changes": changes}
+                        "revision": state.revision, "production": state.production, "changes": changes,
+                        "ab": state.ab}
                 with open(self.model_dir / HISTORY_FILE, "a") as fh:
                     fh.write(json.dumps(line, sort_keys=True) + "\n")
             finally:
@@ -338,6 +354,33 @@ class Registry:
             self._set(e, "shadow")
         return state
 
+    def ab(self, version: str, fraction: float) -> State:
+        """An A/B experiment: ``version`` (a candidate, with the job's features) decides for ``fraction`` of the
+        customers, chosen by a stable hash of the customer id with a new random salt (:func:`ab_arm`); production
+        decides for the rest. It ends with :meth:`ab_off`, or when its version is promoted, made the shadow or
+        archived; a promotion of another version keeps it (the new production is the control arm)."""
+        import math
+        import secrets
+
+        if not (isinstance(fraction, (int, float)) and math.isfinite(fraction) and 0 < fraction < 1):
+            raise RegistryError(f"the A/B fraction must be in (0, 1), not {fraction!r}")
+        with self._change("ab", version) as state:
+            if state.stage(version) in ("production", "shadow"):
+                raise RegistryError(f"version {version!r} is {state.stage(version)}; an A/B candidate must be a "
+                                    f"candidate")
+            e = self._entry(state, version, check_features=True)
+            self._set(e, "candidate")
+            state.ab = {"version": version, "fraction": float(fraction), "salt": secrets.randbits(62)}
+        return state
+
+    def ab_off(self) -> State:
+        """Ends the A/B experiment: production decides for every customer again."""
+        with self._change("ab-off", None) as state:
+            if state.ab is None:
+                raise RegistryError("no A/B experiment is running")
+            state.ab = None
+        return state
+
     def candidate(self, version: str) -> State:
         """Registers ``version`` (or moves it back) as a candidate."""
         return self._demote("candidate", version, "candidate")
@@ -369,3 +412,17 @@ class Registry:
                 self._set(state.versions[current], "archived")
             self._set(e, "production")
         return state
+
+
+def ab_arm(customer_ids, salt: int, fraction: float):
+    """True where a customer is in the A/B candidate arm: the splitmix64 finaliser of (customer id XOR salt), as a
+    uniform number in [0, 1), below ``fraction``. The same customer and salt always give the same arm."""
+    import numpy as np
+
+    with np.errstate(over="ignore"):
+        z = np.asarray(customer_ids, dtype=np.int64).astype(np.uint64) ^ np.uint64(salt)
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53)) < fraction

@@ -12,6 +12,7 @@ registry's shadow from the start; a quarter of the way through the paced part, `
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import threading
@@ -123,3 +124,68 @@ def test_shadow_scores_every_record_and_decides_nothing(kafka_bootstrap, redis_u
     differ = int((_thresholds(shadow, f.review_threshold, f.decline_threshold) != got).sum())
     assert differ > 0, "the shadow would decide every record alike: the check above would mean nothing"
     print(f"shadows {dict(shadows)}; the shadow would have decided {differ} of {N} records otherwise")
+
+
+AB_N = 5000
+AB_FRACTION = 0.3
+
+
+def test_ab_split_by_customer(kafka_bootstrap, redis_url, topic_factory, tmp_path):
+    """The registry's A/B experiment (`python -m pipelines.models ab B 0.3`): B decides for the customers its stable
+    hash puts in the candidate arm, A for the others; each customer always in one arm, the share of customers in
+    the candidate arm within binomial bounds, every record scored and decided by the version it names."""
+    from pipelines.models import ab_arm, read_state
+
+    cfg = load_config()
+    base = tmp_path / "models"
+    for version, seed in ((A, 3), (B, 11)):
+        _model(base, version, seed)
+    (base / "LATEST").write_text(f"{A}\n")
+    cmd = subprocess.run([sys.executable, "-m", "pipelines.models", "--model-dir", str(base), "ab", B,
+                          str(AB_FRACTION)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert cmd.returncode == 0, cmd.stderr
+    salt = read_state(base).ab["salt"]
+
+    tx_t, lb_t, out_t = topic_factory("ab-tx"), topic_factory("ab-labels"), topic_factory("ab-scores")
+    env = {"STREAMSCORE_REDIS__URL": redis_url, "STREAMSCORE_FRAUD__MODEL_DIR": str(base),
+           "STREAMSCORE_METRICS__JOB_PORT": str(free_port())}
+    with fraud_job(tmp_path, kafka_bootstrap, topic_factory, "ab", env, tx=tx_t, labels=lb_t, out=out_t) as job:
+        sent = FraudReplay(cfg, ReplayOptions(rate=0, label_delay_days=1.0, limit=AB_N), bootstrap=kafka_bootstrap,
+                           tx_topic=tx_t, label_topic=lb_t).run()
+        assert sent.sent == AB_N
+
+        def all_committed():
+            assert job.alive(), job.output()
+            msgs = kafka_util.read_topic(kafka_bootstrap, out_t, idle=1, timeout=30, read_committed=True)
+            return msgs if len(msgs) >= AB_N else None
+        msgs = eventually(all_committed, 300, f"{AB_N} committed scores", every=2)
+        restarts = job.num_restarts()
+
+    assert restarts == 0, "the job restarted"
+    s = serde("fraud_score")
+    records = [s.decode(m.value()) for m in msgs]
+    assert len({r["transaction_id"] for r in records}) == AB_N == len(records)
+
+    arms: dict[int, set] = defaultdict(set)
+    for r in records:
+        arms[r["customer_id"]].add(r["ab_arm"])
+        assert r["model_version"] == (B if r["ab_arm"] == "CANDIDATE" else A), r
+    assert all(len(a) == 1 for a in arms.values()), "a customer went to both arms"
+    customers = np.array(sorted(arms))
+    expected = ab_arm(customers, salt, AB_FRACTION)
+    assert [arms[c] == {"CANDIDATE"} for c in customers] == expected.tolist(), "not the stable hash's arm"
+    share, sigma = expected.mean(), math.sqrt(AB_FRACTION * (1 - AB_FRACTION) / customers.size)
+    assert abs(share - AB_FRACTION) < 5 * sigma, f"{share:.3f} of {customers.size} customers in the candidate arm"
+
+    f = cfg.fraud
+    feats = lambda rows: [np.array([r["features"][n] for r in rows], dtype=np.float32) for n in FEATURE_NAMES]  # noqa: E731
+    for version in (A, B):
+        rows = [r for r in records if r["model_version"] == version]
+        assert rows, version
+        assert np.allclose([r["score"] for r in rows], ReferenceScorer(base / version).score(feats(rows)),
+                           atol=1e-5), f"{version}: scores are not its own"
+        got = np.array([DECISIONS.index(r["decision"]) for r in rows])
+        want = _thresholds(np.array([r["score"] for r in rows]), f.review_threshold, f.decline_threshold)
+        assert (got == want).all(), f"{version}: decisions are not its score's"
+    print(f"A/B: {share:.3f} of {customers.size} customers in the candidate arm (fraction {AB_FRACTION}); "
+          f"records {Counter(r['ab_arm'] for r in records)}")

@@ -5,6 +5,7 @@ is refused and the serving one stays)."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -285,3 +286,54 @@ def test_training_records_the_code_commit():
     commit, dirty = code_commit()
     assert re.fullmatch(r"[0-9a-f]{40}", commit or "") and isinstance(dirty, bool)
     assert code_commit(Path("/")) == (None, None)
+
+
+def test_ab_arm_is_stable_and_holds_its_fraction():
+    from pipelines.models import ab_arm
+
+    ids = np.arange(200_000, dtype=np.int64) * 7 + 3
+    for fraction in (0.1, 0.3, 0.5):
+        arm = ab_arm(ids, 12345, fraction)
+        sigma = math.sqrt(fraction * (1 - fraction) / ids.size)
+        assert abs(arm.mean() - fraction) < 5 * sigma, (fraction, arm.mean())
+        assert (ab_arm(ids[::-1], 12345, fraction) == arm[::-1]).all(), "an id's arm does not depend on the batch"
+    a, b = ab_arm(ids, 1, 0.5), ab_arm(ids, 2, 0.5)
+    assert 0.45 < (a != b).mean() < 0.55, "another salt reshuffles the customers"
+    assert not ab_arm(ids, 1, 0.0).any() and ab_arm(ids, 1, 1.0).all()
+
+
+def test_registry_ab_experiment(models):
+    reg = Registry(models)
+    with pytest.raises(RegistryError, match="fraction"):
+        reg.ab("v2", 1.5)
+    with pytest.raises(RegistryError, match="production"):
+        reg.ab("v1", 0.2)
+    with pytest.raises(RegistryError, match="feature list"):
+        Registry(models).ab("odd", 0.2)
+    state = reg.ab("v2", 0.25)
+    assert state.ab["version"] == "v2" and state.ab["fraction"] == 0.25 and state.stage("v2") == "candidate"
+    assert read_state(models).ab == state.ab
+    reg.promote("v3")  # another promotion keeps the experiment: v3 is the control arm
+    assert read_state(models).ab == state.ab
+    reg.promote("v2")  # promoting the candidate ends it
+    assert read_state(models).ab is None
+    reg.ab("v3", 0.5)
+    reg.ab_off()
+    assert read_state(models).ab is None
+    with pytest.raises(RegistryError, match="no A/B"):
+        reg.ab_off()
+
+
+def test_production_scorer_follows_the_ab_experiment(models):
+    cfg = load_config(environ={}).with_overrides({"fraud": {"model_dir": str(models), "registry_poll_ms": 500}})
+    clock = Clock()
+    ps = S.ProductionScorer(cfg, kind="reference", background=False, clock=clock)
+    assert ps.ab is None
+    Registry(models).ab("v2", 0.3)
+    clock.t = 0.6
+    ps.current()
+    assert ps.current().version == "v1" and ps.ab[0].version == "v2" and ps.ab[1] == 0.3
+    Registry(models).ab_off()
+    clock.t = 1.2
+    ps.current()
+    assert ps.current().version == "v1" and ps.ab is None
