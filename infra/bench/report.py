@@ -87,6 +87,9 @@ def render_bench(result: dict, path: Path) -> list[str]:
         ("native scorer speed-up over numpy, batch 64", _num(h.get("native_speedup_b64"), "x"), None),
         ("sentiment, posts/s (`sentiment_posts_per_s`)", _num(h.get("sentiment_posts_per_s")), "sentiment_posts_per_s"),
     ]
+    if h.get("fraud_events_per_s_shadow") is not None:
+        rows.append(("drain with a shadow version scored on every batch, events/s",
+                     _spread(h, "fraud_events_per_s_shadow"), None))
     if "sentiment_live_p99_ms" in h:
         rows.append(("sentiment live p99 beside the fraud job, ms", _spread(h, "sentiment_live_p99_ms"),
                      "sentiment_live_p99_ms"))

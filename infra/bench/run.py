@@ -468,6 +468,26 @@ def run_sub_bench(module: str, out_file: Path, headline_key: str) -> tuple[dict 
     return None, None, proc.stderr[-2000:]
 
 
+def shadow_model_dir(cfg, out: Path) -> Path:
+    """A model folder for the shadow's cost: the production version of fraud.model_dir, and a copy of it under
+    another version name as the registry's shadow (the same work per batch as any shadow of this architecture)."""
+    import json
+    import shutil
+
+    from pipelines.models import Registry
+    from udfs.scoring import resolve_model_dir
+
+    src = resolve_model_dir(cfg)
+    shutil.copytree(src, out / src.name)
+    shadow = f"{src.name}-shadow"
+    shutil.copytree(src, out / shadow)
+    meta = json.loads((out / shadow / "meta.json").read_text())
+    (out / shadow / "meta.json").write_text(json.dumps({**meta, "version": shadow}, indent=2) + "\n")
+    (out / "LATEST").write_text(f"{src.name}\n")
+    Registry(out).shadow(shadow)
+    return out
+
+
 def bench_drain(workdir: Path, variants: list[dict], n: int, warmup: int = 0) -> list[dict]:
     """For each variant ({"name", "env", "malformed_frac", "cluster"}): preload `warmup` + `n` transactions into
     fresh topics, start the job, and measure how fast it drains them (see drain_spans)."""
@@ -634,6 +654,10 @@ def main(argv: list[str] | None = None) -> int:
                           "env": {"STREAMSCORE_FRAUD__EMIT": "watermark"}}]
             if not args.skip_cluster and not args.skip_variants:
                 variants.append({"name": "standalone cluster, parallelism 2", "cluster": True})
+            if not args.skip_variants:  # the shadow's cost: every batch scored twice (issue 27), as many runs
+                shadow_dir = shadow_model_dir(cfg, tmp / "shadow-models")
+                variants += [{"name": "native scorer, with a shadow",
+                              "env": {"STREAMSCORE_FRAUD__MODEL_DIR": str(shadow_dir)}} for _ in range(args.runs)]
             drains = bench_drain(tmp / "drain", variants, args.backlog, args.drain_warmup)
             result["fraud_drain"] = drains
             native = spread([d.get("events_per_s") for d in drains if d["variant"] == "native scorer"])
@@ -643,6 +667,11 @@ def main(argv: list[str] | None = None) -> int:
             headline["fraud_events_per_s_min"] = native["min"]
             headline["fraud_events_per_s_max"] = native["max"]
             headline["fraud_events_per_s_cold"] = cold["median"]
+            shadowed = spread([d.get("events_per_s") for d in drains
+                               if d["variant"] == "native scorer, with a shadow"])
+            headline["fraud_events_per_s_shadow"] = shadowed["median"]
+            headline["fraud_events_per_s_shadow_min"] = shadowed["min"]
+            headline["fraud_events_per_s_shadow_max"] = shadowed["max"]
             startup = spread([d.get("first_score_after_s") for d in drains if d["variant"] == "native scorer"])
             headline["fraud_startup_s"] = startup["median"]
             headline["fraud_startup_s_min"] = startup["min"]

@@ -92,3 +92,19 @@ def test_plots_are_written_from_a_result(tmp_path):
     made = write_plots(result, tmp_path, "t")
     assert [p.name for p in made] == ["t-throughput.png", "t-latency-cdf.png"]
     assert all(p.stat().st_size > 1000 for p in made)
+
+
+def test_the_shadow_drain_scores_a_copy_of_production_as_the_shadow(tmp_path):
+    from infra.bench.run import shadow_model_dir
+    from pipelines.config import load_config
+    from pipelines.models import read_state
+    from tests.pipeline_util import TEST_MODEL, write_test_model
+    from udfs.scoring import ProductionScorer
+
+    src = write_test_model(tmp_path / "src")
+    cfg = load_config(environ={}).with_overrides({"fraud": {"model_dir": str(src)}})
+    out = shadow_model_dir(cfg, tmp_path / "shadow")
+    state = read_state(out)
+    assert (state.production, state.shadow) == (TEST_MODEL, f"{TEST_MODEL}-shadow")
+    ps = ProductionScorer(cfg.with_overrides({"fraud": {"model_dir": str(out)}}), kind="reference", background=False)
+    assert ps.current().version == TEST_MODEL and ps.shadow_scorer.version == f"{TEST_MODEL}-shadow"
