@@ -53,3 +53,17 @@ def wait_scored(job: RunningJob, bootstrap: str, topic: str, n: int, what: str, 
         assert job.alive(), job.output()
         return sum(kafka_util.end_offsets(bootstrap, topic).values()) >= n
     eventually(check, timeout, what)
+
+
+def committed_scores(job: RunningJob, bootstrap: str, topic: str, n: int, timeout: float = 240,
+                     read_timeout: float = 30) -> list:
+    """The committed (read_committed) records of `topic` once there are at least `n`, failing at once with the
+    job's output if it died."""
+    from pipelines import kafka_util
+    from tests.pipeline_util import eventually
+
+    def all_committed():
+        assert job.alive(), job.output()
+        msgs = kafka_util.read_topic(bootstrap, topic, idle=1, timeout=read_timeout, read_committed=True)
+        return msgs if len(msgs) >= n else None
+    return eventually(all_committed, timeout, f"{n} committed scores", every=2)

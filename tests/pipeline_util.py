@@ -23,13 +23,15 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_MODEL = "fraud-test"
 
 
-def write_test_model(base: Path, seed: int = 3) -> Path:
+def write_test_model(base: Path, seed: int = 3, *, version: str = TEST_MODEL, features=FEATURE_NAMES,
+                     latest: bool = True) -> Path:
     """A model of the real artifact format with random weights (fast, deterministic); returns the model_dir. The
-    tests are about features and plumbing, not model quality."""
-    d = len(FEATURE_NAMES)
-    write_mlp_artifact(base / TEST_MODEL, random_mlp_weights(d, seed=seed), FEATURE_NAMES, [True] * d,
-                       [1.0] * d, [2.0] * d, 10.0, TEST_MODEL)
-    (base / "LATEST").write_text(f"{TEST_MODEL}\n")
+    tests are about features and plumbing, not model quality. ``latest``: LATEST names this version."""
+    d = len(features)
+    write_mlp_artifact(base / version, random_mlp_weights(d, seed=seed), features, [True] * d,
+                       [1.0] * d, [2.0] * d, 10.0, version)
+    if latest:
+        (base / "LATEST").write_text(f"{version}\n")
     return base
 
 

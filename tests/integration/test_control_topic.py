@@ -30,8 +30,8 @@ from pipelines import kafka_util
 from pipelines.config import load_config
 from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
-from tests.flink_util import fraud_job, wait_scored
-from tests.pipeline_util import ROOT, eventually, write_test_model
+from tests.flink_util import committed_scores, fraud_job, wait_scored
+from tests.pipeline_util import ROOT, write_test_model
 
 pytestmark = pytest.mark.integration
 
@@ -90,11 +90,7 @@ def test_rule_set_change_takes_effect_mid_stream(kafka_bootstrap, redis_url, top
         sender.join(300)
         assert not sender.is_alive() and report["rep"].sent == N - WARM
 
-        def all_committed():
-            assert job.alive(), job.output()
-            msgs = kafka_util.read_topic(kafka_bootstrap, out_t, idle=1, timeout=30, read_committed=True)
-            return msgs if len(msgs) >= N else None
-        msgs = eventually(all_committed, 240, f"{N} committed scores", every=2)
+        msgs = committed_scores(job, kafka_bootstrap, out_t, N)
         restarts = job.num_restarts()
         dead = kafka_util.read_topic(kafka_bootstrap, dead_t, idle=1, timeout=30)
 

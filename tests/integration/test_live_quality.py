@@ -31,13 +31,11 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from infra.services import free_port
 from pipelines import kafka_util
 from pipelines.config import load_config
-from pipelines.features import FEATURE_NAMES
 from pipelines.models import Registry
 from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
-from tests.flink_util import fraud_job, wait_scored
-from tests.pipeline_util import ROOT, eventually, scrape, select, total
-from udfs.scoring import random_mlp_weights, write_mlp_artifact
+from tests.flink_util import committed_scores, fraud_job, wait_scored
+from tests.pipeline_util import ROOT, eventually, scrape, select, total, write_test_model
 
 pytestmark = pytest.mark.integration
 
@@ -52,9 +50,7 @@ KEYS = ("auc_roc", "average_precision", "precision_review", "recall_review", "pr
 
 
 def _model(base, version, seed):
-    d = len(FEATURE_NAMES)
-    write_mlp_artifact(base / version, random_mlp_weights(d, seed=seed), FEATURE_NAMES, [True] * d, [1.0] * d,
-                       [2.0] * d, 10.0, version)
+    write_test_model(base, seed, version=version, latest=False)
     (base / version / "metrics.json").write_text(json.dumps({"models": {"mlp": {
         "average_precision": TRAINING_AP[version]}}, "rows": {"test": 1}}))
 
@@ -133,11 +129,7 @@ def test_live_quality_equals_offline_metrics_on_the_same_pairs(kafka_bootstrap, 
             eventually(lambda: total(scrape(job_port), "streamscore_model_swaps_total", result="swapped") == 1, 60,
                        "the job swapped to B", every=0.5)
 
-            def all_committed():
-                assert job.alive(), job.output()
-                msgs = kafka_util.read_topic(kafka_bootstrap, out_t, idle=1, timeout=60, read_committed=True)
-                return msgs if len(msgs) >= N else None
-            msgs = eventually(all_committed, 300, f"{N} committed scores", every=2)
+            msgs = committed_scores(job, kafka_bootstrap, out_t, N, timeout=300, read_timeout=60)
 
         # -- the offline computation on the pairs the test reads itself
         scores = {}

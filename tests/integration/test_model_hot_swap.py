@@ -23,15 +23,14 @@ import numpy as np
 import pytest
 
 from infra.services import free_port
-from pipelines import kafka_util
 from pipelines.config import load_config
 from pipelines.features import FEATURE_NAMES
 from pipelines.models import Registry, production_version
 from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
-from tests.flink_util import fraud_job, wait_scored
-from tests.pipeline_util import ROOT, eventually, scrape, total
-from udfs.scoring import ReferenceScorer, random_mlp_weights, write_mlp_artifact
+from tests.flink_util import committed_scores, fraud_job, wait_scored
+from tests.pipeline_util import ROOT, eventually, scrape, total, write_test_model
+from udfs.scoring import ReferenceScorer
 
 pytestmark = pytest.mark.integration
 
@@ -43,9 +42,7 @@ ODD_FEATURES = [*FEATURE_NAMES[:-1], "is_full_moon"]
 
 
 def _model(base, version, seed, features=FEATURE_NAMES):
-    d = len(features)
-    write_mlp_artifact(base / version, random_mlp_weights(d, seed=seed), features, [True] * d, [1.0] * d,
-                       [2.0] * d, 10.0, version)
+    write_test_model(base, seed, version=version, features=features, latest=False)
 
 
 def test_promotion_mid_stream_swaps_without_restart_loss_or_duplicates(kafka_bootstrap, redis_url, topic_factory,
@@ -94,11 +91,7 @@ def test_promotion_mid_stream_swaps_without_restart_loss_or_duplicates(kafka_boo
         sender.join(300)
         assert not sender.is_alive() and report["rep"].sent == N - WARM
 
-        def all_committed():
-            assert job.alive(), job.output()
-            msgs = kafka_util.read_topic(kafka_bootstrap, out_t, idle=1, timeout=30, read_committed=True)
-            return msgs if len(msgs) >= N else None
-        msgs = eventually(all_committed, 240, f"{N} committed scores", every=2)
+        msgs = committed_scores(job, kafka_bootstrap, out_t, N)
         restarts = job.num_restarts()
         swaps = {r: total(scrape(job_port), "streamscore_model_swaps_total", result=r) for r in ("swapped",
                                                                                                  "refused")}

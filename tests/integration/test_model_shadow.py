@@ -22,15 +22,14 @@ import numpy as np
 import pytest
 
 from infra.services import free_port
-from pipelines import kafka_util
 from pipelines.config import load_config
 from pipelines.features import FEATURE_NAMES
 from pipelines.models import Registry
 from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
-from tests.flink_util import fraud_job, wait_scored
-from tests.pipeline_util import ROOT, eventually
-from udfs.scoring import ReferenceScorer, random_mlp_weights, write_mlp_artifact
+from tests.flink_util import committed_scores, fraud_job, wait_scored
+from tests.pipeline_util import ROOT, write_test_model
+from udfs.scoring import ReferenceScorer
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +41,11 @@ DECISIONS = ("APPROVE", "REVIEW", "DECLINE")
 
 
 def _model(base, version, seed):
-    d = len(FEATURE_NAMES)
-    write_mlp_artifact(base / version, random_mlp_weights(d, seed=seed), FEATURE_NAMES, [True] * d, [1.0] * d,
-                       [2.0] * d, 10.0, version)
+    write_test_model(base, seed, version=version, latest=False)
+
+
+def _features(rows):
+    return [np.array([r["features"][n] for r in rows], dtype=np.float32) for n in FEATURE_NAMES]
 
 
 def _thresholds(scores, review, decline):
@@ -84,11 +85,7 @@ def test_shadow_scores_every_record_and_decides_nothing(kafka_bootstrap, redis_u
         sender.join(300)
         assert not sender.is_alive() and report["rep"].sent == N - WARM
 
-        def all_committed():
-            assert job.alive(), job.output()
-            msgs = kafka_util.read_topic(kafka_bootstrap, out_t, idle=1, timeout=30, read_committed=True)
-            return msgs if len(msgs) >= N else None
-        msgs = eventually(all_committed, 240, f"{N} committed scores", every=2)
+        msgs = committed_scores(job, kafka_bootstrap, out_t, N)
         restarts = job.num_restarts()
 
     assert restarts == 0, "the job restarted"
@@ -110,11 +107,10 @@ def test_shadow_scores_every_record_and_decides_nothing(kafka_bootstrap, redis_u
         vs = [v for _, v in sorted(seq)]
         first_c = vs.index(C) if C in vs else len(vs)
         assert set(vs[:first_c]) <= {B} and set(vs[first_c:]) <= {C}, f"partition {p}: the shadow switches back"
-    feats = lambda rows: [np.array([r["features"][f] for r in rows], dtype=np.float32) for f in FEATURE_NAMES]  # noqa: E731
-    assert np.allclose([r["score"] for r in records], ReferenceScorer(base / A).score(feats(records)), atol=1e-5)
+    assert np.allclose([r["score"] for r in records], ReferenceScorer(base / A).score(_features(records)), atol=1e-5)
     for version in (B, C):
         rows = [r for r in records if r["shadow_version"] == version]
-        assert np.allclose([r["shadow_score"] for r in rows], ReferenceScorer(base / version).score(feats(rows)),
+        assert np.allclose([r["shadow_score"] for r in rows], ReferenceScorer(base / version).score(_features(rows)),
                            atol=1e-5), f"shadow {version}: scores are not its own"
     f = cfg.fraud
     score = np.array([r["score"] for r in records])
@@ -154,11 +150,7 @@ def test_ab_split_by_customer(kafka_bootstrap, redis_url, topic_factory, tmp_pat
                            tx_topic=tx_t, label_topic=lb_t).run()
         assert sent.sent == AB_N
 
-        def all_committed():
-            assert job.alive(), job.output()
-            msgs = kafka_util.read_topic(kafka_bootstrap, out_t, idle=1, timeout=30, read_committed=True)
-            return msgs if len(msgs) >= AB_N else None
-        msgs = eventually(all_committed, 300, f"{AB_N} committed scores", every=2)
+        msgs = committed_scores(job, kafka_bootstrap, out_t, AB_N, timeout=300)
         restarts = job.num_restarts()
 
     assert restarts == 0, "the job restarted"
@@ -178,11 +170,10 @@ def test_ab_split_by_customer(kafka_bootstrap, redis_url, topic_factory, tmp_pat
     assert abs(share - AB_FRACTION) < 5 * sigma, f"{share:.3f} of {customers.size} customers in the candidate arm"
 
     f = cfg.fraud
-    feats = lambda rows: [np.array([r["features"][n] for r in rows], dtype=np.float32) for n in FEATURE_NAMES]  # noqa: E731
     for version in (A, B):
         rows = [r for r in records if r["model_version"] == version]
         assert rows, version
-        assert np.allclose([r["score"] for r in rows], ReferenceScorer(base / version).score(feats(rows)),
+        assert np.allclose([r["score"] for r in rows], ReferenceScorer(base / version).score(_features(rows)),
                            atol=1e-5), f"{version}: scores are not its own"
         got = np.array([DECISIONS.index(r["decision"]) for r in rows])
         want = _thresholds(np.array([r["score"] for r in rows]), f.review_threshold, f.decline_threshold)
