@@ -14,7 +14,8 @@ from pipelines.config import load_config
 from pipelines.replay.posts import (MALFORMED_KINDS, TOPICS, PostsOptions, PostsReplay, assign_topic, author_of,
                                     iter_posts, load_texts, malformed_post)
 from pipelines.serde import DecodeError, serde
-from pipelines.train.sentiment import calibrate, fit_head, macro_recall, sst_accuracy
+from pipelines.train.sentiment import (TrainConfig, calibrate, cross_validate, fit_head, load_splits, macro_recall,
+                                       read_tweeteval, sst_accuracy)
 from udfs.sentiment import LABELS, VaderSentimentScorer
 
 CFG = load_config()
@@ -112,6 +113,27 @@ def test_calibration_is_folded_into_the_head():
     assert W2.shape == W.shape and b2.shape == b.shape and info["n"] == 400
     assert np.allclose(x @ W2.T + b2, z @ A.T + c, atol=1e-2)  # A, c are rounded to 4 places in info
     assert macro_recall(y, (x @ W2.T + b2).argmax(1)) >= macro_recall(y, z.argmax(1))
+
+
+def test_cross_validation_holds_out_each_tweet_once():
+    """load_splits(hold=...) holds out exactly those tweets, never trains or calibrates on them; cross_validate's
+    stratified folds cover every tweet once and each fold is trained from scratch (a tiny recipe here)."""
+    texts, y = read_tweeteval(DATA / "tweeteval")
+    tc = TrainConfig(sst_train_n=0, tweet_calib=100)
+    hold = np.arange(0, len(texts), 5)
+    sp = load_splits(DATA, tc, hold)
+    held = set(sp.tweet_test[0])
+    assert sp.tweet_test[0] == [texts[i] for i in hold] and list(sp.tweet_test[1]) == list(y[hold])
+    assert not held & set(sp.train_texts) - {texts[i] for i in range(len(texts)) if i % 5}  # duplicates aside
+    assert len(sp.train_texts) + len(sp.calib[0]) + len(hold) == len(texts) and len(sp.calib[0]) == 100
+
+    tiny = TrainConfig(sst_train_n=60, tweet_train_n=60, tweet_calib=0, finetune_layers=0, eval_n=20,
+                       quantize=False)
+    cv = cross_validate(tiny, 2, data_dir=DATA, log=lambda *_: None)
+    assert cv["folds"] == 2 and [r["fold"] for r in cv["per_fold"]] == [0, 1]
+    assert all(0.0 <= r["fp32"]["tweeteval_macro_recall"] <= 1.0 for r in cv["per_fold"])
+    mr = cv["fp32"]["tweeteval_macro_recall"]
+    assert mr["min"] <= mr["mean"] <= mr["max"] and mr["std"] >= 0
 
 
 def _model_dir() -> Path | None:
