@@ -317,6 +317,10 @@ class SentimentConfig:
     max_length: int = 128
     # Torch intra-op threads for the scorer inside a Flink Python worker; 0 leaves torch's default.
     threads: int = 0
+    # Which of the version's traced models the job runs: "artifact" (model.pt, the one training chose: the fastest
+    # within train's quant_tolerance of fp32's accuracy), or fp32, bf16 or int8 (model_<precision>.pt). A choice
+    # other than the artifact's is named in every score's model version ("<version>+int8").
+    precision: str = "artifact"
     # The length of the sentiment job's tumbling trend windows (topics.sentiment_trends).
     window_minutes: int = 1
 
@@ -614,6 +618,8 @@ def _validate(cfg: Config) -> Config:
     s = cfg.sentiment
     if not 1 <= s.max_length <= 512 or s.threads < 0 or s.window_minutes < 1:
         raise ConfigError("sentiment: need 1 <= max_length <= 512, threads >= 0 and window_minutes >= 1")
+    if s.precision not in ("artifact", "fp32", "bf16", "int8"):
+        raise ConfigError(f"sentiment: precision must be artifact, fp32, bf16 or int8, not {s.precision!r}")
     if cfg.replay.linger_ms < 0 or cfg.replay.pace_slack_ms < 0:
         raise ConfigError("replay: linger_ms and pace_slack_ms must be >= 0")
     if cfg.flink.parallelism < 1:

@@ -43,13 +43,19 @@ def resolve_model_dir(model_dir: str | Path, version: str = "latest") -> Path:
 
 class ModelSentimentScorer:
     def __init__(self, model_dir: str | Path, version: str = "latest", *, device: str = "auto",
-                 max_length: int = 128, batch_size: int = 64, threads: int = 0, model_file: str = "model.pt"):
+                 max_length: int = 128, batch_size: int = 64, threads: int = 0, model_file: str = "model.pt",
+                 precision: str = "artifact"):
         import streamscore_native
         from tokenizers import Tokenizer
 
         self.dir = resolve_model_dir(model_dir, version)
         self.meta = json.loads((self.dir / "meta.json").read_text())
         self.version = self.meta["version"]
+        if precision != "artifact":
+            model_file = f"model_{precision}.pt"
+            if precision != self.meta.get("precision"):
+                self.version = f"{self.version}+{precision}"
+        self.precision = self.meta.get("precision") if precision == "artifact" else precision
         self.max_length = min(max_length, int(self.meta.get("max_length", max_length)))
         self.batch_size = batch_size
         self.tokenizer = Tokenizer.from_file(str(self.dir / "tokenizer.json"))
@@ -57,6 +63,9 @@ class ModelSentimentScorer:
         self.tokenizer.enable_truncation(self.max_length)
         if threads > 0:
             streamscore_native.set_num_threads(threads)
+        if not (self.dir / model_file).exists():
+            raise FileNotFoundError(f"no {model_file} in {self.dir} (sentiment.precision={precision!r}; training "
+                                    "writes model_bf16.pt and model_int8.pt only with quantize on)")
         self.model = streamscore_native.Model(str(self.dir / model_file), device)
         self.device = self.model.device
 
@@ -109,7 +118,7 @@ def load_sentiment_scorer(cfg):
     if s.scorer == "vader":
         return VaderSentimentScorer()
     return ModelSentimentScorer(cfg.path(s.model_dir), s.model_version, device=s.device, max_length=s.max_length,
-                                threads=s.threads)
+                                threads=s.threads, precision=s.precision)
 
 
 # Texts of a few lengths: the TorchScript profiling executor specialises its graph on the first runs, and each new

@@ -313,8 +313,11 @@ def _model_meta(cfg, scorer: str) -> dict | None:
 
         meta = json.loads((resolve_model_dir(cfg.path(cfg.sentiment.model_dir), cfg.sentiment.model_version)
                            / "meta.json").read_text())
-        return {"version": meta.get("version"), "precision": meta.get("precision", "fp32" if not meta.get(
-            "quantized") else "int8")}
+        s = cfg.sentiment
+        artifact = meta.get("precision", "fp32" if not meta.get("quantized") else "int8")
+        return {"version": meta.get("version"), "precision": artifact if s.precision == "artifact" else s.precision,
+                "artifact_precision": artifact, "threads": s.threads or "torch default",
+                "max_length": s.max_length}
     except (OSError, ValueError):
         return None
 

@@ -162,6 +162,27 @@ def test_model_artifact_scores_sentences():
     assert scorer.predict_proba([]).shape == (0, 3)
 
 
+@pytest.mark.skipif(_model_dir() is None, reason="no trained sentiment model (make train-sentiment)")
+def test_sentiment_precision_choice():
+    """sentiment.precision picks model_<precision>.pt; a choice other than the artifact's is named in the version,
+    a missing file is a clear error, and an unknown precision is a config error."""
+    from pipelines.config import ConfigError
+    from udfs.sentiment import ModelSentimentScorer
+
+    base = ModelSentimentScorer(MODEL_DIR, device="cpu")
+    texts = ["What a wonderful, delightful movie. I loved every minute!", "the worst, most boring film ever"]
+    for p in ("fp32", "bf16", "int8"):
+        if not (base.dir / f"model_{p}.pt").exists():
+            continue
+        s = ModelSentimentScorer(MODEL_DIR, device="cpu", precision=p)
+        assert s.precision == p
+        assert s.version == base.version if p == base.meta.get("precision") else s.version == f"{base.version}+{p}"
+        labels, probs = s.predict(texts)
+        assert probs.shape == (2, 3) and list(labels) == [2, 0]
+    with pytest.raises(ConfigError, match="precision"):
+        load_config(environ={"STREAMSCORE_SENTIMENT__PRECISION": "int4"})
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=200) | st.text(st.characters(categories=("Cc", "Zs", "Zl", "Zp")), max_size=50)
        | st.integers(10_000, 30_000).map(lambda n: "a" * n))
