@@ -624,6 +624,8 @@ def cross_validate(tc: TrainConfig, folds: int, *, data_dir: Path, threads: int 
 
     from sklearn.model_selection import StratifiedKFold
 
+    keys = ("tweeteval_macro_recall", "tweeteval_accuracy", "sst2_dev_accuracy")
+
     _, y = read_tweeteval(data_dir / "tweeteval")
     skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=tc.seed)
     rows = []
@@ -635,10 +637,8 @@ def cross_validate(tc: TrainConfig, folds: int, *, data_dir: Path, threads: int 
         row = {"fold": k, "counts": m["counts"], "chosen": m["chosen"]}
         for name in ("fp32", "bf16", "int8"):
             if m.get(f"model_{name}"):
-                row[name] = {key: m[f"model_{name}"][key] for key in
-                             ("tweeteval_macro_recall", "tweeteval_accuracy", "sst2_dev_accuracy")}
-        row["vader"] = {key: m["vader"][key] for key in
-                        ("tweeteval_macro_recall", "tweeteval_accuracy", "sst2_dev_accuracy")}
+                row[name] = {key: m[f"model_{name}"][key] for key in keys}
+        row["vader"] = {key: m["vader"][key] for key in keys}
         rows.append(row)
         log(f"[train-sentiment] cv fold {k + 1}/{folds}: {json.dumps(row)}")
 
@@ -653,8 +653,8 @@ def cross_validate(tc: TrainConfig, folds: int, *, data_dir: Path, threads: int 
                            "device": device, "threads": threads, "seconds": round(time.perf_counter() - t0, 1),
                            "per_fold": rows}
     for name in ("fp32", "bf16", "int8", "vader"):
-        s = {key: summary(name, key) for key in ("tweeteval_macro_recall", "tweeteval_accuracy", "sst2_dev_accuracy")}
-        out[name] = {key: v for key, v in s.items() if v is not None} or None
+        found = {key: summary(name, key) for key in keys}
+        out[name] = {key: v for key, v in found.items() if v is not None} or None
     return out
 
 
