@@ -15,6 +15,13 @@ from confluent_kafka.admin import AdminClient, NewTopic
 QUIET = {"log_level": 0}
 
 
+def stderr_line(message: str) -> None:
+    """One line to stderr, flushed. Not print(flush=True): in a Python worker in process mode (any cluster) PyFlink
+    swaps builtins.print for its CustomPrint, which takes no flush argument and raises TypeError."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
 def security_conf() -> dict[str, str]:
     """The configured kafka.security_protocol / sasl_* / ssl_* settings as librdkafka properties (empty for
     PLAINTEXT): every client below starts from them; a caller's own properties win."""
@@ -231,8 +238,8 @@ class TrackedProducer:
         self.producer = self._new_producer()
         for topic, key, value, ts in resend:
             self._produce(topic, key, value, ts)
-        print(f"[{self.component}] librdkafka had no broker left (librdkafka#5301); {len(resend)} queued messages "
-              f"moved to a new producer", file=sys.stderr, flush=True)
+        stderr_line(f"[{self.component}] librdkafka had no broker left (librdkafka#5301); {len(resend)} queued messages "
+                f"moved to a new producer")
         return len(resend)
 
     def _produce(self, topic: str, key: bytes, value: bytes, ts: int) -> None:
@@ -285,8 +292,7 @@ class TrackedProducer:
         remaining = self._flush(progress_every_s)
         # A reset gives the moved messages a fresh message timeout.
         while remaining and time.monotonic() < max(start, self._reset_at) + self.message_timeout_s + 30:
-            print(f"[{self.component}] waiting for {remaining} undelivered messages: {self.describe()}",
-                  file=sys.stderr, flush=True)
+            stderr_line(f"[{self.component}] waiting for {remaining} undelivered messages: {self.describe()}")
             remaining = self._flush(progress_every_s)
         if remaining or self.errors:
             raise ProduceError(f"{self.errors} delivery errors {self.error_samples}, {remaining} undelivered; "

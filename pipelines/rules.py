@@ -399,7 +399,9 @@ class Decider:
         self._log(message)
 
     def _log(self, message: str) -> None:
-        print(f"[rules {self.topic}] {message}", file=sys.stderr, flush=True)
+        from pipelines.kafka_util import stderr_line
+
+        stderr_line(f"[rules {self.topic}] {message}")
 
     def close(self) -> None:
         from pipelines import kafka_util
