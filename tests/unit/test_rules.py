@@ -219,6 +219,24 @@ def test_counts_by_result():
     assert STALE == "control-stale"
 
 
+def test_its_log_lines_survive_the_print_of_a_process_mode_python_worker(monkeypatch, capsys):
+    """On a cluster PyFlink swaps builtins.print for CustomPrint.print(*args, sep, end, file): no flush argument. A
+    print(..., flush=True) there raised TypeError and killed the control-topic follower (CI of 76d54d2)."""
+    import builtins
+
+    real = builtins.print
+
+    def custom_print(*args, sep=" ", end="\n", file=None):
+        real(*args, sep=sep, end=end, file=file)
+
+    monkeypatch.setattr(builtins, "print", custom_print)
+    d = decider()
+    d.offer(raw(doc(1)))
+    d.offer(b"{")
+    err = capsys.readouterr().err
+    assert "rule set 1 applied" in err and "rejected" in err
+
+
 def test_a_decider_without_a_broker_decides_with_the_config():
     """No broker at open(): rule set 0 without waiting out fraud.rules_startup_wait_ms, counted."""
     from infra.services import free_port
