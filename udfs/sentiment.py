@@ -41,21 +41,30 @@ def resolve_model_dir(model_dir: str | Path, version: str = "latest") -> Path:
     return d
 
 
+def artifact_precision(meta: dict) -> str:
+    """The precision of an artifact's model.pt (meta.json; artifacts older than the field: fp32, or int8 if
+    quantized)."""
+    return meta.get("precision") or ("int8" if meta.get("quantized") else "fp32")
+
+
+def chosen_model(meta: dict, precision: str) -> tuple[str, str, str]:
+    """(precision, model file, version) for the config's ``sentiment.precision``: ``artifact`` is model.pt; fp32,
+    bf16 or int8 is model_<precision>.pt, named in the version ("+int8") when it is not the artifact's own."""
+    own = artifact_precision(meta)
+    if precision == "artifact":
+        return own, "model.pt", meta["version"]
+    return precision, f"model_{precision}.pt", meta["version"] + ("" if precision == own else f"+{precision}")
+
+
 class ModelSentimentScorer:
     def __init__(self, model_dir: str | Path, version: str = "latest", *, device: str = "auto",
-                 max_length: int = 128, batch_size: int = 64, threads: int = 0, model_file: str = "model.pt",
-                 precision: str = "artifact"):
+                 max_length: int = 128, batch_size: int = 64, threads: int = 0, precision: str = "artifact"):
         import streamscore_native
         from tokenizers import Tokenizer
 
         self.dir = resolve_model_dir(model_dir, version)
         self.meta = json.loads((self.dir / "meta.json").read_text())
-        self.version = self.meta["version"]
-        if precision != "artifact":
-            model_file = f"model_{precision}.pt"
-            if precision != self.meta.get("precision"):
-                self.version = f"{self.version}+{precision}"
-        self.precision = self.meta.get("precision") if precision == "artifact" else precision
+        self.precision, model_file, self.version = chosen_model(self.meta, precision)
         self.max_length = min(max_length, int(self.meta.get("max_length", max_length)))
         self.batch_size = batch_size
         self.tokenizer = Tokenizer.from_file(str(self.dir / "tokenizer.json"))

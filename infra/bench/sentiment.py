@@ -12,8 +12,9 @@ Without --bootstrap a private local broker is started on free ports. The result 
 Python workers) per 1,000 posts of the drain and the load average, since the machine may be shared.
 
 ``--model-only``: the scorer alone (tokeniser + model, as the job's UDF calls it) on the replayed texts, in batches
-of ``--batch`` posts (the job's Arrow batch), sentences/s per wall second and per CPU second; ``--model-file``
-picks a variant in the model directory (``model_fp32.pt``, ``model_bf16.pt``, ``model_int8.pt``).
+of ``--batch`` posts (the job's Arrow batch), sentences/s per wall second and per CPU second; ``--precision``
+picks a variant in the model directory as ``sentiment.precision`` does (``model_fp32.pt``, ``model_bf16.pt``,
+``model_int8.pt``).
 """
 
 from __future__ import annotations
@@ -182,7 +183,8 @@ def bench_model(cfg, a) -> dict:
 
     s = cfg.sentiment
     scorer = ModelSentimentScorer(cfg.path(s.model_dir), s.model_version, device=s.device, max_length=s.max_length,
-                                  threads=a.threads or s.threads, batch_size=a.sub_batch, model_file=a.model_file)
+                                  threads=a.threads or s.threads, batch_size=a.sub_batch,
+                                  precision=a.precision or s.precision)
     texts = load_texts(cfg.path(cfg.replay.sentiment_dir))
     texts = [texts[i] for i in np.random.default_rng(0).permutation(len(texts))]  # a stream mixes both sets
     texts = (texts * (a.n // len(texts) + 1))[:a.n]
@@ -193,8 +195,7 @@ def bench_model(cfg, a) -> dict:
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"model_sentences_per_s": round(len(texts) / wall, 1),
             "model_sentences_per_cpu_s": round(len(texts) / cpu, 1), "texts": len(texts), "batch": a.batch,
-            "sub_batch": a.sub_batch, "model_file": a.model_file, "model_version": scorer.version,
-            "precision": scorer.meta.get("precision"), "threads": a.threads or s.threads or "torch default",
+            "sub_batch": a.sub_batch, "model_version": scorer.version, "precision": scorer.precision, "threads": a.threads or s.threads or "torch default",
             "loadavg_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
 
 
@@ -208,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scorer", choices=("model", "vader"), default=cfg.sentiment.scorer)
     ap.add_argument("--out", default="")
     ap.add_argument("--model-only", action="store_true", help="the scorer alone, no Kafka or Flink")
-    ap.add_argument("--model-file", default="model.pt", help="--model-only: model file in the model directory")
+    ap.add_argument("--precision", choices=("artifact", "fp32", "bf16", "int8"), default=None,
+                    help="--model-only: the model to run (default: sentiment.precision)")
     ap.add_argument("--batch", type=int, default=cfg.flink.arrow_batch_size, help="--model-only: posts per call")
     ap.add_argument("--sub-batch", type=int, default=64, help="--model-only: the scorer's padded sub-batch size")
     ap.add_argument("--threads", type=int, default=0, help="--model-only: torch threads (0: sentiment.threads)")
@@ -309,14 +311,13 @@ def _model_meta(cfg, scorer: str) -> dict | None:
     if scorer != "model":
         return None
     try:
-        from udfs.sentiment import resolve_model_dir
+        from udfs.sentiment import artifact_precision, chosen_model, resolve_model_dir
 
-        meta = json.loads((resolve_model_dir(cfg.path(cfg.sentiment.model_dir), cfg.sentiment.model_version)
-                           / "meta.json").read_text())
         s = cfg.sentiment
-        artifact = meta.get("precision", "fp32" if not meta.get("quantized") else "int8")
-        return {"version": meta.get("version"), "precision": artifact if s.precision == "artifact" else s.precision,
-                "artifact_precision": artifact, "threads": s.threads or "torch default",
+        meta = json.loads((resolve_model_dir(cfg.path(s.model_dir), s.model_version) / "meta.json").read_text())
+        precision, _, version = chosen_model(meta, s.precision)
+        return {"version": version, "precision": precision, "artifact_precision": artifact_precision(meta),
+                "threads": s.threads or "torch default",
                 "max_length": s.max_length}
     except (OSError, ValueError):
         return None

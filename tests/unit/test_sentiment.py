@@ -183,6 +183,19 @@ def test_sentiment_precision_choice():
         load_config(environ={"STREAMSCORE_SENTIMENT__PRECISION": "int4"})
 
 
+def test_one_precision_rule_for_the_job_and_the_benchmark():
+    """The job's scorer and the benchmark's record of it derive the file and version from one function."""
+    from udfs.sentiment import chosen_model
+
+    meta = {"version": "sentiment-x", "precision": "bf16"}
+    assert chosen_model(meta, "artifact") == ("bf16", "model.pt", "sentiment-x")
+    assert chosen_model(meta, "bf16") == ("bf16", "model_bf16.pt", "sentiment-x")
+    assert chosen_model(meta, "int8") == ("int8", "model_int8.pt", "sentiment-x+int8")
+    # Artifacts from before meta.json had "precision": fp32, or int8 when quantized.
+    assert chosen_model({"version": "v"}, "artifact")[0] == "fp32"
+    assert chosen_model({"version": "v", "quantized": True}, "int8") == ("int8", "model_int8.pt", "v")
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=200) | st.text(st.characters(categories=("Cc", "Zs", "Zl", "Zp")), max_size=50)
        | st.integers(10_000, 30_000).map(lambda n: "a" * n))
