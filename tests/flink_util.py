@@ -43,6 +43,42 @@ def fraud_job(tmp_path, bootstrap: str, topic_factory, prefix: str, env: dict, *
                       "--dead-topic", dead or topic_factory(f"{prefix}-dead"), "--group-id", f"g-{tx}", env=env)
 
 
+def labelled_replay(cfg, bootstrap: str, tx: str, labels: str):
+    """A FraudReplay factory on a test's topics, as the swap, shadow and control tests replay: each transaction's id
+    recorded, its label a day after it, labels resumed by a second replay of the same topics."""
+    from pipelines.replay.fraud import FraudReplay, ReplayOptions
+
+    def make(**kw) -> FraudReplay:
+        return FraudReplay(cfg, ReplayOptions(label_delay_days=1.0, record_ids=True, resume_labels=True, **kw),
+                           bootstrap=bootstrap, tx_topic=tx, label_topic=labels)
+    return make
+
+
+class PacedSender:
+    """A replay run in a background thread, so that a test can change the job while its transactions flow."""
+
+    def __init__(self, replay):
+        import threading
+
+        self._replay, self.report = replay, None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self.report = self._replay.run()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float):
+        """The replay's report once it has sent everything; fails if it is still sending after `timeout`."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive() and self.report is not None, f"the replay still sending after {timeout}s"
+        return self.report
+
+
 def wait_scored(job: RunningJob, bootstrap: str, topic: str, n: int, what: str, timeout: float = 300) -> None:
     """Waits until `topic` holds `n` records (transactional markers count too: a lower bound on the time), failing
     at once with the job's output if it died."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 
@@ -28,9 +27,8 @@ import pytest
 from infra.services import free_port
 from pipelines import kafka_util
 from pipelines.config import load_config
-from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
-from tests.flink_util import committed_scores, fraud_job, wait_scored
+from tests.flink_util import PacedSender, committed_scores, fraud_job, labelled_replay, wait_scored
 from tests.pipeline_util import ROOT, write_test_model
 
 pytestmark = pytest.mark.integration
@@ -59,13 +57,8 @@ def test_rule_set_change_takes_effect_mid_stream(kafka_bootstrap, redis_url, top
            "STREAMSCORE_TOPICS__FRAUD_CONTROL": ctl_t, "STREAMSCORE_TOPICS__DEAD_LETTER": dead_t,
            "STREAMSCORE_METRICS__JOB_PORT": str(free_port())}
 
-    def replay(**kw) -> FraudReplay:
-        return FraudReplay(cfg, ReplayOptions(label_delay_days=1.0, record_ids=True, resume_labels=True, **kw),
-                           bootstrap=kafka_bootstrap, tx_topic=tx_t, label_topic=lb_t)
-
-    report: dict = {}
-    paced = replay(rate=RATE, skip=WARM, limit=N - WARM)
-    sender = threading.Thread(target=lambda: report.setdefault("rep", paced.run()), daemon=True)
+    replay = labelled_replay(cfg, kafka_bootstrap, tx_t, lb_t)
+    sender = PacedSender(replay(rate=RATE, skip=WARM, limit=N - WARM))
 
     rules_file = tmp_path / "rules.json"
     rules_file.write_text(json.dumps(RULES))
@@ -87,8 +80,8 @@ def test_rule_set_change_takes_effect_mid_stream(kafka_bootstrap, redis_url, top
         acked_ms = int(time.time() * 1000)
         changed_mid_stream = sender.is_alive()
 
-        sender.join(300)
-        assert not sender.is_alive() and report["rep"].sent == N - WARM
+        paced = sender.join(300)
+        assert paced.sent == N - WARM
 
         msgs = committed_scores(job, kafka_bootstrap, out_t, N)
         restarts = job.num_restarts()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -26,9 +25,8 @@ from infra.services import free_port
 from pipelines.config import load_config
 from pipelines.features import FEATURE_NAMES
 from pipelines.models import Registry, production_version
-from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
-from tests.flink_util import committed_scores, fraud_job, wait_scored
+from tests.flink_util import PacedSender, committed_scores, fraud_job, labelled_replay, wait_scored
 from tests.pipeline_util import ROOT, eventually, scrape, total, write_test_model
 from udfs.scoring import ReferenceScorer
 
@@ -59,13 +57,8 @@ def test_promotion_mid_stream_swaps_without_restart_loss_or_duplicates(kafka_boo
     job_port = free_port()
     env = {"STREAMSCORE_REDIS__URL": redis_url, "STREAMSCORE_FRAUD__MODEL_DIR": str(base),
            "STREAMSCORE_FRAUD__REGISTRY_POLL_MS": "200", "STREAMSCORE_METRICS__JOB_PORT": str(job_port)}
-    def replay(**kw) -> FraudReplay:
-        return FraudReplay(cfg, ReplayOptions(label_delay_days=1.0, record_ids=True, resume_labels=True, **kw),
-                           bootstrap=kafka_bootstrap, tx_topic=tx_t, label_topic=lb_t)
-
-    report: dict = {}
-    paced = replay(rate=RATE, skip=WARM, limit=N - WARM)
-    sender = threading.Thread(target=lambda: report.setdefault("rep", paced.run()), daemon=True)
+    replay = labelled_replay(cfg, kafka_bootstrap, tx_t, lb_t)
+    sender = PacedSender(replay(rate=RATE, skip=WARM, limit=N - WARM))
 
     with fraud_job(tmp_path, kafka_bootstrap, topic_factory, "hs", env, tx=tx_t, labels=lb_t, out=out_t) as job:
         warm = replay(rate=0, limit=WARM).run()
@@ -88,8 +81,8 @@ def test_promotion_mid_stream_swaps_without_restart_loss_or_duplicates(kafka_boo
         eventually(lambda: total(scrape(job_port), "streamscore_model_swaps_total", result="refused") == 1, 60,
                    "the job refused the version with other features", every=0.5)
 
-        sender.join(300)
-        assert not sender.is_alive() and report["rep"].sent == N - WARM
+        paced = sender.join(300)
+        assert paced.sent == N - WARM
 
         msgs = committed_scores(job, kafka_bootstrap, out_t, N)
         restarts = job.num_restarts()
@@ -114,7 +107,7 @@ def test_promotion_mid_stream_swaps_without_restart_loss_or_duplicates(kafka_boo
     ids = Counter(r["transaction_id"] for r in records)
     dups = [k for k, c in ids.items() if c > 1]
     assert len(ids) == N and not dups, f"{len(ids)} of {N} ids scored; duplicates {dups[:5]}"
-    assert set(ids) == set(warm.sent_ids) | set(report["rep"].sent_ids)
+    assert set(ids) == set(warm.sent_ids) | set(paced.sent_ids)
 
     # -- one switch per partition, A then B, never the refused version
     versions = Counter(r["model_version"] for r in records)

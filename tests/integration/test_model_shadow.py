@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-import threading
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -27,7 +26,7 @@ from pipelines.features import FEATURE_NAMES
 from pipelines.models import Registry
 from pipelines.replay.fraud import FraudReplay, ReplayOptions
 from pipelines.serde import serde
-from tests.flink_util import committed_scores, fraud_job, wait_scored
+from tests.flink_util import PacedSender, committed_scores, fraud_job, labelled_replay, wait_scored
 from tests.pipeline_util import ROOT, write_test_model
 from udfs.scoring import ReferenceScorer
 
@@ -64,13 +63,8 @@ def test_shadow_scores_every_record_and_decides_nothing(kafka_bootstrap, redis_u
     env = {"STREAMSCORE_REDIS__URL": redis_url, "STREAMSCORE_FRAUD__MODEL_DIR": str(base),
            "STREAMSCORE_FRAUD__REGISTRY_POLL_MS": "200", "STREAMSCORE_METRICS__JOB_PORT": str(free_port())}
 
-    def replay(**kw) -> FraudReplay:
-        return FraudReplay(cfg, ReplayOptions(label_delay_days=1.0, record_ids=True, resume_labels=True, **kw),
-                           bootstrap=kafka_bootstrap, tx_topic=tx_t, label_topic=lb_t)
-
-    report: dict = {}
-    paced = replay(rate=RATE, skip=WARM, limit=N - WARM)
-    sender = threading.Thread(target=lambda: report.setdefault("rep", paced.run()), daemon=True)
+    replay = labelled_replay(cfg, kafka_bootstrap, tx_t, lb_t)
+    sender = PacedSender(replay(rate=RATE, skip=WARM, limit=N - WARM))
     with fraud_job(tmp_path, kafka_bootstrap, topic_factory, "sh", env, tx=tx_t, labels=lb_t, out=out_t) as job:
         warm = replay(rate=0, limit=WARM).run()
         assert warm.sent == WARM
@@ -82,8 +76,8 @@ def test_shadow_scores_every_record_and_decides_nothing(kafka_bootstrap, redis_u
                              cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert cmd.returncode == 0, cmd.stderr
         changed_mid_stream = sender.is_alive()
-        sender.join(300)
-        assert not sender.is_alive() and report["rep"].sent == N - WARM
+        paced = sender.join(300)
+        assert paced.sent == N - WARM
 
         msgs = committed_scores(job, kafka_bootstrap, out_t, N)
         restarts = job.num_restarts()
