@@ -238,8 +238,8 @@ class TrackedProducer:
         self.producer = self._new_producer()
         for topic, key, value, ts in resend:
             self._produce(topic, key, value, ts)
-        stderr_line(f"[{self.component}] librdkafka had no broker left (librdkafka#5301); {len(resend)} queued messages "
-                f"moved to a new producer")
+        stderr_line(f"[{self.component}] librdkafka had no broker left (librdkafka#5301); {len(resend)} queued "
+                    "messages moved to a new producer")
         return len(resend)
 
     def _produce(self, topic: str, key: bytes, value: bytes, ts: int) -> None:

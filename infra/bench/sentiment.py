@@ -195,7 +195,8 @@ def bench_model(cfg, a) -> dict:
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"model_sentences_per_s": round(len(texts) / wall, 1),
             "model_sentences_per_cpu_s": round(len(texts) / cpu, 1), "texts": len(texts), "batch": a.batch,
-            "sub_batch": a.sub_batch, "model_version": scorer.version, "precision": scorer.precision, "threads": a.threads or s.threads or "torch default",
+            "sub_batch": a.sub_batch, "model_version": scorer.version, "precision": scorer.precision,
+            "threads": a.threads or s.threads or "torch default",
             "loadavg_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
 
 
