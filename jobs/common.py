@@ -62,10 +62,13 @@ def restore_settings(cfg: Config, job_name: str, restore: str) -> dict[str, str]
     return settings
 
 
-def flink_settings(cfg: Config, *, job_name: str, execution_mode: str | None = None) -> dict[str, str]:
-    """`execution_mode` overrides flink.execution_mode for one job (the fraud job's fraud.execution_mode)."""
+def flink_settings(cfg: Config, *, job_name: str, execution_mode: str | None = None,
+                   checkpoint_interval_ms: int | None = None) -> dict[str, str]:
+    """`execution_mode` overrides flink.execution_mode for one job (the fraud job's fraud.execution_mode), and
+    `checkpoint_interval_ms` flink.checkpoint_interval_ms (the sentiment job's sentiment.checkpoint_interval_ms)."""
     f = cfg.flink
     mode = execution_mode or f.execution_mode
+    interval = f.checkpoint_interval_ms if checkpoint_interval_ms is None else checkpoint_interval_ms
     py = _python()
     settings = {
         "pipeline.name": job_name,
@@ -94,11 +97,11 @@ def flink_settings(cfg: Config, *, job_name: str, execution_mode: str | None = N
         "restart-strategy.fixed-delay.attempts": "1000",
         "restart-strategy.fixed-delay.delay": "2 s",
     }
-    if f.checkpoint_interval_ms > 0:
+    if interval > 0:
         settings.update({
-            "execution.checkpointing.interval": f"{f.checkpoint_interval_ms} ms",
+            "execution.checkpointing.interval": f"{interval} ms",
             "execution.checkpointing.mode": "EXACTLY_ONCE",
-            "execution.checkpointing.min-pause": f"{max(f.checkpoint_interval_ms // 4, 50)} ms",
+            "execution.checkpointing.min-pause": f"{max(interval // 4, 50)} ms",
             "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
             "execution.checkpointing.dir": checkpoint_root(cfg, job_name).resolve().as_uri(),
             "execution.checkpointing.incremental": "true" if f.state_backend == "rocksdb" else "false",
@@ -180,14 +183,15 @@ def prepare_process_env(cfg: Config) -> None:
 
 
 def create_envs(cfg: Config, *, job_name: str, extra: dict[str, str] | None = None,
-                execution_mode: str | None = None):
+                execution_mode: str | None = None, checkpoint_interval_ms: int | None = None):
     """Returns (StreamExecutionEnvironment, StreamTableEnvironment) configured from cfg (plus `extra`)."""
     prepare_process_env(cfg)
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import EnvironmentSettings, StreamTableEnvironment
 
-    settings = {**flink_settings(cfg, job_name=job_name, execution_mode=execution_mode),
+    settings = {**flink_settings(cfg, job_name=job_name, execution_mode=execution_mode,
+                                 checkpoint_interval_ms=checkpoint_interval_ms),
                 **local_cluster_settings(cfg), **(extra or {})}
     conf = Configuration()
     for k, v in settings.items():

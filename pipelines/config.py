@@ -279,8 +279,11 @@ class FraudConfig:
     # drains, 8.4k/7.8k and 13.6k/10.7k events/s, 1.72/1.92 and 1.18/1.31 CPU s per 10k events.
     bundle_size: int = 5000
     # How long the scoring UDF's bundle may wait to fill (flink.bundle_time_ms for this job): every transaction
-    # waits for its bundle to close on the live clock, while a drain fills bundle_size first.
-    bundle_time_ms: int = 5
+    # waits for its bundle to close on the live clock, while a drain fills bundle_size first. 5 ms (with
+    # replay.linger_ms 5) took the live 2,000/s p99 from 149 to 114 ms, but the job then spent 0.75-0.8 of a core at
+    # 2,000/s against 0.57-0.6 at 20 ms, and beside it the sentiment job's live p99 was 1.2-2.7 s against 0.82-0.99
+    # s (issue 28, docs/benchmarks.md 2026-12-08): 20 ms leaves both well under a second on 2 cores.
+    bundle_time_ms: int = 20
     # Where the fraud model's versions live (`make train-fraud` writes <model_dir>/<version>/ and LATEST).
     model_dir: str = "artifacts/models/fraud"
     # The version folder the job scores with. "latest" follows the model registry (<model_dir>/registry.json, `make
@@ -315,14 +318,25 @@ class SentimentConfig:
     device: str = "auto"
     # Tokens of a post the model reads (at most the model's own limit and 512); the rest is cut off.
     max_length: int = 128
-    # Torch intra-op threads for the scorer inside a Flink Python worker; 0 leaves torch's default.
-    threads: int = 0
+    # Torch intra-op threads for the scorer inside a Flink Python worker; 0 leaves torch's default. At the live
+    # rate a batch is a post or two, which a second thread barely speeds up (int8, one post: 334 posts/s on two
+    # threads, 267 on one) while it takes a core from the fraud job beside it.
+    threads: int = 1
     # Which of the version's traced models the job runs: "artifact" (model.pt, the one training chose: the fastest
-    # within train's quant_tolerance of fp32's accuracy), or fp32, bf16 or int8 (model_<precision>.pt). A choice
-    # other than the artifact's is named in every score's model version ("<version>+int8").
-    precision: str = "artifact"
+    # within train's quant_tolerance of fp32's accuracy on its one held-out split), or fp32, bf16 or int8
+    # (model_<precision>.pt). A choice other than the artifact's is named in every score's model version
+    # ("<version>+int8"). int8 by default: one post costs 3.7 ms of CPU against fp32's 11 (one thread, a VM without
+    # AMX), which the job needs to keep up beside the fraud job on 2 cores, and in 5-fold cross-validation it is
+    # 0.3 points of TweetEval macro-recall below fp32 (0.653 against 0.656) and 0.8 points on SST-2 dev (87.1
+    # against 87.9%, docs/sentiment.md). "artifact" restores training's choice.
+    precision: str = "int8"
     # The length of the sentiment job's tumbling trend windows (topics.sentiment_trends).
     window_minutes: int = 1
+    # The sentiment job's checkpoint interval; 0 takes flink.checkpoint_interval_ms. Its scores reach the dashboard,
+    # a read_committed reader, at the checkpoint after they are scored, so every post waits for the next one: at
+    # 2,000 ms that wait was p50 ~1 s and p99 ~2 s of the live latency. 250 ms cost more CPU than it saved in
+    # waiting (live p99 2.2-3.3 s beside the fraud job against 1.2 s at 500 ms, one run each).
+    checkpoint_interval_ms: int = 500
 
 
 @dataclass(frozen=True)
@@ -340,8 +354,9 @@ class ReplayConfig:
     # this long before the broker has it. librdkafka sends one produce request per partition (librdkafka#1700): at
     # 2,000 transactions/s with their labels over 8 partitions, 5 ms meant about 900 requests/s and the broker spent
     # 0.2-0.3 of a core on them (20 ms: 0.08-0.12), yet 5 ms with fraud.bundle_time_ms 5 took the live 2,000/s p99
-    # from 149 to 114 ms and 10/s from 93 to 69 (one run each).
-    linger_ms: int = 5
+    # from 149 to 114 ms and 10/s from 93 to 69 (one run each). 20 ms, with fraud.bundle_time_ms 20, leaves the
+    # sentiment job beside them the CPU it needs to keep its live p99 under a second (issue 28).
+    linger_ms: int = 20
     # A paced replay sleeps only once it is this far ahead of its schedule, sending what is due in between at once:
     # a sleep per message at 2,000/s was a wake-up every 0.5 ms.
     pace_slack_ms: float = 2.0
@@ -616,8 +631,9 @@ def _validate(cfg: Config) -> Config:
     if not 0.0 < f.max_amount <= 3.4028234663852886e38:
         raise ConfigError(f"fraud: max_amount must be > 0 and at most float32's largest value, not {f.max_amount}")
     s = cfg.sentiment
-    if not 1 <= s.max_length <= 512 or s.threads < 0 or s.window_minutes < 1:
-        raise ConfigError("sentiment: need 1 <= max_length <= 512, threads >= 0 and window_minutes >= 1")
+    if not 1 <= s.max_length <= 512 or s.threads < 0 or s.window_minutes < 1 or s.checkpoint_interval_ms < 0:
+        raise ConfigError("sentiment: need 1 <= max_length <= 512, threads >= 0, window_minutes >= 1 and "
+                          "checkpoint_interval_ms >= 0")
     if s.precision not in ("artifact", "fp32", "bf16", "int8"):
         raise ConfigError(f"sentiment: precision must be artifact, fp32, bf16 or int8, not {s.precision!r}")
     if cfg.replay.linger_ms < 0 or cfg.replay.pace_slack_ms < 0:

@@ -63,13 +63,15 @@ def wait_scores(bootstrap: str, topic: str, ids: set[str], timeout: float) -> li
 
 
 class ArrivalWatcher(threading.Thread):
-    """First arrival (wall ms at this consumer) of each post's score on `topic`, read uncommitted as the
-    dashboard reads it, while the paced replay runs in the main thread (50 posts/s leaves the GIL mostly free)."""
+    """First arrival (wall ms at this consumer) of each post's score on `topic`, read_committed as the dashboard
+    reads it (so a score waits for the checkpoint that commits it), while the paced replay runs in the main thread
+    (50 posts/s leaves the GIL mostly free)."""
 
     def __init__(self, bootstrap: str, topic: str):
         super().__init__(daemon=True)
         self.bootstrap, self.topic = bootstrap, topic
         self.first: dict[str, int] = {}
+        self.scored_at: dict[str, int] = {}  # the scoring UDF's clock, to split a latency before/after the model
         self.stop = threading.Event()
         self.ready = threading.Event()
 
@@ -86,8 +88,9 @@ class ArrivalWatcher(threading.Thread):
                 for m in c.consume(num_messages=1000, timeout=0.05):
                     if m.error() is None:
                         now = int(time.time() * 1000)
-                        pid = s.decode(m.value())["post_id"]
-                        self.first.setdefault(pid, now)
+                        r = s.decode(m.value())
+                        self.first.setdefault(r["post_id"], now)
+                        self.scored_at.setdefault(r["post_id"], r["scored_at"])
         finally:
             c.close()
 
@@ -119,13 +122,13 @@ def start_fraud_load(cfg, bootstrap: str, run_dir: Path, rate: float):
     return job, rep, redis_srv
 
 
-def bench_live(cfg, bootstrap: str, topics: dict, run_dir: Path, a, offset: int) -> dict:
+def bench_live(cfg, bootstrap: str, topics: dict, run_dir: Path, a, offset: int, sentiment_pid: int) -> dict:
     """sentiment_live_p99_ms: posts at `replay.posts_rate` stamped with the wall clock when sent (event time =
     produced_at), each post's latency its first arrival on the scores topic minus its event time, one that has not
     arrived `--live-settle` s after its phase counts as infinitely late; `--live-runs` consecutive phases of
     `--live-seconds` on the running job, with the fraud job and its replay at `replay.rate` (live clock) beside it
     after a `--live-warmup` s warm-up. Median, min and max of the phases' p99."""
-    from infra.bench.run import percentiles, spread
+    from infra.bench.run import _tree_cpu_seconds, percentiles, spread
 
     rate = cfg.replay.posts_rate
     job = rep = redis_srv = None
@@ -146,7 +149,11 @@ def bench_live(cfg, bootstrap: str, topics: dict, run_dir: Path, a, offset: int)
                            bootstrap=bootstrap, topic=topics["posts"])
         warm.run()
         time.sleep(max(0.0, t_end - time.time()))
+        trees = {"sentiment_job": [sentiment_pid], "fraud_job": [job.proc.pid] if job else [],
+                 "fraud_replay": [rep.pid] if rep else []}
         for i in range(a.live_runs):
+            cpu0, t0 = {k: _tree_cpu_seconds(v) for k, v in trees.items()}, time.time()
+            cpu0["bench"] = time.process_time()  # this process alone: the posts replay and the arrival watcher
             r = PostsReplay(cfg, PostsOptions(base=ReplayOptions(rate=rate, limit=int(rate * a.live_seconds),
                                                                  id_offset=offset + (i + 1) * 100_000, labels=False,
                                                                  progress_every_s=1e9), live_clock=True),
@@ -158,8 +165,18 @@ def bench_live(cfg, bootstrap: str, topics: dict, run_dir: Path, a, offset: int)
                 time.sleep(0.5)
             first = dict(watcher.first)
             lat = np.array([first[k] - t if k in first else np.inf for k, t in sent.items()], dtype=np.float64)
+            scored = dict(watcher.scored_at)
+            # Where the time went: event time -> the scoring UDF (source, decode, queues, the model), and the UDF
+            # -> the consumer (the rest of the job, the sink, the broker).
+            to_udf = np.array([scored[k] - t for k, t in sent.items() if k in first], dtype=np.float64)
+            after = np.array([first[k] - scored[k] for k in sent if k in first], dtype=np.float64)
             row = {"sent": len(sent), "missing": int(np.isinf(lat).sum()), **percentiles(lat),
+                   "to_scorer": percentiles(to_udf),
+                   "after_scorer": percentiles(after),
                    "loadavg_1m": round(os.getloadavg()[0], 2),
+                   # cores each process tree used over the phase and its settle time
+                   "cores": {k: round((c - cpu0[k]) / (time.time() - t0), 2) for k, c in
+                             [*((k, _tree_cpu_seconds(v)) for k, v in trees.items()), ("bench", time.process_time())]},
                    "fraud_job_alive": job.alive() if job else None}
             out["phases"].append(row)
             print(f"[bench-sentiment] live phase {i} {json.dumps(row, default=str)}", flush=True)
@@ -278,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         paced = replay(n_lat, a.latency_rate, 2_000_000)
         lat_rec = wait_scores(bootstrap, topics["sentiment"], {p["post_id"] for p in paced.sent_posts}, 300)
         lat = np.array([r["scored_at"] - r["produced_at"] for r in lat_rec], dtype=np.float64)
-        live = bench_live(cfg, bootstrap, topics, run_dir, a, 3_000_000) if a.live_runs > 0 else None
+        live = bench_live(cfg, bootstrap, topics, run_dir, a, 3_000_000, job.pid) if a.live_runs > 0 else None
         result = {"sentiment_posts_per_s": round(posts_per_s, 1),
                   "sentiment_live_p99_ms": live["p99"]["median"] if live else None,
                   "sentiment_live_p99_ms_min": live["p99"]["min"] if live else None,
@@ -287,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                   "sentiment_p99_ms": round(float(np.percentile(lat, 99)), 1),
                   "sentiment_p50_ms": round(float(np.percentile(lat, 50)), 1),
                   "throughput_posts": len(got), "latency_posts": len(lat_rec), "latency_rate": a.latency_rate,
-                  "scorer": a.scorer, "commit_interval_ms": cfg.flink.checkpoint_interval_ms,
+                  "scorer": a.scorer,
+                  "commit_interval_ms": cfg.sentiment.checkpoint_interval_ms or cfg.flink.checkpoint_interval_ms,
                   "job_cpu_s_per_1k_posts": round(job_cpu / max(len(got), 1) * 1000, 2),
                   "loadavg_1m": [round(load0, 2), round(load1, 2)], "model": _model_meta(cfg, a.scorer),
                   "cpus": os.cpu_count()}

@@ -41,7 +41,7 @@ def sentiment_model_dir(tmp_path_factory):
     from pipelines.train.sentiment import TrainConfig, train
 
     base = tmp_path_factory.mktemp("sentiment-model")
-    train(TrainConfig(sst_train_n=150, tweet_train_n=150, eval_n=20, quantize=False),
+    train(TrainConfig(sst_train_n=150, tweet_train_n=150, eval_n=20),  # quantize: the job runs model_int8.pt
           data_dir=cfg.path(cfg.replay.sentiment_dir), model_dir=base, metrics_file=None, cache_dir=None,
           threads=1)
     return base

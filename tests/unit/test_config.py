@@ -142,6 +142,26 @@ def test_checkpoint_settings_follow_the_config(monkeypatch, tmp_path):
     s = common.flink_settings(cfg, job_name="j")
     assert s["state.changelog.enabled"] == "true"
     assert s["state.changelog.dstl.dfs.base-path"] == (tmp_path / "j" / "changelog").as_uri()
+    # One job's own interval (the sentiment job's sentiment.checkpoint_interval_ms) replaces flink's, pause included.
+    own = common.flink_settings(load_config(environ=env), job_name="j", checkpoint_interval_ms=500)
+    assert own["execution.checkpointing.interval"] == "500 ms"
+    assert own["execution.checkpointing.min-pause"] == "125 ms"
+
+
+def test_the_sentiment_job_takes_its_own_checkpoint_interval(monkeypatch):
+    """The dashboard reads scores read_committed, so the sentiment job's interval is what an analyst waits for;
+    0 falls back to flink.checkpoint_interval_ms."""
+    from jobs import sentiment_job
+
+    monkeypatch.setenv("STREAMSCORE_SENTIMENT__SCORER", "vader")  # main() sets it for its workers; restored after
+    seen = []
+    monkeypatch.setattr(sentiment_job, "create_envs", lambda cfg, **kw: seen.append(kw) or (_ for _ in ()).throw(
+        SystemExit(0)))
+    for value, want in (("500", 500), ("0", None)):
+        monkeypatch.setenv("STREAMSCORE_SENTIMENT__CHECKPOINT_INTERVAL_MS", value)
+        with pytest.raises(SystemExit):
+            sentiment_job.main(["--scorer", "vader"])
+        assert seen[-1]["checkpoint_interval_ms"] == want
 
 
 def test_the_minimum_event_time_default_is_the_decoders():
