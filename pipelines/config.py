@@ -318,10 +318,13 @@ class SentimentConfig:
     device: str = "auto"
     # Tokens of a post the model reads (at most the model's own limit and 512); the rest is cut off.
     max_length: int = 128
-    # Torch intra-op threads for the scorer inside a Flink Python worker; 0 leaves torch's default. At the live
-    # rate a batch is a post or two, which a second thread barely speeds up (int8, one post: 334 posts/s on two
-    # threads, 267 on one) while it takes a core from the fraud job beside it.
-    threads: int = 1
+    # Torch intra-op threads for the scorer inside a Flink Python worker; 0 leaves torch's default (one per core).
+    threads: int = 0
+    # A batch of fewer posts than this runs on one torch thread (0: always `threads`). On the live clock a batch is
+    # a post or two, which a second thread barely speeds up (int8, one post: 334 posts/s on two threads, 267 on one,
+    # for 1.56 times the CPU) while it takes CPU from the fraud job beside it; a backlog's batches of 1,000 run on
+    # every thread (554 against 299 posts/s).
+    single_thread_below: int = 32
     # Which of the version's traced models the job runs: "artifact" (model.pt, the one training chose: the fastest
     # within train's quant_tolerance of fp32's accuracy on its one held-out split), or fp32, bf16 or int8
     # (model_<precision>.pt). A choice other than the artifact's is named in every score's model version
@@ -631,9 +634,10 @@ def _validate(cfg: Config) -> Config:
     if not 0.0 < f.max_amount <= 3.4028234663852886e38:
         raise ConfigError(f"fraud: max_amount must be > 0 and at most float32's largest value, not {f.max_amount}")
     s = cfg.sentiment
-    if not 1 <= s.max_length <= 512 or s.threads < 0 or s.window_minutes < 1 or s.checkpoint_interval_ms < 0:
-        raise ConfigError("sentiment: need 1 <= max_length <= 512, threads >= 0, window_minutes >= 1 and "
-                          "checkpoint_interval_ms >= 0")
+    if (not 1 <= s.max_length <= 512 or s.threads < 0 or s.window_minutes < 1 or s.checkpoint_interval_ms < 0
+            or s.single_thread_below < 0):
+        raise ConfigError("sentiment: need 1 <= max_length <= 512, threads >= 0, window_minutes >= 1, "
+                          "checkpoint_interval_ms >= 0 and single_thread_below >= 0")
     if s.precision not in ("artifact", "fp32", "bf16", "int8"):
         raise ConfigError(f"sentiment: precision must be artifact, fp32, bf16 or int8, not {s.precision!r}")
     if cfg.replay.linger_ms < 0 or cfg.replay.pace_slack_ms < 0:

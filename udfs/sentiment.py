@@ -58,7 +58,8 @@ def chosen_model(meta: dict, precision: str) -> tuple[str, str, str]:
 
 class ModelSentimentScorer:
     def __init__(self, model_dir: str | Path, version: str = "latest", *, device: str = "auto",
-                 max_length: int = 128, batch_size: int = 64, threads: int = 0, precision: str = "artifact"):
+                 max_length: int = 128, batch_size: int = 64, threads: int = 0, precision: str = "artifact",
+                 single_thread_below: int = 0):
         import streamscore_native
         from tokenizers import Tokenizer
 
@@ -72,6 +73,10 @@ class ModelSentimentScorer:
         self.tokenizer.enable_truncation(self.max_length)
         if threads > 0:
             streamscore_native.set_num_threads(threads)
+        # A batch of fewer posts than single_thread_below runs on one torch thread, a larger one on `threads`.
+        self._native = streamscore_native
+        self.single_thread_below = single_thread_below
+        self.threads = self._threads_now = streamscore_native.get_num_threads()
         if not (self.dir / model_file).exists():
             raise FileNotFoundError(f"no {model_file} in {self.dir} (sentiment.precision={precision!r}; training "
                                     "writes model_bf16.pt and model_int8.pt only with quantize on)")
@@ -86,6 +91,10 @@ class ModelSentimentScorer:
         out = np.zeros((n, 3), dtype=np.float32)
         if n == 0:
             return out
+        want = 1 if n < self.single_thread_below else self.threads
+        if want != self._threads_now:
+            self._native.set_num_threads(want)
+            self._threads_now = want
         enc = self.tokenize(texts)
         lens = np.fromiter((len(e) for e in enc), dtype=np.int64, count=n)
         order = np.argsort(lens, kind="stable")
@@ -127,7 +136,7 @@ def load_sentiment_scorer(cfg):
     if s.scorer == "vader":
         return VaderSentimentScorer()
     return ModelSentimentScorer(cfg.path(s.model_dir), s.model_version, device=s.device, max_length=s.max_length,
-                                threads=s.threads, precision=s.precision)
+                                threads=s.threads, precision=s.precision, single_thread_below=s.single_thread_below)
 
 
 # Texts of a few lengths: the TorchScript profiling executor specialises its graph on the first runs, and each new

@@ -336,7 +336,7 @@ def _model_meta(cfg, scorer: str) -> dict | None:
         meta = json.loads((resolve_model_dir(cfg.path(s.model_dir), s.model_version) / "meta.json").read_text())
         precision, _, version = chosen_model(meta, s.precision)
         return {"version": version, "precision": precision, "artifact_precision": artifact_precision(meta),
-                "threads": s.threads or "torch default",
+                "threads": s.threads or "torch default", "single_thread_below": s.single_thread_below,
                 "max_length": s.max_length}
     except (OSError, ValueError):
         return None

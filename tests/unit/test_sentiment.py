@@ -163,6 +163,30 @@ def test_model_artifact_scores_sentences():
 
 
 @pytest.mark.skipif(_model_dir() is None, reason="no trained sentiment model (make train-sentiment)")
+def test_small_batches_run_on_one_thread_and_large_ones_on_all():
+    """sentiment.single_thread_below: a live batch of a post or two on one torch thread, a backlog's on `threads`;
+    the scores are the same either way."""
+    import streamscore_native
+
+    from pipelines.config import ConfigError
+    from udfs.sentiment import ModelSentimentScorer
+
+    before = streamscore_native.get_num_threads()
+    try:
+        s = ModelSentimentScorer(MODEL_DIR, device="cpu", threads=2, single_thread_below=4)
+        texts = ["a lovely day", "this is awful", "meh", "fine I guess"]
+        small = s.predict_proba(texts[:3])
+        assert streamscore_native.get_num_threads() == 1
+        large = s.predict_proba(texts)
+        assert streamscore_native.get_num_threads() == 2
+        assert np.allclose(small, large[:3], atol=1e-4)
+        with pytest.raises(ConfigError, match="single_thread_below"):
+            load_config(environ={"STREAMSCORE_SENTIMENT__SINGLE_THREAD_BELOW": "-1"})
+    finally:
+        streamscore_native.set_num_threads(before)
+
+
+@pytest.mark.skipif(_model_dir() is None, reason="no trained sentiment model (make train-sentiment)")
 def test_sentiment_precision_choice():
     """sentiment.precision picks model_<precision>.pt; a choice other than the artifact's is named in the version,
     a missing file is a clear error, and an unknown precision is a config error."""
