@@ -323,8 +323,10 @@ class SentimentConfig:
     # A batch of fewer posts than this runs on one torch thread (0: always `threads`). On the live clock a batch is
     # a post or two, which a second thread barely speeds up (int8, one post: 334 posts/s on two threads, 267 on one,
     # for 1.56 times the CPU) while it takes CPU from the fraud job beside it; a backlog's batches of 1,000 run on
-    # every thread (554 against 299 posts/s).
-    single_thread_below: int = 32
+    # every thread (554 against 299 posts/s). Well above a live batch: a job that fell behind for a second or two
+    # catches up on one thread, since two on a busy machine wait for each other (with 32, live p99 1.5 s in one run
+    # against 0.95 s on one thread).
+    single_thread_below: int = 256
     # Which of the version's traced models the job runs: "artifact" (model.pt, the one training chose: the fastest
     # within train's quant_tolerance of fp32's accuracy on its one held-out split), or fp32, bf16 or int8
     # (model_<precision>.pt). A choice other than the artifact's is named in every score's model version
