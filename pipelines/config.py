@@ -280,10 +280,10 @@ class FraudConfig:
     bundle_size: int = 5000
     # How long the scoring UDF's bundle may wait to fill (flink.bundle_time_ms for this job): every transaction
     # waits for its bundle to close on the live clock, while a drain fills bundle_size first. 5 ms (with
-    # replay.linger_ms 5) took the live 2,000/s p99 from 149 to 114 ms, but the job then spent 0.75-0.8 of a core at
-    # 2,000/s against 0.57-0.6 at 20 ms, and beside it the sentiment job's live p99 was 1.2-2.7 s against 0.82-0.99
-    # s (issue 28, docs/benchmarks.md 2026-12-08): 20 ms leaves both well under a second on 2 cores.
-    bundle_time_ms: int = 20
+    # replay.linger_ms 5) keeps the live 2,000/s p99 near issue 22's 100 ms (20 ms: ~150 ms), but the job then spends
+    # 0.75-0.8 of a core at 2,000/s against 0.57-0.6 at 20 ms, which the sentiment job beside it on 2 cores misses:
+    # its live p99 1.2-2.7 s against 0.82-0.99 s at 20 ms (issue 28, docs/benchmarks.md 2026-12-08).
+    bundle_time_ms: int = 5
     # Where the fraud model's versions live (`make train-fraud` writes <model_dir>/<version>/ and LATEST).
     model_dir: str = "artifacts/models/fraud"
     # The version folder the job scores with. "latest" follows the model registry (<model_dir>/registry.json, `make
@@ -359,9 +359,9 @@ class ReplayConfig:
     # this long before the broker has it. librdkafka sends one produce request per partition (librdkafka#1700): at
     # 2,000 transactions/s with their labels over 8 partitions, 5 ms meant about 900 requests/s and the broker spent
     # 0.2-0.3 of a core on them (20 ms: 0.08-0.12), yet 5 ms with fraud.bundle_time_ms 5 took the live 2,000/s p99
-    # from 149 to 114 ms and 10/s from 93 to 69 (one run each). 20 ms, with fraud.bundle_time_ms 20, leaves the
+    # from 149 to 114 ms and 10/s from 93 to 69 (one run each). 20 ms, with fraud.bundle_time_ms 20, would leave the
     # sentiment job beside them the CPU it needs to keep its live p99 under a second (issue 28).
-    linger_ms: int = 20
+    linger_ms: int = 5
     # A paced replay sleeps only once it is this far ahead of its schedule, sending what is due in between at once:
     # a sleep per message at 2,000/s was a wake-up every 0.5 ms.
     pace_slack_ms: float = 2.0
