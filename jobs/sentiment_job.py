@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = {"table.local-time-zone": "UTC"}
     extra.update(restore_settings(cfg, JOB_NAME, args.restore))
     env, t_env = create_envs(cfg, job_name=JOB_NAME, extra=extra,
-                             checkpoint_interval_ms=cfg.sentiment.checkpoint_interval_ms or None)
+                             checkpoint_interval_ms=cfg.sentiment_checkpoint_interval_ms())
     build(t_env, cfg, args).execute().wait()
     return 0
 

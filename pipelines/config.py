@@ -498,6 +498,10 @@ class Config:
         p = Path(value)
         return p if p.is_absolute() else ROOT / p
 
+    def sentiment_checkpoint_interval_ms(self) -> int:
+        """The sentiment job's checkpoint interval: sentiment.checkpoint_interval_ms, or flink's where that is 0."""
+        return self.sentiment.checkpoint_interval_ms or self.flink.checkpoint_interval_ms
+
     def with_overrides(self, overrides: Mapping[str, Mapping[str, Any]]) -> "Config":
         return _merge(self, overrides, source="overrides")
 

@@ -70,8 +70,8 @@ class ArrivalWatcher(threading.Thread):
     def __init__(self, bootstrap: str, topic: str):
         super().__init__(daemon=True)
         self.bootstrap, self.topic = bootstrap, topic
-        self.first: dict[str, int] = {}
-        self.scored_at: dict[str, int] = {}  # the scoring UDF's clock, to split a latency before/after the model
+        # post_id -> (first arrival here, the scoring UDF's scored_at), to split a latency before/after the model
+        self.first: dict[str, tuple[int, int]] = {}
         self.stop = threading.Event()
         self.ready = threading.Event()
 
@@ -89,8 +89,7 @@ class ArrivalWatcher(threading.Thread):
                     if m.error() is None:
                         now = int(time.time() * 1000)
                         r = s.decode(m.value())
-                        self.first.setdefault(r["post_id"], now)
-                        self.scored_at.setdefault(r["post_id"], r["scored_at"])
+                        self.first.setdefault(r["post_id"], (now, r["scored_at"]))
         finally:
             c.close()
 
@@ -151,9 +150,13 @@ def bench_live(cfg, bootstrap: str, topics: dict, run_dir: Path, a, offset: int,
         time.sleep(max(0.0, t_end - time.time()))
         trees = {"sentiment_job": [sentiment_pid], "fraud_job": [job.proc.pid] if job else [],
                  "fraud_replay": [rep.pid] if rep else []}
+
+        def cpu_now() -> dict[str, float]:
+            # each process tree, and this process alone ("bench": the posts replay and the arrival watcher)
+            return {**{k: _tree_cpu_seconds(v) for k, v in trees.items()}, "bench": time.process_time()}
+
         for i in range(a.live_runs):
-            cpu0, t0 = {k: _tree_cpu_seconds(v) for k, v in trees.items()}, time.time()
-            cpu0["bench"] = time.process_time()  # this process alone: the posts replay and the arrival watcher
+            cpu0, t0 = cpu_now(), time.time()
             r = PostsReplay(cfg, PostsOptions(base=ReplayOptions(rate=rate, limit=int(rate * a.live_seconds),
                                                                  id_offset=offset + (i + 1) * 100_000, labels=False,
                                                                  progress_every_s=1e9), live_clock=True),
@@ -164,19 +167,17 @@ def bench_live(cfg, bootstrap: str, topics: dict, run_dir: Path, a, offset: int,
             while time.time() < deadline and not sent.keys() <= watcher.first.keys():
                 time.sleep(0.5)
             first = dict(watcher.first)
-            lat = np.array([first[k] - t if k in first else np.inf for k, t in sent.items()], dtype=np.float64)
-            scored = dict(watcher.scored_at)
+            lat = np.array([first[k][0] - t if k in first else np.inf for k, t in sent.items()], dtype=np.float64)
             # Where the time went: event time -> the scoring UDF (source, decode, queues, the model), and the UDF
             # -> the consumer (the rest of the job, the sink, the broker).
-            to_udf = np.array([scored[k] - t for k, t in sent.items() if k in first], dtype=np.float64)
-            after = np.array([first[k] - scored[k] for k in sent if k in first], dtype=np.float64)
+            to_udf = np.array([first[k][1] - t for k, t in sent.items() if k in first], dtype=np.float64)
+            after = np.array([first[k][0] - first[k][1] for k in sent if k in first], dtype=np.float64)
             row = {"sent": len(sent), "missing": int(np.isinf(lat).sum()), **percentiles(lat),
                    "to_scorer": percentiles(to_udf),
                    "after_scorer": percentiles(after),
                    "loadavg_1m": round(os.getloadavg()[0], 2),
                    # cores each process tree used over the phase and its settle time
-                   "cores": {k: round((c - cpu0[k]) / (time.time() - t0), 2) for k, c in
-                             [*((k, _tree_cpu_seconds(v)) for k, v in trees.items()), ("bench", time.process_time())]},
+                   "cores": {k: round((c - cpu0[k]) / (time.time() - t0), 2) for k, c in cpu_now().items()},
                    "fraud_job_alive": job.alive() if job else None}
             out["phases"].append(row)
             print(f"[bench-sentiment] live phase {i} {json.dumps(row, default=str)}", flush=True)
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                   "sentiment_p50_ms": round(float(np.percentile(lat, 50)), 1),
                   "throughput_posts": len(got), "latency_posts": len(lat_rec), "latency_rate": a.latency_rate,
                   "scorer": a.scorer,
-                  "commit_interval_ms": cfg.sentiment.checkpoint_interval_ms or cfg.flink.checkpoint_interval_ms,
+                  "commit_interval_ms": cfg.sentiment_checkpoint_interval_ms(),
                   "job_cpu_s_per_1k_posts": round(job_cpu / max(len(got), 1) * 1000, 2),
                   "loadavg_1m": [round(load0, 2), round(load1, 2)], "model": _model_meta(cfg, a.scorer),
                   "cpus": os.cpu_count()}

@@ -155,9 +155,13 @@ def test_the_sentiment_job_takes_its_own_checkpoint_interval(monkeypatch):
 
     monkeypatch.setenv("STREAMSCORE_SENTIMENT__SCORER", "vader")  # main() sets it for its workers; restored after
     seen = []
-    monkeypatch.setattr(sentiment_job, "create_envs", lambda cfg, **kw: seen.append(kw) or (_ for _ in ()).throw(
-        SystemExit(0)))
-    for value, want in (("500", 500), ("0", None)):
+
+    def create_envs(cfg, **kw):  # records what the job asks for and stops before any Flink starts
+        seen.append(kw)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(sentiment_job, "create_envs", create_envs)
+    for value, want in (("500", 500), ("0", 2000)):
         monkeypatch.setenv("STREAMSCORE_SENTIMENT__CHECKPOINT_INTERVAL_MS", value)
         with pytest.raises(SystemExit):
             sentiment_job.main(["--scorer", "vader"])
